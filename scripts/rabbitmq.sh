@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Starts or stops Debian's rabbitmq-server as a reference broker on a spare loopback port, so it
+# never takes Warren's 5672. State lives under $RABBIT_DIR (default /tmp/warren-rabbitmq).
+#   scripts/rabbitmq.sh start [PORT]   (default 5682; waits until it accepts AMQP)
+#   scripts/rabbitmq.sh stop
+set -euo pipefail
+cmd=${1:-start}
+port=${2:-${RABBIT_PORT:-5682}}
+dir=${RABBIT_DIR:-/tmp/warren-rabbitmq}
+export RABBITMQ_NODENAME=warrenref@localhost
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT=$port
+export RABBITMQ_DIST_PORT=$((port + 20000))
+export RABBITMQ_MNESIA_BASE=$dir/mnesia
+export RABBITMQ_LOG_BASE=$dir/log
+export RABBITMQ_PID_FILE=$dir/rabbit.pid
+export RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins
+export RABBITMQ_CONFIG_FILE=$dir/rabbitmq
+export HOME=${HOME:-/root}
+
+case $cmd in
+start)
+  command -v rabbitmq-server >/dev/null || { echo "rabbitmq.sh: rabbitmq-server is not installed (apt-get install -y rabbitmq-server)" >&2; exit 1; }
+  mkdir -p "$dir/mnesia" "$dir/log"
+  echo '[].' > "$dir/enabled_plugins"
+  id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$dir"
+  # Same defaults a benchmark user gets from a stock install, plus loopback guest access.
+  printf 'loopback_users.guest = true\nlisteners.tcp.default = 127.0.0.1:%s\n' "$port" > "$dir/rabbitmq.conf"
+  if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then echo "rabbitmq.sh: port $port already answers"; exit 0; fi
+  nohup rabbitmq-server > "$dir/server.out" 2>&1 &
+  for _ in $(seq 1 240); do
+    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then echo "rabbitmq.sh: RabbitMQ listening on 127.0.0.1:$port"; exit 0; fi
+    sleep 0.5
+  done
+  echo "rabbitmq.sh: RabbitMQ did not start; see $dir/server.out and $dir/log" >&2
+  tail -20 "$dir/server.out" >&2 || true
+  exit 1
+  ;;
+stop)
+  rabbitmqctl -n "$RABBITMQ_NODENAME" stop >/dev/null 2>&1 || true
+  ;;
+*) echo "usage: rabbitmq.sh start [PORT] | stop" >&2; exit 2 ;;
+esac
