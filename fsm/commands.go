@@ -1,0 +1,196 @@
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/warrenmq/warren/exchange"
+)
+
+// Op identifies a command kind; it is the first byte of an encoded command
+// and must never be renumbered, since logs and snapshots outlive binaries.
+type Op uint8
+
+const (
+	OpAddVhost Op = iota + 1
+	OpDeleteVhost
+	OpPutUser
+	OpDeleteUser
+	OpSetPermissions
+	OpDeclareExchange
+	OpDeleteExchange
+	OpDeclareQueue
+	OpDeleteQueue
+	OpBind
+	OpUnbind
+	OpDropConnection
+	OpNodeStarted
+)
+
+var opNames = map[Op]string{
+	OpAddVhost: "AddVhost", OpDeleteVhost: "DeleteVhost", OpPutUser: "PutUser",
+	OpDeleteUser: "DeleteUser", OpSetPermissions: "SetPermissions",
+	OpDeclareExchange: "DeclareExchange", OpDeleteExchange: "DeleteExchange",
+	OpDeclareQueue: "DeclareQueue", OpDeleteQueue: "DeleteQueue", OpBind: "Bind",
+	OpUnbind: "Unbind", OpDropConnection: "DropConnection", OpNodeStarted: "NodeStarted",
+}
+
+func (o Op) String() string {
+	if n, ok := opNames[o]; ok {
+		return n
+	}
+	return fmt.Sprintf("Op(%d)", uint8(o))
+}
+
+// Command is one topology change. The set is closed: only the types of this
+// package implement it.
+type Command interface{ op() Op }
+
+// OpOf returns the op byte of a command.
+func OpOf(c Command) Op { return c.op() }
+
+type AddVhost struct{ Name string }
+type DeleteVhost struct{ Name string }
+
+// PutUser creates or replaces a user; the hash format is the caller's.
+type PutUser struct {
+	Name, PasswordHash string
+	Tags               []string
+}
+type DeleteUser struct{ Name string }
+type SetPermissions struct{ User, Vhost, Configure, Write, Read string }
+
+// DeclareExchange carries Args as an encoded AMQP field table.
+type DeclareExchange struct {
+	Vhost, Name, Kind             string
+	Durable, AutoDelete, Internal bool
+	Args                          []byte
+}
+type DeleteExchange struct {
+	Vhost, Name string
+	IfUnused    bool
+}
+
+// DeclareQueue needs a concrete name: server-named queues ("amq.gen-...")
+// are named by the caller before the command is proposed, because Apply must
+// be deterministic. ExclusiveConn ("node/connID") is set iff Exclusive; Owner
+// is the node that will host the queue.
+type DeclareQueue struct {
+	Vhost, Name                    string
+	Durable, Exclusive, AutoDelete bool
+	Args                           []byte
+	ExclusiveConn                  string
+	Owner                          string
+}
+
+// DeleteQueue: IfUnused/IfEmpty are checked by the caller, which knows the
+// consumers and messages; ExclusiveConn is the requester's connection.
+type DeleteQueue struct {
+	Vhost, Name   string
+	IfUnused      bool
+	ExclusiveConn string
+}
+
+// Bind adds a binding from Source to Dest; Conn is the requester's
+// connection, checked against exclusive destination queues.
+type Bind struct {
+	Vhost, Source string
+	Dest          exchange.Dest
+	Key           string
+	Args          []byte
+	Conn          string
+}
+type Unbind struct {
+	Vhost, Source string
+	Dest          exchange.Dest
+	Key           string
+	Args          []byte
+	Conn          string
+}
+
+// DropConnection deletes every exclusive queue of a closed connection.
+type DropConnection struct{ Conn string }
+
+// NodeStarted is proposed when a node (re)starts: its non-durable queues and
+// every non-durable exchange are deleted, as after a RabbitMQ restart.
+type NodeStarted struct{ Node string }
+
+func (AddVhost) op() Op        { return OpAddVhost }
+func (DeleteVhost) op() Op     { return OpDeleteVhost }
+func (PutUser) op() Op         { return OpPutUser }
+func (DeleteUser) op() Op      { return OpDeleteUser }
+func (SetPermissions) op() Op  { return OpSetPermissions }
+func (DeclareExchange) op() Op { return OpDeclareExchange }
+func (DeleteExchange) op() Op  { return OpDeleteExchange }
+func (DeclareQueue) op() Op    { return OpDeclareQueue }
+func (DeleteQueue) op() Op     { return OpDeleteQueue }
+func (Bind) op() Op            { return OpBind }
+func (Unbind) op() Op          { return OpUnbind }
+func (DropConnection) op() Op  { return OpDropConnection }
+func (NodeStarted) op() Op     { return OpNodeStarted }
+
+// Encode serialises a command as its op byte followed by JSON. Struct fields
+// marshal in declaration order, so the bytes are deterministic.
+func Encode(c Command) ([]byte, error) {
+	if c == nil {
+		return nil, errors.New("fsm: encode nil command")
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encode %s: %w", c.op(), err)
+	}
+	return append([]byte{byte(c.op())}, body...), nil
+}
+
+// Decode parses bytes produced by Encode.
+func Decode(b []byte) (Command, error) {
+	if len(b) == 0 {
+		return nil, errors.New("fsm: decode: empty command")
+	}
+	op, body := Op(b[0]), b[1:]
+	var c Command
+	var err error
+	switch op {
+	case OpAddVhost:
+		c, err = decodeInto[AddVhost](body)
+	case OpDeleteVhost:
+		c, err = decodeInto[DeleteVhost](body)
+	case OpPutUser:
+		c, err = decodeInto[PutUser](body)
+	case OpDeleteUser:
+		c, err = decodeInto[DeleteUser](body)
+	case OpSetPermissions:
+		c, err = decodeInto[SetPermissions](body)
+	case OpDeclareExchange:
+		c, err = decodeInto[DeclareExchange](body)
+	case OpDeleteExchange:
+		c, err = decodeInto[DeleteExchange](body)
+	case OpDeclareQueue:
+		c, err = decodeInto[DeclareQueue](body)
+	case OpDeleteQueue:
+		c, err = decodeInto[DeleteQueue](body)
+	case OpBind:
+		c, err = decodeInto[Bind](body)
+	case OpUnbind:
+		c, err = decodeInto[Unbind](body)
+	case OpDropConnection:
+		c, err = decodeInto[DropConnection](body)
+	case OpNodeStarted:
+		c, err = decodeInto[NodeStarted](body)
+	default:
+		return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fsm: decode %s: %w", op, err)
+	}
+	return c, nil
+}
+
+func decodeInto[T Command](body []byte) (Command, error) {
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}

@@ -1,0 +1,138 @@
+// Package node assembles one running Warren node from its parts: the topology FSM, the Raft
+// store, the broker runtime and the AMQP server. cmd/node and the tests start nodes through it,
+// so both run exactly the same wiring.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/cluster"
+	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/server"
+	"github.com/warrenmq/warren/wire"
+)
+
+// Config is what a node needs to start.
+type Config struct {
+	ID         string
+	DataDir    string
+	AMQPAddr   string
+	HTTPAddr   string
+	RaftAddr   string
+	GossipAddr string
+	Logger     *slog.Logger
+	// RaftTransport replaces the TCP transport (tests); InMemoryRaft keeps the log in memory.
+	RaftTransport raft.Transport
+	InMemoryRaft  bool
+	RaftLogOutput io.Writer // hashicorp/raft's own log (default stderr)
+	// Server tunes the AMQP server (heartbeat, frame size, loopback users); Node is filled in.
+	Server server.Config
+}
+
+// Node is a started node.
+type Node struct {
+	cfg       Config
+	closeOnce sync.Once
+	closeErr  error
+	log       *slog.Logger
+	FSM       *fsm.FSM
+	Broker    *broker.Node
+	Store     *cluster.Store
+	AMQP      *server.Server
+}
+
+func decodeArgs(b []byte) (map[string]any, error) {
+	t, _, err := wire.DecodeTable(b)
+	return t, err
+}
+
+// Start brings a node up: Raft (bootstrapping a one-node cluster on first start), the
+// topology replayed into the FSM, transient state of a previous run dropped, the default
+// user created on first start, then the AMQP listener.
+func Start(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("node", cfg.ID)
+	n := &Node{cfg: cfg, log: log}
+	n.FSM = fsm.New(fsm.Options{DecodeArgs: decodeArgs})
+	n.Broker = broker.New(cfg.ID, n.FSM, log)
+	store, err := cluster.Open(cluster.Config{
+		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
+		Transport: cfg.RaftTransport, InMemory: cfg.InMemoryRaft, RaftLogOutput: cfg.RaftLogOutput,
+	})
+	if err != nil {
+		n.Broker.Close()
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+	}
+	n.Store = store
+	n.Broker.AttachStore(store)
+	if err := n.prepareTopology(); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+	}
+	scfg := cfg.Server
+	scfg.Node = n.Broker
+	scfg.Logger = log
+	n.AMQP = server.New(scfg)
+	if err := n.AMQP.Listen(cfg.AMQPAddr); err != nil {
+		n.Close()
+		return nil, err
+	}
+	log.Info("node started", "amqp", n.AMQP.Addr().String(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+func (n *Node) prepareTopology() error {
+	if err := n.Store.WaitLeader(15 * time.Second); err != nil {
+		return err
+	}
+	if err := n.Store.Barrier(15 * time.Second); err != nil {
+		return fmt.Errorf("replay topology: %w", err)
+	}
+	// Non-durable queues and exchanges of a previous run die with it, as in RabbitMQ.
+	if _, err := n.Broker.Apply(fsm.NodeStarted{Node: n.cfg.ID}); err != nil {
+		return fmt.Errorf("drop transient topology: %w", err)
+	}
+	if n.Store.Bootstrapped() {
+		// First start of a new cluster: RabbitMQ's default user, loopback-only by default.
+		if _, err := n.Broker.Apply(fsm.PutUser{Name: "guest", PasswordHash: broker.HashPassword("guest"), Tags: []string{"administrator"}}); err != nil {
+			return fmt.Errorf("create default user: %w", err)
+		}
+		if _, err := n.Broker.Apply(fsm.SetPermissions{User: "guest", Vhost: "/", Configure: ".*", Write: ".*", Read: ".*"}); err != nil {
+			return fmt.Errorf("grant default user: %w", err)
+		}
+	}
+	return nil
+}
+
+// AMQPAddr returns the address clients connect to.
+func (n *Node) AMQPAddr() string { return n.AMQP.Addr().String() }
+
+// Close closes client connections with 320 CONNECTION_FORCED, then stops Raft and the broker.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	var errs []error
+	if n.AMQP != nil {
+		n.AMQP.Close()
+	}
+	if n.Store != nil {
+		if err := n.Store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.Broker.Close()
+	return errors.Join(errs...)
+}

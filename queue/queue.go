@@ -1,0 +1,652 @@
+// Package queue owns the messages of one queue on its owner node: the ready list (with
+// priorities), dispatch round-robin over consumers within their credit, unacknowledged
+// accounting, requeue, TTL expiry, length limits and the hand-off of dead letters. It knows
+// nothing of sockets or AMQP frames: consumers are an interface the AMQP server implements.
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Message is one published message. A message routed to several queues is shared by all of
+// them, so it is never modified after publish.
+type Message struct {
+	Exchange   string
+	RoutingKey string
+	Props      []byte // raw property flags + list, sent to consumers as received
+	Body       []byte
+	Persistent bool
+	Priority   uint8
+	// ExpirationMs is the per-message TTL from the expiration property, -1 when absent.
+	ExpirationMs int64
+}
+
+// Overflow says what a full queue does with the next message.
+type Overflow uint8
+
+const (
+	DropHead Overflow = iota
+	RejectPublish
+	RejectPublishDLX
+)
+
+// Config is a queue's behaviour, decoded from its declare arguments by the caller.
+type Config struct {
+	Vhost, Name    string
+	MessageTTL     time.Duration // < 0: none
+	Expires        time.Duration // 0: never
+	MaxLength      int64         // < 0: unlimited
+	MaxLengthBytes int64         // < 0: unlimited
+	Overflow       Overflow
+	DeadLetter     bool // true when x-dead-letter-exchange is set (it may be "")
+	MaxPriority    uint8
+	AutoDelete     bool
+}
+
+// DeadLetterReason follows RabbitMQ's x-death "reason" values.
+type DeadLetterReason string
+
+const (
+	ReasonRejected DeadLetterReason = "rejected"
+	ReasonExpired  DeadLetterReason = "expired"
+	ReasonMaxLen   DeadLetterReason = "maxlen"
+)
+
+// DeadLetter is a message leaving the queue for its dead-letter exchange.
+type DeadLetter struct {
+	Msg    *Message
+	Reason DeadLetterReason
+}
+
+// Hooks are how a queue asks its node to act outside the queue; each is called without the
+// queue's lock held.
+type Hooks struct {
+	DeadLetter func(q *Queue, dead []DeadLetter)
+	Expired    func(q *Queue) // x-expires: the queue was unused for its whole period
+	AutoDelete func(q *Queue) // the last consumer of an auto-delete queue went away
+}
+
+// Delivery is one message handed to a consumer (or returned by Get).
+type Delivery struct {
+	Queue       *Queue
+	Msg         *Message
+	Redelivered bool
+	// Seq orders the message in its queue; the consumer returns it with Requeue so requeued
+	// messages go back in their original order.
+	Seq uint64
+	// ExpiresAt carries the message's expiry (unix ns, 0: never) through a requeue.
+	ExpiresAt int64
+	// Remaining is the ready count left after this delivery (basic.get-ok message-count).
+	Remaining int
+}
+
+// Consumer receives messages. TryDeliver is called with the queue's lock held: it must not
+// block or call back into the queue. It reserves credit and hands the message on, or returns
+// false when the consumer cannot take a message now (the queue then tries the next consumer
+// and is kicked again when credit returns).
+type Consumer interface {
+	TryDeliver(d Delivery) bool
+	// Cancelled tells the consumer its queue was deleted (called without the queue lock).
+	Cancelled(q *Queue)
+}
+
+// Errors returned to the AMQP layer, which maps them to reply codes.
+var (
+	ErrExclusiveConsumer = errors.New("queue has an exclusive consumer")
+	ErrHasConsumers      = errors.New("queue has consumers; cannot consume exclusively")
+	ErrInUse             = errors.New("queue in use")
+	ErrNotEmpty          = errors.New("queue not empty")
+	ErrDeleted           = errors.New("queue deleted")
+)
+
+type entry struct {
+	msg         *Message
+	seq         uint64
+	expiresAt   int64 // unix nanoseconds; 0: never
+	redelivered bool
+}
+
+type consumerSlot struct {
+	c     Consumer
+	noAck bool
+}
+
+// Queue is safe for concurrent use; every operation holds its mutex briefly and dispatches to
+// consumers inline, so a publish to a queue with a waiting consumer costs no goroutine switch.
+type Queue struct {
+	cfg   Config
+	hooks Hooks
+
+	mu           sync.Mutex
+	levels       []ring[entry] // index = priority; one level when MaxPriority is 0
+	ready        int
+	readyBytes   int64
+	unacked      int
+	expiring     int // ready entries with an expiry: when 0 the clock is never read
+	consumers    []consumerSlot
+	exclusive    bool
+	rr           int
+	nextSeq      uint64
+	deleted      bool
+	hadConsumer  bool
+	ttlTimer     *time.Timer
+	ttlAt        int64
+	expiresTimer *time.Timer
+	now          func() int64
+}
+
+// New creates an empty queue.
+func New(cfg Config, hooks Hooks) *Queue {
+	q := &Queue{cfg: cfg, hooks: hooks, now: func() int64 { return time.Now().UnixNano() }}
+	q.levels = make([]ring[entry], int(cfg.MaxPriority)+1)
+	q.mu.Lock()
+	q.armExpiresLocked()
+	q.mu.Unlock()
+	return q
+}
+
+// Name returns the queue's name; Vhost its vhost.
+func (q *Queue) Name() string  { return q.cfg.Name }
+func (q *Queue) Vhost() string { return q.cfg.Vhost }
+
+// Config returns the queue's configuration.
+func (q *Queue) Config() Config { return q.cfg }
+
+// Counts returns ready messages, unacknowledged messages and consumers.
+func (q *Queue) Counts() (ready, unacked, consumers int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ready, q.unacked, len(q.consumers)
+}
+
+// Publish enqueues m and dispatches it if a consumer can take it. accepted is false when a
+// full queue with x-overflow reject-publish(-dlx) refused it (the publisher gets a nack).
+func (q *Queue) Publish(m *Message) (accepted bool) {
+	var dead []DeadLetter
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		return true // routed just before the delete: gone with the queue, as in RabbitMQ
+	}
+	if q.cfg.Overflow != DropHead && q.fullLocked(int64(len(m.Body))) {
+		if q.cfg.Overflow == RejectPublishDLX && q.cfg.DeadLetter {
+			dead = append(dead, DeadLetter{Msg: m, Reason: ReasonMaxLen})
+		}
+		q.mu.Unlock()
+		q.sendDeadLetters(dead)
+		return false
+	}
+	e := entry{msg: m, seq: q.nextSeq}
+	q.nextSeq++
+	var now int64
+	if ttl := q.ttlFor(m); ttl >= 0 {
+		now = q.now()
+		e.expiresAt = now + ttl
+		if e.expiresAt == 0 {
+			e.expiresAt = 1
+		}
+		q.expiring++
+	}
+	q.pushReadyLocked(e, false)
+	q.dispatchLocked(&now, &dead)
+	if q.cfg.Overflow == DropHead {
+		for q.overLimitLocked() {
+			old := q.popHeadLocked()
+			if q.cfg.DeadLetter {
+				dead = append(dead, DeadLetter{Msg: old.msg, Reason: ReasonMaxLen})
+			}
+		}
+	}
+	q.armTTLLocked()
+	q.mu.Unlock()
+	q.sendDeadLetters(dead)
+	return true
+}
+
+// ttlFor returns the message's TTL in nanoseconds under this queue (the smaller of the queue's
+// x-message-ttl and the message's expiration), or -1 when it never expires.
+func (q *Queue) ttlFor(m *Message) int64 {
+	ttl := int64(-1)
+	if q.cfg.MessageTTL >= 0 {
+		ttl = int64(q.cfg.MessageTTL)
+	}
+	if m.ExpirationMs >= 0 {
+		mt := m.ExpirationMs * int64(time.Millisecond)
+		if ttl < 0 || mt < ttl {
+			ttl = mt
+		}
+	}
+	return ttl
+}
+
+func (q *Queue) fullLocked(size int64) bool {
+	if q.cfg.MaxLength >= 0 && int64(q.ready) >= q.cfg.MaxLength {
+		return true
+	}
+	return q.cfg.MaxLengthBytes >= 0 && q.readyBytes+size > q.cfg.MaxLengthBytes
+}
+
+func (q *Queue) overLimitLocked() bool {
+	if q.ready == 0 {
+		return false
+	}
+	if q.cfg.MaxLength >= 0 && int64(q.ready) > q.cfg.MaxLength {
+		return true
+	}
+	return q.cfg.MaxLengthBytes >= 0 && q.readyBytes > q.cfg.MaxLengthBytes
+}
+
+func (q *Queue) level(m *Message) int {
+	p := int(m.Priority)
+	if p >= len(q.levels) {
+		p = len(q.levels) - 1
+	}
+	return p
+}
+
+func (q *Queue) pushReadyLocked(e entry, front bool) {
+	l := &q.levels[q.level(e.msg)]
+	if front {
+		l.pushFront(e)
+	} else {
+		l.pushBack(e)
+	}
+	q.ready++
+	q.readyBytes += int64(len(e.msg.Body))
+}
+
+// headLevelLocked returns the highest non-empty priority level, or -1.
+func (q *Queue) headLevelLocked() int {
+	for i := len(q.levels) - 1; i >= 0; i-- {
+		if q.levels[i].len() > 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+func (q *Queue) popLevelLocked(i int) entry {
+	e := q.levels[i].popFront()
+	q.ready--
+	q.readyBytes -= int64(len(e.msg.Body))
+	if e.expiresAt != 0 {
+		q.expiring--
+	}
+	return e
+}
+
+func (q *Queue) popHeadLocked() entry { return q.popLevelLocked(q.headLevelLocked()) }
+
+func (q *Queue) expired(e *entry, now *int64) bool {
+	if e.expiresAt == 0 {
+		return false
+	}
+	if *now == 0 {
+		*now = q.now()
+	}
+	// Strictly less: a message with TTL 0 is still deliverable in the instant it arrives,
+	// which is how RabbitMQ treats x-message-ttl 0 (deliver now or drop).
+	return e.expiresAt < *now
+}
+
+// dispatchLocked hands ready messages to consumers round-robin until no consumer has credit.
+func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
+	for q.ready > 0 && len(q.consumers) > 0 {
+		lvl := q.headLevelLocked()
+		e := q.levels[lvl].front()
+		if q.expired(e, now) {
+			old := q.popLevelLocked(lvl)
+			if q.cfg.DeadLetter {
+				*dead = append(*dead, DeadLetter{Msg: old.msg, Reason: ReasonExpired})
+			}
+			continue
+		}
+		n := len(q.consumers)
+		delivered := false
+		for i := 0; i < n; i++ {
+			idx := (q.rr + i) % n
+			slot := q.consumers[idx]
+			d := Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready - 1}
+			if slot.c.TryDeliver(d) {
+				q.rr = (idx + 1) % n
+				q.popLevelLocked(lvl)
+				if !slot.noAck {
+					q.unacked++
+				}
+				delivered = true
+				break
+			}
+		}
+		if !delivered {
+			return
+		}
+	}
+}
+
+// expireLocked drops expired messages at the head of each priority level. Like RabbitMQ, only
+// messages at the head expire: one behind a longer-lived message waits for it.
+func (q *Queue) expireLocked(now *int64, dead *[]DeadLetter) {
+	if q.expiring == 0 {
+		return
+	}
+	for i := range q.levels {
+		l := &q.levels[i]
+		for l.len() > 0 && q.expired(l.front(), now) {
+			old := q.popLevelLocked(i)
+			if q.cfg.DeadLetter {
+				*dead = append(*dead, DeadLetter{Msg: old.msg, Reason: ReasonExpired})
+			}
+		}
+	}
+}
+
+// armTTLLocked schedules the next head expiry so expired messages leave (and dead-letter) even
+// when no consumer looks at the queue.
+func (q *Queue) armTTLLocked() {
+	if q.expiring == 0 || q.deleted {
+		return
+	}
+	next := int64(0)
+	for i := range q.levels {
+		if q.levels[i].len() == 0 {
+			continue
+		}
+		if at := q.levels[i].front().expiresAt; at != 0 && (next == 0 || at < next) {
+			next = at
+		}
+	}
+	if next == 0 || (q.ttlTimer != nil && q.ttlAt != 0 && q.ttlAt <= next) {
+		return
+	}
+	delay := time.Duration(next-q.now()) + time.Millisecond
+	if delay < 0 {
+		delay = 0
+	}
+	q.ttlAt = next
+	if q.ttlTimer == nil {
+		q.ttlTimer = time.AfterFunc(delay, q.onTTLTimer)
+	} else {
+		q.ttlTimer.Reset(delay)
+	}
+}
+
+func (q *Queue) onTTLTimer() {
+	var dead []DeadLetter
+	var now int64
+	q.mu.Lock()
+	q.ttlAt = 0
+	if !q.deleted {
+		q.expireLocked(&now, &dead)
+		q.dispatchLocked(&now, &dead)
+		q.armTTLLocked()
+	}
+	q.mu.Unlock()
+	q.sendDeadLetters(dead)
+}
+
+// armExpiresLocked (re)starts the x-expires countdown while the queue is unused.
+func (q *Queue) armExpiresLocked() {
+	if q.cfg.Expires <= 0 || q.deleted {
+		return
+	}
+	if len(q.consumers) > 0 {
+		if q.expiresTimer != nil {
+			q.expiresTimer.Stop()
+		}
+		return
+	}
+	if q.expiresTimer == nil {
+		q.expiresTimer = time.AfterFunc(q.cfg.Expires, q.onExpiresTimer)
+	} else {
+		q.expiresTimer.Reset(q.cfg.Expires)
+	}
+}
+
+func (q *Queue) onExpiresTimer() {
+	q.mu.Lock()
+	fire := !q.deleted && len(q.consumers) == 0
+	q.mu.Unlock()
+	if fire && q.hooks.Expired != nil {
+		q.hooks.Expired(q)
+	}
+}
+
+// Touch records a use of the queue (a redeclare) for x-expires.
+func (q *Queue) Touch() {
+	q.mu.Lock()
+	q.armExpiresLocked()
+	q.mu.Unlock()
+}
+
+func (q *Queue) sendDeadLetters(dead []DeadLetter) {
+	if len(dead) > 0 && q.hooks.DeadLetter != nil {
+		q.hooks.DeadLetter(q, dead)
+	}
+}
+
+// AddConsumer registers c and dispatches waiting messages to it.
+func (q *Queue) AddConsumer(c Consumer, noAck, exclusive bool) error {
+	var dead []DeadLetter
+	var now int64
+	q.mu.Lock()
+	switch {
+	case q.deleted:
+		q.mu.Unlock()
+		return ErrDeleted
+	case q.exclusive:
+		q.mu.Unlock()
+		return ErrExclusiveConsumer
+	case exclusive && len(q.consumers) > 0:
+		q.mu.Unlock()
+		return ErrHasConsumers
+	}
+	q.consumers = append(q.consumers, consumerSlot{c: c, noAck: noAck})
+	q.exclusive = exclusive
+	q.hadConsumer = true
+	q.armExpiresLocked()
+	q.dispatchLocked(&now, &dead)
+	q.armTTLLocked()
+	q.mu.Unlock()
+	q.sendDeadLetters(dead)
+	return nil
+}
+
+// RemoveConsumer unregisters c. An auto-delete queue whose last consumer leaves asks its node
+// to delete it.
+func (q *Queue) RemoveConsumer(c Consumer) {
+	q.mu.Lock()
+	found := false
+	for i, s := range q.consumers {
+		if s.c == c {
+			q.consumers = append(q.consumers[:i], q.consumers[i+1:]...)
+			found = true
+			break
+		}
+	}
+	if found {
+		q.exclusive = false
+		if q.rr >= len(q.consumers) {
+			q.rr = 0
+		}
+	}
+	autoDelete := found && q.cfg.AutoDelete && q.hadConsumer && len(q.consumers) == 0 && !q.deleted
+	q.armExpiresLocked()
+	q.mu.Unlock()
+	if autoDelete && q.hooks.AutoDelete != nil {
+		q.hooks.AutoDelete(q)
+	}
+}
+
+// Kick retries dispatch; a consumer calls it when it regains credit (after acks, qos, flow).
+func (q *Queue) Kick() {
+	var dead []DeadLetter
+	var now int64
+	q.mu.Lock()
+	if q.ready > 0 && len(q.consumers) > 0 {
+		q.dispatchLocked(&now, &dead)
+		q.armTTLLocked()
+	}
+	q.mu.Unlock()
+	q.sendDeadLetters(dead)
+}
+
+// Get takes one message (basic.get). ok is false when the queue has no ready message.
+func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
+	var dead []DeadLetter
+	var now int64
+	q.mu.Lock()
+	q.armExpiresLocked()
+	q.expireLocked(&now, &dead)
+	if q.ready > 0 {
+		e := q.popHeadLocked()
+		d = Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready}
+		ok = true
+		if !noAck {
+			q.unacked++
+		}
+	}
+	q.armTTLLocked()
+	q.mu.Unlock()
+	q.sendDeadLetters(dead)
+	return d, ok
+}
+
+// Settled is a message the consumer is done with; Requeue and Reject take them back.
+type Settled struct {
+	Msg       *Message
+	Seq       uint64
+	ExpiresAt int64
+}
+
+// Ack settles n delivered messages for good.
+func (q *Queue) Ack(n int) {
+	q.mu.Lock()
+	q.unacked -= n
+	if q.unacked < 0 {
+		q.unacked = 0
+	}
+	q.mu.Unlock()
+}
+
+// Requeue puts delivered messages back at the front of the queue in their original order,
+// marked redelivered, and dispatches them again.
+func (q *Queue) Requeue(msgs []Settled) {
+	var dead []DeadLetter
+	var now int64
+	q.mu.Lock()
+	q.unacked -= len(msgs)
+	if q.unacked < 0 {
+		q.unacked = 0
+	}
+	if !q.deleted {
+		sortSettledDesc(msgs)
+		for _, s := range msgs {
+			// A requeued message keeps its original expiry, as in RabbitMQ.
+			q.pushReadyLocked(entry{msg: s.Msg, seq: s.Seq, expiresAt: s.ExpiresAt, redelivered: true}, true)
+			if s.ExpiresAt != 0 {
+				q.expiring++
+			}
+		}
+		q.dispatchLocked(&now, &dead)
+		q.armTTLLocked()
+	}
+	q.mu.Unlock()
+	q.sendDeadLetters(dead)
+}
+
+// Reject drops delivered messages (reject/nack without requeue), dead-lettering them when the
+// queue has a dead-letter exchange.
+func (q *Queue) Reject(msgs []Settled) {
+	q.mu.Lock()
+	q.unacked -= len(msgs)
+	if q.unacked < 0 {
+		q.unacked = 0
+	}
+	dl := q.cfg.DeadLetter && !q.deleted
+	q.mu.Unlock()
+	if !dl {
+		return
+	}
+	dead := make([]DeadLetter, len(msgs))
+	for i, s := range msgs {
+		dead[i] = DeadLetter{Msg: s.Msg, Reason: ReasonRejected}
+	}
+	q.sendDeadLetters(dead)
+}
+
+func sortSettledDesc(msgs []Settled) {
+	// Insertion sort: requeued batches are small and usually already ordered.
+	for i := 1; i < len(msgs); i++ {
+		for j := i; j > 0 && msgs[j].Seq > msgs[j-1].Seq; j-- {
+			msgs[j], msgs[j-1] = msgs[j-1], msgs[j]
+		}
+	}
+}
+
+// Purge removes every ready message and returns how many there were.
+func (q *Queue) Purge() int {
+	q.mu.Lock()
+	n := q.ready
+	for i := range q.levels {
+		q.levels[i].clear()
+	}
+	q.ready, q.readyBytes, q.expiring = 0, 0, 0
+	q.mu.Unlock()
+	return n
+}
+
+// CheckDelete reports whether a delete with if-unused / if-empty may proceed.
+func (q *Queue) CheckDelete(ifUnused, ifEmpty bool) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if ifUnused && len(q.consumers) > 0 {
+		return ErrInUse
+	}
+	if ifEmpty && q.ready > 0 {
+		return ErrNotEmpty
+	}
+	return nil
+}
+
+// Delete marks the queue gone, drops its messages, stops its timers and tells every consumer.
+// It returns the number of ready messages it held.
+func (q *Queue) Delete() int {
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		return 0
+	}
+	q.deleted = true
+	n := q.ready
+	consumers := q.consumers
+	q.consumers = nil
+	for i := range q.levels {
+		q.levels[i].clear()
+	}
+	q.ready, q.readyBytes, q.expiring = 0, 0, 0
+	if q.ttlTimer != nil {
+		q.ttlTimer.Stop()
+	}
+	if q.expiresTimer != nil {
+		q.expiresTimer.Stop()
+	}
+	q.mu.Unlock()
+	for _, s := range consumers {
+		s.c.Cancelled(q)
+	}
+	return n
+}
+
+// Deleted reports whether Delete was called.
+func (q *Queue) Deleted() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.deleted
+}
+
+func (q *Queue) String() string {
+	return fmt.Sprintf("queue '%s' in vhost '%s'", q.cfg.Name, q.cfg.Vhost)
+}

@@ -1,0 +1,179 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func TestConfirmsAck(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	if _, err := ch.QueueDeclare("cq", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	acks := ch.NotifyPublish(make(chan amqp.Confirmation, 100))
+	for i := 0; i < 50; i++ {
+		publish(t, ch, "", "cq", amqp.Publishing{Body: []byte("x"), DeliveryMode: amqp.Persistent})
+	}
+	for i := uint64(1); i <= 50; i++ {
+		select {
+		case c := <-acks:
+			if !c.Ack || c.DeliveryTag != i {
+				t.Fatalf("confirm %d = %+v", i, c)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("confirm %d missing", i)
+		}
+	}
+}
+
+func TestMandatoryReturnBeforeAck(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	// One channel for both, so their order is the order the frames arrived in.
+	events := make(chan string, 4)
+	returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+	acks := ch.NotifyPublish(make(chan amqp.Confirmation, 1))
+	go func() {
+		for r := range returns {
+			events <- "return:" + r.ReplyText
+		}
+	}()
+	go func() {
+		for c := range acks {
+			if c.Ack {
+				events <- "ack"
+			}
+		}
+	}()
+	ctx := context.Background()
+	if err := ch.PublishWithContext(ctx, "", "no-such-queue", true, false, body("lost")); err != nil {
+		t.Fatal(err)
+	}
+	first := <-events
+	second := <-events
+	if first != "return:NO_ROUTE" || second != "ack" {
+		t.Fatalf("events %q then %q; want the return (312 NO_ROUTE) before the ack", first, second)
+	}
+}
+
+func TestReturnCarriesCode312(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+	if err := ch.PublishWithContext(context.Background(), "amq.direct", "nowhere", true, false, body("b")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-returns:
+		if r.ReplyCode != 312 || string(r.Body) != "b" || r.Exchange != "amq.direct" || r.RoutingKey != "nowhere" {
+			t.Fatalf("return = %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no basic.return")
+	}
+}
+
+func TestNackWhenQueueRejects(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	if _, err := ch.QueueDeclare("full", false, false, false, false, amqp.Table{"x-max-length": int32(1), "x-overflow": "reject-publish"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	acks := ch.NotifyPublish(make(chan amqp.Confirmation, 2))
+	publish(t, ch, "", "full", body("1"))
+	publish(t, ch, "", "full", body("2"))
+	c1, c2 := <-acks, <-acks
+	if !c1.Ack || c2.Ack {
+		t.Fatalf("confirms %+v %+v: want ack then nack", c1, c2)
+	}
+}
+
+func TestPublishToMissingExchange404(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	_ = ch.PublishWithContext(context.Background(), "missing-x", "k", false, false, body("x"))
+	select {
+	case e := <-closed:
+		if e == nil || e.Code != 404 {
+			t.Fatalf("closed with %v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("channel stayed open")
+	}
+}
+
+func TestTxCommitAndRollback(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	if _, err := ch.QueueDeclare("txq", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Tx(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ch, "", "txq", body("rolled-back"))
+	if err := ch.TxRollback(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ch, "", "txq", body("committed"))
+	probe := channel(t, dial(t, n))
+	if q, _ := probe.QueueDeclarePassive("txq", false, false, false, false, nil); q.Messages != 0 {
+		t.Fatalf("uncommitted publish visible: %d messages", q.Messages)
+	}
+	if err := ch.TxCommit(); err != nil {
+		t.Fatal(err)
+	}
+	m := getOne(t, probe, "txq", true)
+	if string(m.Body) != "committed" {
+		t.Fatalf("got %q", m.Body)
+	}
+	if _, ok, _ := probe.Get("txq", true); ok {
+		t.Fatal("rolled-back publish was delivered")
+	}
+}
+
+func TestTxAckAppliesOnCommit(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	if _, err := ch.QueueDeclare("txa", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ch, "", "txa", body("a"))
+	if err := ch.Tx(); err != nil {
+		t.Fatal(err)
+	}
+	m := getOne(t, ch, "txa", false)
+	_ = m.Ack(false)
+	if err := ch.TxRollback(); err != nil {
+		t.Fatal(err)
+	}
+	// The rolled-back ack left the message unacked; closing the channel requeues it.
+	_ = ch.Close()
+	ch2 := channel(t, dial(t, n))
+	if m := getOne(t, ch2, "txa", true); !m.Redelivered {
+		t.Fatal("message acked by a rolled-back transaction was lost")
+	}
+}
+
+func TestConfirmAndTxExclusive(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, ch.Tx(), 406)
+}

@@ -1,0 +1,168 @@
+// Package server owns the AMQP 0-9-1 protocol side of a node: the TCP listener, the
+// connection handshake (SASL PLAIN/AMQPLAIN, tune, vhost), heartbeats, channels and the
+// mapping of every class/method onto the broker (topology through Raft, publishes and
+// deliveries through the node's queues). Frame encoding lives in package wire; queue
+// behaviour in package queue.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/wire"
+)
+
+// Config holds a server's settings; zero values take RabbitMQ's defaults.
+type Config struct {
+	Node   *broker.Node
+	Logger *slog.Logger
+	// HandshakeTimeout closes connections that do not finish connection.open in time.
+	HandshakeTimeout time.Duration
+	Heartbeat        uint16 // seconds proposed in connection.tune (RabbitMQ: 60)
+	FrameMax         uint32 // RabbitMQ: 131072
+	ChannelMax       uint16 // RabbitMQ 3.10: 2047
+	// LoopbackUsers may connect only from a loopback address (RabbitMQ's loopback_users).
+	LoopbackUsers []string
+	// MaxMessageSize refuses larger bodies with 406 (RabbitMQ 3.10: 128 MiB).
+	MaxMessageSize uint64
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 60
+	}
+	if c.FrameMax == 0 {
+		c.FrameMax = wire.DefaultFrameMax
+	}
+	if c.ChannelMax == 0 {
+		c.ChannelMax = 2047
+	}
+	if c.LoopbackUsers == nil {
+		c.LoopbackUsers = []string{"guest"}
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = 128 << 20
+	}
+}
+
+// Server accepts AMQP connections and serves them until Close.
+type Server struct {
+	cfg    Config
+	node   *broker.Node
+	log    *slog.Logger
+	connID atomic.Uint64
+
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*conn]struct{}
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// New returns a server for cfg.Node.
+func New(cfg Config) *Server {
+	cfg.setDefaults()
+	return &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{})}
+}
+
+// Listen binds addr and serves connections in the background; Addr reports the bound address.
+func (s *Server) Listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen amqp on %s: %w", addr, err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.acceptLoop(ln)
+	return nil
+}
+
+// Addr returns the listener's address, or nil before Listen.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+func (s *Server) acceptLoop(ln net.Listener) {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and similar: wait and keep serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			_ = nc.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// ConnectionCount returns the number of open client connections.
+func (s *Server) ConnectionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Close stops accepting, closes every client connection with 320 CONNECTION_FORCED (as
+// RabbitMQ does on shutdown) and waits for their goroutines to end.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closing = true
+	ln := s.ln
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	if ln != nil {
+		_ = ln.Close()
+	}
+	for _, c := range conns {
+		c.forceClose(wire.ConnectionForced, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
+	}
+	s.wg.Wait()
+}

@@ -1,0 +1,214 @@
+package server
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/warrenmq/warren/exchange"
+	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/queue"
+	"github.com/warrenmq/warren/wire"
+)
+
+// encodeArgs turns a decoded argument table back into the canonical bytes the FSM stores
+// (keys sorted, so equal tables give equal commands on every node).
+func encodeArgs(t wire.Table) []byte {
+	if len(t) == 0 {
+		return nil
+	}
+	return wire.AppendTable(nil, t)
+}
+
+func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
+	c := ch.c
+	if m.Passive {
+		if _, ok := c.s.node.FSM().Exchange(c.vhost, m.Exchange); !ok {
+			return errorf(wire.NotFound, "no exchange '%s' in vhost '%s'", m.Exchange, c.vhost)
+		}
+		if !m.NoWait {
+			c.sendMethod(ch.id, &wire.ExchangeDeclareOk{})
+		}
+		return nil
+	}
+	if m.Exchange == "" {
+		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
+	}
+	if _, err := exchange.NewMatcher(m.Type); err != nil {
+		return errorf(wire.CommandInvalid, "unknown exchange type '%s'", m.Type)
+	}
+	_, err := c.s.node.Apply(fsm.DeclareExchange{
+		Vhost: c.vhost, Name: m.Exchange, Kind: m.Type, Durable: m.Durable,
+		AutoDelete: m.AutoDelete, Internal: m.Internal, Args: encodeArgs(m.Arguments),
+	})
+	if err != nil {
+		return err
+	}
+	if !m.NoWait {
+		c.sendMethod(ch.id, &wire.ExchangeDeclareOk{})
+	}
+	return nil
+}
+
+func (ch *channel) exchangeDelete(m *wire.ExchangeDelete) error {
+	c := ch.c
+	if m.Exchange == "" {
+		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
+	}
+	if _, err := c.s.node.Apply(fsm.DeleteExchange{Vhost: c.vhost, Name: m.Exchange, IfUnused: m.IfUnused}); err != nil {
+		return err
+	}
+	if !m.NoWait {
+		c.sendMethod(ch.id, &wire.ExchangeDeleteOk{})
+	}
+	return nil
+}
+
+func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
+	c := ch.c
+	name := m.Queue
+	if m.Passive {
+		qd, ok := c.s.node.FSM().Queue(c.vhost, name)
+		if !ok {
+			return errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
+		}
+		if qd.Exclusive && qd.ExclusiveConn != c.id {
+			return lockedErr(name, c.vhost)
+		}
+		return ch.declareOk(m.NoWait, name)
+	}
+	if name == "" {
+		name = "amq.gen-" + randomName()
+	} else if strings.HasPrefix(name, "amq.") {
+		return errorf(wire.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", name)
+	}
+	cmd := fsm.DeclareQueue{
+		Vhost: c.vhost, Name: name, Durable: m.Durable, Exclusive: m.Exclusive,
+		AutoDelete: m.AutoDelete, Args: encodeArgs(m.Arguments), Owner: c.s.node.ID(),
+	}
+	if m.Exclusive {
+		cmd.ExclusiveConn = c.id
+		c.hasExclusive = true
+	}
+	res, err := c.s.node.Apply(cmd)
+	if err != nil {
+		return err
+	}
+	if !res.Created {
+		if q := c.s.node.LocalQueue(c.vhost, name); q != nil {
+			q.Touch()
+		}
+	}
+	return ch.declareOk(m.NoWait, name)
+}
+
+func lockedErr(name, vhost string) error {
+	return errorf(wire.ResourceLocked, "cannot obtain exclusive access to locked queue '%s' in vhost '%s'. "+
+		"It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.", name, vhost)
+}
+
+func (ch *channel) declareOk(noWait bool, name string) error {
+	if noWait {
+		return nil
+	}
+	var ready, consumers int
+	if q := ch.c.s.node.LocalQueue(ch.c.vhost, name); q != nil {
+		ready, _, consumers = q.Counts()
+	}
+	ch.c.sendMethod(ch.id, &wire.QueueDeclareOk{Queue: name, MessageCount: uint32(ready), ConsumerCount: uint32(consumers)})
+	return nil
+}
+
+// bind handles queue.bind/unbind and exchange.bind/unbind.
+func (ch *channel) bind(dest string, destIsExchange bool, source, key string, args wire.Table, noWait, unbind bool) error {
+	c := ch.c
+	if source == "" || (destIsExchange && dest == "") {
+		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
+	}
+	d := exchange.Dest{Name: dest, IsExchange: destIsExchange}
+	var err error
+	if unbind {
+		_, err = c.s.node.Apply(fsm.Unbind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id})
+	} else {
+		_, err = c.s.node.Apply(fsm.Bind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id})
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case unbind && destIsExchange:
+		if !noWait {
+			c.sendMethod(ch.id, &wire.ExchangeUnbindOk{})
+		}
+	case unbind:
+		c.sendMethod(ch.id, &wire.QueueUnbindOk{})
+	case destIsExchange:
+		if !noWait {
+			c.sendMethod(ch.id, &wire.ExchangeBindOk{})
+		}
+	default:
+		if !noWait {
+			c.sendMethod(ch.id, &wire.QueueBindOk{})
+		}
+	}
+	return nil
+}
+
+// lookupQueue finds a queue this node serves, checking exclusivity like RabbitMQ.
+func (c *conn) lookupQueue(name string) (*queue.Queue, error) {
+	qd, ok := c.s.node.FSM().Queue(c.vhost, name)
+	if !ok {
+		return nil, errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
+	}
+	if qd.Exclusive && qd.ExclusiveConn != c.id {
+		return nil, lockedErr(name, c.vhost)
+	}
+	q := c.s.node.LocalQueue(c.vhost, name)
+	if q == nil {
+		return nil, errorf(wire.NotFound, "queue '%s' in vhost '%s' is owned by node '%s', which does not serve it here", name, c.vhost, qd.Owner)
+	}
+	return q, nil
+}
+
+func (ch *channel) queuePurge(m *wire.QueuePurge) error {
+	q, err := ch.c.lookupQueue(m.Queue)
+	if err != nil {
+		return err
+	}
+	n := q.Purge()
+	if !m.NoWait {
+		ch.c.sendMethod(ch.id, &wire.QueuePurgeOk{MessageCount: uint32(n)})
+	}
+	return nil
+}
+
+func (ch *channel) queueDelete(m *wire.QueueDelete) error {
+	c := ch.c
+	qd, ok := c.s.node.FSM().Queue(c.vhost, m.Queue)
+	if !ok {
+		// RabbitMQ 3.10 answers delete-ok for a queue that does not exist.
+		if !m.NoWait {
+			c.sendMethod(ch.id, &wire.QueueDeleteOk{})
+		}
+		return nil
+	}
+	if qd.Exclusive && qd.ExclusiveConn != c.id {
+		return lockedErr(m.Queue, c.vhost)
+	}
+	var count int
+	if q := c.s.node.LocalQueue(c.vhost, m.Queue); q != nil {
+		if err := q.CheckDelete(m.IfUnused, m.IfEmpty); err != nil {
+			if errors.Is(err, queue.ErrInUse) {
+				return errorf(wire.PreconditionFailed, "queue '%s' in vhost '%s' in use", m.Queue, c.vhost)
+			}
+			return errorf(wire.PreconditionFailed, "queue '%s' in vhost '%s' is not empty", m.Queue, c.vhost)
+		}
+		count, _, _ = q.Counts()
+	}
+	if _, err := c.s.node.Apply(fsm.DeleteQueue{Vhost: c.vhost, Name: m.Queue, ExclusiveConn: c.id}); err != nil {
+		return err
+	}
+	if !m.NoWait {
+		c.sendMethod(ch.id, &wire.QueueDeleteOk{MessageCount: uint32(count)})
+	}
+	return nil
+}
