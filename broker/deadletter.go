@@ -29,6 +29,7 @@ func (n *Node) deadLetter(q *queue.Queue, dead []queue.DeadLetter) {
 		if drop {
 			continue
 		}
+		msg.Exchange = dlx // consumers see the dead-letter exchange, as with any publish to it
 		if hasRK {
 			if s, ok := dlrk.(string); ok {
 				msg.RoutingKey = s

@@ -106,7 +106,7 @@ func TestDeadLetteringWithXDeath(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := getOne(t, ch, "dead", true)
-	if string(d.Body) != "bad" || d.Headers["app"] != "x" {
+	if string(d.Body) != "bad" || d.Headers["app"] != "x" || d.Exchange != "dlx" || d.RoutingKey != "dead-key" {
 		t.Fatalf("dead letter = %+v", d)
 	}
 	deaths, ok := d.Headers["x-death"].([]interface{})

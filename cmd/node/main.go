@@ -1,0 +1,97 @@
+// Command node runs a Warren node and talks to running ones. `node` or `node run` starts a
+// node; `node rpc ...` pokes a live message bus with oslo.messaging-style calls.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/warrenmq/warren/node"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runNode(args, stderr)
+	case "rpc":
+		return runRPC(args, stdout, stderr)
+	case "help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "node: unknown command %q\n", cmd)
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: node [run] [flags]       start a node (flags also from WARREN_<FLAG> env vars)
+       node rpc call|cast|notify|listen [flags]
+`)
+}
+
+// envDefault reads WARREN_<NAME> (dashes become underscores) or returns def.
+func envDefault(name, def string) string {
+	key := "WARREN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+func runNode(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("node run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host, _ := os.Hostname()
+	str := func(name, def, help string) *string {
+		return fs.String(name, envDefault(name, def), help+" (env WARREN_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
+	}
+	id := str("id", host, "node id, unique in the cluster")
+	dataDir := str("data-dir", "./data", "directory for Raft state and messages")
+	amqpAddr := str("amqp-addr", "127.0.0.1:5672", "AMQP listen address")
+	httpAddr := str("http-addr", "127.0.0.1:15672", "HTTP API listen address")
+	raftAddr := str("raft-addr", "127.0.0.1:7000", "Raft listen address")
+	gossipAddr := str("gossip-addr", "127.0.0.1:7946", "gossip listen address")
+	logLevel := str("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "node: bad --log-level %q: %v\n", *logLevel, err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	n, err := node.Start(node.Config{
+		ID: *id, DataDir: *dataDir, AMQPAddr: *amqpAddr, HTTPAddr: *httpAddr,
+		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
+	})
+	if err != nil {
+		log.Error("node failed to start", "err", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	if err := n.Close(); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	return 0
+}
