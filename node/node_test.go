@@ -86,16 +86,26 @@ func TestRestartKeepsDurableTopology(t *testing.T) {
 		defer c.Close()
 		return f(c)
 	}
-	if err := probe(func(c *amqp.Channel) error { return c.ExchangeDeclarePassive("d-x", "topic", true, false, false, false, nil) }); err != nil {
+	if err := probe(func(c *amqp.Channel) error {
+		return c.ExchangeDeclarePassive("d-x", "topic", true, false, false, false, nil)
+	}); err != nil {
 		t.Fatalf("durable exchange lost: %v", err)
 	}
-	if err := probe(func(c *amqp.Channel) error { return c.ExchangeDeclarePassive("t-x", "topic", false, false, false, false, nil) }); err == nil {
+	if err := probe(func(c *amqp.Channel) error {
+		return c.ExchangeDeclarePassive("t-x", "topic", false, false, false, false, nil)
+	}); err == nil {
 		t.Fatal("transient exchange survived a restart")
 	}
-	if err := probe(func(c *amqp.Channel) error { _, err := c.QueueDeclarePassive("t-q", false, false, false, false, nil); return err }); err == nil {
+	if err := probe(func(c *amqp.Channel) error {
+		_, err := c.QueueDeclarePassive("t-q", false, false, false, false, nil)
+		return err
+	}); err == nil {
 		t.Fatal("transient queue survived a restart")
 	}
-	if err := probe(func(c *amqp.Channel) error { _, err := c.QueueDeclarePassive("x-q", true, false, true, false, nil); return err }); err == nil {
+	if err := probe(func(c *amqp.Channel) error {
+		_, err := c.QueueDeclarePassive("x-q", true, false, true, false, nil)
+		return err
+	}); err == nil {
 		t.Fatal("exclusive queue survived a restart")
 	}
 	// The durable queue is back with its arguments and its binding routes.

@@ -214,7 +214,7 @@ func closeMany(conns []*amqp.Connection) {
 func settledRSS(ctx context.Context, rss *rssSampler, settle time.Duration) (int64, error) {
 	const (
 		poll        = 250 * time.Millisecond
-		stableReads = 4
+		stableReads = 8
 		maxWait     = 30 * time.Second
 	)
 	select {
