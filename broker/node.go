@@ -171,6 +171,9 @@ func (n *Node) deleteUnused(q *queue.Queue) {
 type PublishResult struct {
 	Routed   int  // number of target queues
 	Rejected bool // at least one target queue refused it (x-overflow reject-publish): nack
+	// Throttle is non-nil when a target queue's backlog is over its high-water mark; the
+	// publisher should wait for it to close before publishing more.
+	Throttle <-chan struct{}
 }
 
 // Publish routes msg from exchange with the local FSM replica and enqueues it on each target
@@ -187,8 +190,12 @@ func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[s
 			// Owned by another node (the cluster work forwards these) or deleted meanwhile.
 			continue
 		}
-		if !q.Publish(msg) {
+		ok, throttle := q.Publish(msg)
+		if !ok {
 			res.Rejected = true
+		}
+		if throttle != nil {
+			res.Throttle = throttle
 		}
 	}
 	return res, refs, nil

@@ -132,6 +132,7 @@ type Queue struct {
 	nextSeq      uint64
 	deleted      bool
 	hadConsumer  bool
+	flow         chan struct{} // non-nil while the backlog is over its high-water mark
 	ttlTimer     *time.Timer
 	ttlAt        int64
 	expiresTimer *time.Timer
@@ -162,14 +163,24 @@ func (q *Queue) Counts() (ready, unacked, consumers int) {
 	return q.ready, q.unacked, len(q.consumers)
 }
 
+// Backlog marks for publisher flow control: a queue holding more than this many ready bytes or
+// messages asks its publishers to wait until it has drained to half, so a fast publisher
+// feeding a slow consumer cannot grow a node's memory without bound.
+const (
+	FlowHighBytes = 64 << 20
+	FlowHighCount = 256 << 10
+)
+
 // Publish enqueues m and dispatches it if a consumer can take it. accepted is false when a
 // full queue with x-overflow reject-publish(-dlx) refused it (the publisher gets a nack).
-func (q *Queue) Publish(m *Message) (accepted bool) {
+// throttle is non-nil while the queue's backlog is over its high-water mark: it is closed once
+// the queue has drained, and a publisher should wait for it before sending more.
+func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 	var dead []DeadLetter
 	q.mu.Lock()
 	if q.deleted {
 		q.mu.Unlock()
-		return true // routed just before the delete: gone with the queue, as in RabbitMQ
+		return true, nil // routed just before the delete: gone with the queue, as in RabbitMQ
 	}
 	if q.cfg.Overflow != DropHead && q.fullLocked(int64(len(m.Body))) {
 		if q.cfg.Overflow == RejectPublishDLX && q.cfg.DeadLetter {
@@ -177,7 +188,7 @@ func (q *Queue) Publish(m *Message) (accepted bool) {
 		}
 		q.mu.Unlock()
 		q.sendDeadLetters(dead)
-		return false
+		return false, nil
 	}
 	e := entry{msg: m, seq: q.nextSeq}
 	q.nextSeq++
@@ -201,9 +212,21 @@ func (q *Queue) Publish(m *Message) (accepted bool) {
 		}
 	}
 	q.armTTLLocked()
+	if q.flow == nil && (q.readyBytes > FlowHighBytes || q.ready > FlowHighCount) {
+		q.flow = make(chan struct{})
+	}
+	throttle = q.flow
 	q.mu.Unlock()
 	q.sendDeadLetters(dead)
-	return true
+	return true, throttle
+}
+
+// releaseFlowLocked lets waiting publishers go once the backlog is down to half the marks.
+func (q *Queue) releaseFlowLocked() {
+	if q.flow != nil && q.readyBytes <= FlowHighBytes/2 && q.ready <= FlowHighCount/2 {
+		close(q.flow)
+		q.flow = nil
+	}
 }
 
 // ttlFor returns the message's TTL in nanoseconds under this queue (the smaller of the queue's
@@ -274,6 +297,9 @@ func (q *Queue) popLevelLocked(i int) entry {
 	q.readyBytes -= int64(len(e.msg.Body))
 	if e.expiresAt != 0 {
 		q.expiring--
+	}
+	if q.flow != nil {
+		q.releaseFlowLocked()
 	}
 	return e
 }
@@ -594,6 +620,7 @@ func (q *Queue) Purge() int {
 		q.levels[i].clear()
 	}
 	q.ready, q.readyBytes, q.expiring = 0, 0, 0
+	q.releaseFlowLocked()
 	q.mu.Unlock()
 	return n
 }
@@ -627,6 +654,7 @@ func (q *Queue) Delete() int {
 		q.levels[i].clear()
 	}
 	q.ready, q.readyBytes, q.expiring = 0, 0, 0
+	q.releaseFlowLocked()
 	if q.ttlTimer != nil {
 		q.ttlTimer.Stop()
 	}

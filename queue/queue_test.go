@@ -134,7 +134,7 @@ func TestMaxLengthDropHeadDeadLetters(t *testing.T) {
 	q := New(c, Hooks{DeadLetter: func(_ *Queue, d []DeadLetter) { mu.Lock(); dead = append(dead, d...); mu.Unlock() }})
 	defer q.Delete()
 	for _, s := range []string{"1", "2", "3"} {
-		if !q.Publish(msg(s)) {
+		if ok, _ := q.Publish(msg(s)); !ok {
 			t.Fatal("drop-head queue refused a publish")
 		}
 	}
@@ -154,10 +154,10 @@ func TestRejectPublishOverflow(t *testing.T) {
 	c.Overflow = RejectPublish
 	q := New(c, Hooks{})
 	defer q.Delete()
-	if !q.Publish(msg("1")) {
+	if ok, _ := q.Publish(msg("1")); !ok {
 		t.Fatal("first publish refused")
 	}
-	if q.Publish(msg("2")) {
+	if ok, _ := q.Publish(msg("2")); ok {
 		t.Fatal("second publish accepted by a full reject-publish queue")
 	}
 }
@@ -267,3 +267,30 @@ type countingConsumer struct{ n int }
 
 func (c *countingConsumer) TryDeliver(Delivery) bool { c.n++; return true }
 func (c *countingConsumer) Cancelled(*Queue)         {}
+
+func TestBacklogThrottlesUntilDrained(t *testing.T) {
+	q := New(cfg(), Hooks{})
+	defer q.Delete()
+	big := &Message{Body: make([]byte, 1<<20), ExpirationMs: -1}
+	var throttle <-chan struct{}
+	for i := 0; throttle == nil; i++ {
+		if i > FlowHighBytes>>20+1 {
+			t.Fatal("no throttle past the high-water mark")
+		}
+		_, throttle = q.Publish(big)
+	}
+	for i := 0; i < FlowHighBytes>>21; i++ {
+		select {
+		case <-throttle:
+			t.Fatalf("released after draining only %d MiB", i)
+		default:
+		}
+		q.Get(true)
+	}
+	q.Get(true)
+	select {
+	case <-throttle:
+	default:
+		t.Fatal("not released after draining to half")
+	}
+}

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/node"
+	"github.com/warrenmq/warren/queue"
 )
 
 func TestPublishConsumeAck(t *testing.T) {
@@ -411,5 +414,75 @@ func TestManyPublishersConsumers(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestEmptyQueueNameMeansLastDeclared(t *testing.T) {
+	n := startNode(t)
+	ch := channel(t, dial(t, n))
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind("", "k", "amq.direct", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ch, "amq.direct", "k", body("via-last"))
+	m := getOne(t, ch, "", true)
+	if string(m.Body) != "via-last" || m.RoutingKey != "k" {
+		t.Fatalf("got %+v from the last declared queue %s", m, q.Name)
+	}
+	fresh := channel(t, dial(t, n))
+	_, _, err = fresh.Get("", true)
+	wantCode(t, err, 404)
+}
+
+func TestPublisherWaitsForBackloggedQueue(t *testing.T) {
+	n := startNode(t, func(c *node.Config) { c.Server.FlowWait = time.Hour })
+	pub := channel(t, dial(t, n))
+	if _, err := pub.QueueDeclare("backlog", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	const size, count = 4 << 20, 24
+	published := make(chan error, 1)
+	go func() {
+		for i := 0; i < count; i++ {
+			if err := pub.PublishWithContext(context.Background(), "", "backlog", false, false, amqp.Publishing{Body: make([]byte, size)}); err != nil {
+				published <- err
+				return
+			}
+		}
+		published <- nil
+	}()
+	// The queue fills to just past its 64 MiB mark and stays there: the server stops reading
+	// from the publisher, so the rest waits in TCP buffers and in the client.
+	limit := queue.FlowHighBytes/size + 1
+	probe := channel(t, dial(t, n))
+	depth := func() int {
+		q, err := probe.QueueDeclarePassive("backlog", false, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.Messages
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for depth() < limit && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if d := depth(); d != limit {
+		t.Fatalf("queue depth %d, want it held at %d", d, limit)
+	}
+	select {
+	case err := <-published:
+		t.Fatalf("publisher finished while the queue was backlogged (err %v)", err)
+	default:
+	}
+	// Draining the queue lets the publisher finish.
+	for got := 0; got < count; got++ {
+		getOne(t, probe, "backlog", true)
+	}
+	if err := <-published; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -17,8 +17,9 @@ type channel struct {
 	id      uint16
 	closing bool // we sent channel.close; waiting for close-ok
 
-	pending  publishState
-	routeBuf []fsm.QueueRef
+	pending   publishState
+	routeBuf  []fsm.QueueRef
+	lastQueue string // the queue an empty queue name means (RabbitMQ: last declared on this channel)
 
 	confirm     bool
 	publishSeq  uint64 // last publish sequence number in confirm mode
@@ -135,23 +136,41 @@ func (ch *channel) handle(m wire.Method) error {
 	case *wire.QueueDeclare:
 		return ch.queueDeclare(m)
 	case *wire.QueueBind:
+		if err := ch.defaultQueue(&m.Queue); err != nil {
+			return err
+		}
 		return ch.bind(m.Queue, false, m.Exchange, m.RoutingKey, m.Arguments, m.NoWait, false)
 	case *wire.QueueUnbind:
+		if err := ch.defaultQueue(&m.Queue); err != nil {
+			return err
+		}
 		return ch.bind(m.Queue, false, m.Exchange, m.RoutingKey, m.Arguments, false, true)
 	case *wire.QueuePurge:
+		if err := ch.defaultQueue(&m.Queue); err != nil {
+			return err
+		}
 		return ch.queuePurge(m)
 	case *wire.QueueDelete:
+		if err := ch.defaultQueue(&m.Queue); err != nil {
+			return err
+		}
 		return ch.queueDelete(m)
 
 	case *wire.BasicQos:
 		return ch.qos(m)
 	case *wire.BasicConsume:
+		if err := ch.defaultQueue(&m.Queue); err != nil {
+			return err
+		}
 		return ch.consume(m)
 	case *wire.BasicCancel:
 		return ch.cancel(m)
 	case *wire.BasicPublish:
 		return ch.startPublish(m)
 	case *wire.BasicGet:
+		if err := ch.defaultQueue(&m.Queue); err != nil {
+			return err
+		}
 		return ch.get(m)
 	case *wire.BasicAck:
 		return ch.ack(m.DeliveryTag, m.Multiple)
@@ -202,6 +221,18 @@ func (ch *channel) handle(m wire.Method) error {
 	}
 	return &amqpError{code: wire.NotImplemented, text: "NOT_IMPLEMENTED - method " + m.Name() + " is not implemented",
 		classID: m.ClassID(), methodID: m.MethodID()}
+}
+
+// defaultQueue replaces an empty queue name with the channel's last declared queue.
+func (ch *channel) defaultQueue(name *string) error {
+	if *name != "" {
+		return nil
+	}
+	if ch.lastQueue == "" {
+		return errorf(wire.NotFound, "no previously declared queue")
+	}
+	*name = ch.lastQueue
+	return nil
 }
 
 // unackedMsg is one delivery awaiting ack on this channel.

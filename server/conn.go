@@ -266,6 +266,18 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// throttle stops reading from this publisher until the backlogged queue drains (TCP then pushes
+// back on the client), as RabbitMQ's credit flow does. Confirms already earned go out first.
+func (c *conn) throttle(drained <-chan struct{}) {
+	c.flushConfirms()
+	t := time.NewTimer(c.s.cfg.FlowWait)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+	}
+}
+
 // lockOut takes the output buffer lock; callers append frames to c.out and call unlockOut.
 func (c *conn) lockOut() { c.outMu.Lock() }
 

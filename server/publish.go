@@ -132,6 +132,9 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 			ch.ackLater(seq)
 		}
 	}
+	if res.Throttle != nil {
+		ch.c.throttle(res.Throttle)
+	}
 	return nil
 }
 

@@ -31,6 +31,10 @@ type Config struct {
 	LoopbackUsers []string
 	// MaxMessageSize refuses larger bodies with 406 (RabbitMQ 3.10: 128 MiB).
 	MaxMessageSize uint64
+	// FlowWait bounds how long one publish waits for a backlogged queue to drain (default 1s):
+	// a consumer on the same connection cannot ack while the reader waits, so the wait must
+	// end on its own.
+	FlowWait time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -51,6 +55,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LoopbackUsers == nil {
 		c.LoopbackUsers = []string{"guest"}
+	}
+	if c.FlowWait == 0 {
+		c.FlowWait = time.Second
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 128 << 20

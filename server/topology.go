@@ -107,6 +107,7 @@ func lockedErr(name, vhost string) error {
 }
 
 func (ch *channel) declareOk(noWait bool, name string) error {
+	ch.lastQueue = name
 	if noWait {
 		return nil
 	}
