@@ -244,6 +244,12 @@ func QueueConfig(qd fsm.Queue) (queue.Config, error) {
 	return cfg, nil
 }
 
+// DecodeArgs decodes an argument table as stored in the FSM.
+func DecodeArgs(b []byte) (map[string]any, error) {
+	t, _, err := wire.DecodeTable(b)
+	return t, err
+}
+
 // IntArg reads an integer argument of any AMQP integer type.
 func IntArg(args map[string]any, key string) (int64, bool) {
 	switch v := args[key].(type) {

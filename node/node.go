@@ -16,8 +16,8 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/mgmt"
 	"github.com/warrenmq/warren/server"
-	"github.com/warrenmq/warren/wire"
 )
 
 // Config is what a node needs to start.
@@ -47,11 +47,7 @@ type Node struct {
 	Broker    *broker.Node
 	Store     *cluster.Store
 	AMQP      *server.Server
-}
-
-func decodeArgs(b []byte) (map[string]any, error) {
-	t, _, err := wire.DecodeTable(b)
-	return t, err
+	HTTP      *mgmt.Server
 }
 
 // Start brings a node up: Raft (bootstrapping a one-node cluster on first start), the
@@ -63,7 +59,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	log := cfg.Logger.With("node", cfg.ID)
 	n := &Node{cfg: cfg, log: log}
-	n.FSM = fsm.New(fsm.Options{DecodeArgs: decodeArgs})
+	n.FSM = fsm.New(fsm.Options{DecodeArgs: broker.DecodeArgs})
 	n.Broker = broker.New(cfg.ID, n.FSM, log)
 	store, err := cluster.Open(cluster.Config{
 		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
@@ -86,6 +82,15 @@ func Start(cfg Config) (*Node, error) {
 	if err := n.AMQP.Listen(cfg.AMQPAddr); err != nil {
 		n.Close()
 		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
+			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
+		}, log)
+		if err != nil {
+			n.Close()
+			return nil, err
+		}
 	}
 	log.Info("node started", "amqp", n.AMQP.Addr().String(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
 	return n, nil
@@ -125,6 +130,9 @@ func (n *Node) Close() error {
 
 func (n *Node) close() error {
 	var errs []error
+	if n.HTTP != nil {
+		n.HTTP.Close()
+	}
 	if n.AMQP != nil {
 		n.AMQP.Close()
 	}

@@ -1,10 +1,14 @@
 package node_test
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
@@ -118,5 +122,82 @@ func TestRestartKeepsDurableTopology(t *testing.T) {
 	m, ok, err := c.Get("d-q", true)
 	if err != nil || !ok || string(m.Body) != "routed" {
 		t.Fatalf("binding lost after restart: ok=%v err=%v", ok, err)
+	}
+}
+
+func TestHTTPAPI(t *testing.T) {
+	n, err := node.Start(node.Config{
+		ID: "api", DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	conn, err := amqp.Dial("amqp://guest:guest@" + n.AMQPAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, _ := conn.Channel()
+	if _, err := ch.QueueDeclare("api-q", false, false, false, false, amqp.Table{"x-max-length": int32(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish("", "api-q", false, false, amqp.Publishing{Body: []byte("m")}); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + n.HTTP.Addr()
+	get := func(path, user, pass string, out any) int {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if out != nil && resp.StatusCode == 200 {
+			if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode
+	}
+	if code := get("/api/overview", "guest", "bad", nil); code != 401 {
+		t.Fatalf("bad password: HTTP %d", code)
+	}
+	var nodes []map[string]any
+	if code := get("/api/nodes", "guest", "guest", &nodes); code != 200 || len(nodes) != 1 || nodes[0]["name"] != "api" || nodes[0]["running"] != true {
+		t.Fatalf("/api/nodes: %d %v", code, nodes)
+	}
+	var queues []map[string]any
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		get("/api/queues", "guest", "guest", &queues)
+		if len(queues) == 1 && queues[0]["messages_ready"] == float64(1) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/api/queues = %v", queues)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if q := queues[0]; q["name"] != "api-q" || q["node"] != "api" || q["arguments"].(map[string]any)["x-max-length"] != float64(3) {
+		t.Fatalf("queue entry %v", q)
+	}
+	var overview map[string]any
+	get("/api/overview", "guest", "guest", &overview)
+	if d, _ := overview["topology_digest"].(string); d != n.FSM.Digest() {
+		t.Fatalf("overview digest %v", overview["topology_digest"])
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(text), `warren_queue_messages_ready{vhost="/",queue="api-q"} 1`) {
+		t.Fatalf("/metrics:\n%s", text)
 	}
 }

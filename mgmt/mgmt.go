@@ -1,0 +1,205 @@
+// Package mgmt owns a node's HTTP API: read-only JSON views in RabbitMQ's management shape
+// (/api/overview, /api/nodes, /api/queues, /api/exchanges, /api/bindings) behind basic auth
+// against the FSM's users, and Prometheus metrics at /metrics.
+package mgmt
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/warrenmq/warren/broker"
+)
+
+// Source is what the API reads from a running node.
+type Source struct {
+	Node        *broker.Node
+	Connections func() int
+	RaftStats   func() map[string]string
+	Version     string
+}
+
+// Server serves the HTTP API.
+type Server struct {
+	src  Source
+	log  *slog.Logger
+	http *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+// Listen starts serving on addr in the background.
+func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
+	}
+	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/overview", s.auth(s.overview))
+	mux.HandleFunc("GET /api/nodes", s.auth(s.nodes))
+	mux.HandleFunc("GET /api/queues", s.auth(s.queues))
+	mux.HandleFunc("GET /api/exchanges", s.auth(s.exchanges))
+	mux.HandleFunc("GET /api/bindings", s.auth(s.bindings))
+	mux.HandleFunc("GET /metrics", s.metrics)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(s.done)
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http api stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr returns the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops the server and waits for its goroutine.
+func (s *Server) Close() {
+	_ = s.http.Close()
+	<-s.done
+}
+
+func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		user, pass, ok := r.BasicAuth()
+		if ok {
+			hash, _, found := s.src.Node.FSM().User(user)
+			ok = found && broker.CheckPassword(hash, pass)
+		}
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Basic realm="Warren"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "not_authorised", "reason": "Login failed"})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
+	f := s.src.Node.FSM()
+	stats := s.src.RaftStats()
+	ready, unacked, consumers := s.totals()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"product_name":    "Warren",
+		"product_version": s.src.Version,
+		"node":            s.src.Node.ID(),
+		"cluster_name":    "warren",
+		"topology_digest": f.Digest(),
+		"raft": map[string]string{
+			"state": stats["state"], "term": stats["term"], "applied_index": stats["applied_index"],
+			"commit_index": stats["commit_index"], "last_log_index": stats["last_log_index"],
+		},
+		"object_totals": map[string]int{
+			"connections": s.src.Connections(), "queues": len(f.Queues("")),
+			"exchanges": len(f.Exchanges("")), "consumers": consumers,
+		},
+		"queue_totals": map[string]int{
+			"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
+		},
+	})
+}
+
+func (s *Server) totals() (ready, unacked, consumers int) {
+	for _, q := range s.src.Node.FSM().Queues("") {
+		if lq := s.src.Node.LocalQueue(q.Vhost, q.Name); lq != nil {
+			r, u, c := lq.Counts()
+			ready, unacked, consumers = ready+r, unacked+u, consumers+c
+		}
+	}
+	return
+}
+
+func (s *Server) nodes(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, []map[string]any{{"name": s.src.Node.ID(), "running": true, "type": "disc"}})
+}
+
+func (s *Server) queues(w http.ResponseWriter, _ *http.Request) {
+	out := []map[string]any{}
+	for _, q := range s.src.Node.FSM().Queues("") {
+		item := map[string]any{
+			"name": q.Name, "vhost": q.Vhost, "durable": q.Durable, "exclusive": q.Exclusive,
+			"auto_delete": q.AutoDelete, "node": q.Owner, "arguments": decodeArgs(q.Args),
+		}
+		if lq := s.src.Node.LocalQueue(q.Vhost, q.Name); lq != nil {
+			r, u, c := lq.Counts()
+			item["messages_ready"], item["messages_unacknowledged"], item["messages"], item["consumers"] = r, u, r+u, c
+		}
+		out = append(out, item)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) exchanges(w http.ResponseWriter, _ *http.Request) {
+	out := []map[string]any{}
+	for _, x := range s.src.Node.FSM().Exchanges("") {
+		out = append(out, map[string]any{
+			"name": x.Name, "vhost": x.Vhost, "type": x.Kind, "durable": x.Durable,
+			"auto_delete": x.AutoDelete, "internal": x.Internal, "arguments": decodeArgs(x.Args),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) bindings(w http.ResponseWriter, _ *http.Request) {
+	out := []map[string]any{}
+	for _, b := range s.src.Node.FSM().Bindings("") {
+		kind := "queue"
+		if b.Dest.IsExchange {
+			kind = "exchange"
+		}
+		out = append(out, map[string]any{
+			"source": b.Source, "vhost": b.Vhost, "destination": b.Dest.Name, "destination_type": kind,
+			"routing_key": b.Key, "arguments": decodeArgs(b.Args),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func decodeArgs(b []byte) map[string]any {
+	if len(b) == 0 {
+		return map[string]any{}
+	}
+	t, err := broker.DecodeArgs(b)
+	if err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	return t
+}
+
+// metrics writes Prometheus text exposition, one sample per queue plus node totals.
+func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	var b strings.Builder
+	f := s.src.Node.FSM()
+	qs := f.Queues("")
+	sort.Slice(qs, func(i, j int) bool { return qs[i].Vhost+qs[i].Name < qs[j].Vhost+qs[j].Name })
+	fmt.Fprintf(&b, "# TYPE warren_connections gauge\nwarren_connections %d\n", s.src.Connections())
+	fmt.Fprintf(&b, "# TYPE warren_queues gauge\nwarren_queues %d\n", len(qs))
+	fmt.Fprintf(&b, "# TYPE warren_raft_applied_index gauge\nwarren_raft_applied_index %d\n", f.AppliedIndex())
+	b.WriteString("# TYPE warren_queue_messages_ready gauge\n# TYPE warren_queue_messages_unacked gauge\n# TYPE warren_queue_consumers gauge\n")
+	for _, q := range qs {
+		lq := s.src.Node.LocalQueue(q.Vhost, q.Name)
+		if lq == nil {
+			continue
+		}
+		r, u, c := lq.Counts()
+		labels := fmt.Sprintf(`{vhost=%q,queue=%q}`, q.Vhost, q.Name)
+		fmt.Fprintf(&b, "warren_queue_messages_ready%s %d\nwarren_queue_messages_unacked%s %d\nwarren_queue_consumers%s %d\n",
+			labels, r, labels, u, labels, c)
+	}
+	_, _ = w.Write([]byte(b.String()))
+}
