@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -67,6 +68,7 @@ func runNode(args []string, stderr io.Writer) int {
 	raftAddr := str("raft-addr", "127.0.0.1:7000", "Raft listen address")
 	gossipAddr := str("gossip-addr", "127.0.0.1:7946", "gossip listen address")
 	logLevel := str("log-level", "info", "debug, info, warn or error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -78,6 +80,18 @@ func runNode(args []string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "node: --cpuprofile: %v\n", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "node: --cpuprofile: %v\n", err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
 	n, err := node.Start(node.Config{
 		ID: *id, DataDir: *dataDir, AMQPAddr: *amqpAddr, HTTPAddr: *httpAddr,
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
