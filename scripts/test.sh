@@ -32,11 +32,14 @@ cleanup() {
   rm -rf "$data"
 }
 trap cleanup EXIT
-for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/"$warren_port") 2>/dev/null && break
+node_log() { echo "--- Warren node log (tail)"; tail -50 "$data/node.log"; }
+up=false
+for _ in $(seq 1 150); do
+  kill -0 "$warren_pid" 2>/dev/null || break
+  if (exec 3<>/dev/tcp/127.0.0.1/"$warren_port") 2>/dev/null; then up=true; break; fi
   sleep 0.1
 done
-node_log() { echo "--- Warren node log (tail)"; tail -50 "$data/node.log"; }
+$up || { echo "test.sh: the Warren node did not start on 127.0.0.1:$warren_port"; node_log; exit 1; }
 
 echo "== go test -race"
 export WARREN_TEST_BROKERS="amqp://guest:guest@127.0.0.1:$warren_port/,amqp://guest:guest@127.0.0.1:$rabbit_port/"

@@ -38,9 +38,13 @@ type Frame struct {
 	Payload []byte
 }
 
-// readBufferSize is the initial buffer: large enough to batch many small
-// frames per read syscall, small enough that idle connections stay cheap.
-const readBufferSize = 32 * 1024
+// The read buffer starts small so that idle connections stay cheap, and
+// doubles (up to maxReadBuffer) whenever a read fills all the room it had: a
+// busy connection then batches many small frames per read syscall.
+const (
+	initialReadBuffer = 4 * 1024
+	maxReadBuffer     = 64 * 1024
+)
 
 // maxEmptyReads mirrors bufio's guard against readers that return (0, nil) forever.
 const maxEmptyReads = 100
@@ -53,6 +57,7 @@ type FrameReader struct {
 	buf        []byte
 	start, end int // unread bytes are buf[start:end]
 	maxFrame   uint32
+	grow       bool // the last read filled the buffer: double it when next empty
 }
 
 // NewFrameReader returns a reader that rejects frames larger than
@@ -127,12 +132,16 @@ func (r *FrameReader) fill(n int) error {
 	}
 	if r.start == r.end {
 		r.start, r.end = 0, 0 // everything consumed: reuse the buffer from its start
+		if r.grow && cap(r.buf) < maxReadBuffer {
+			r.buf = make([]byte, min(2*cap(r.buf), maxReadBuffer))
+		}
+		r.grow = false
 	}
 	if len(r.buf)-r.start < n {
 		// The previous frame's payload may alias buf, but its validity ended
 		// with this call, so moving bytes is safe.
 		if cap(r.buf) < n {
-			grown := make([]byte, max(n, readBufferSize))
+			grown := make([]byte, roomFor(n))
 			r.end = copy(grown, r.buf[r.start:r.end])
 			r.buf = grown
 		} else {
@@ -145,6 +154,9 @@ func (r *FrameReader) fill(n int) error {
 	for r.end-r.start < n {
 		got, err := r.r.Read(r.buf[r.end:])
 		r.end += got
+		if got > 0 && r.end == len(r.buf) {
+			r.grow = true
+		}
 		if r.end-r.start >= n {
 			return nil
 		}
@@ -162,6 +174,16 @@ func (r *FrameReader) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// roomFor sizes a buffer that must hold n bytes: the next power of two, so a
+// large frame leaves room for the frames behind it in the same read.
+func roomFor(n int) int {
+	size := initialReadBuffer
+	for size < n {
+		size *= 2
+	}
+	return size
 }
 
 // AppendMethodFrame appends a complete method frame carrying m.

@@ -41,7 +41,7 @@ func FuzzFrameReader(f *testing.F) {
 			}
 		}
 		// Allocation stays bounded by frame-max, whatever sizes the input claims.
-		if cap(fr.buf) > max(readBufferSize, maxFrame) {
+		if cap(fr.buf) > max(maxReadBuffer, roomFor(int(maxFrame))) {
 			t.Fatalf("buffer grew to %d bytes", cap(fr.buf))
 		}
 	})
