@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/warrenmq/warren/node"
+	"github.com/warrenmq/warren/server"
 )
 
 func main() {
@@ -54,6 +55,16 @@ func envDefault(name, def string) string {
 	return def
 }
 
+func splitList(s string) []string {
+	out := []string{}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func runNode(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("node run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -68,6 +79,7 @@ func runNode(args []string, stderr io.Writer) int {
 	raftAddr := str("raft-addr", "127.0.0.1:7000", "Raft listen address")
 	gossipAddr := str("gossip-addr", "127.0.0.1:7946", "gossip listen address")
 	logLevel := str("log-level", "info", "debug, info, warn or error")
+	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -95,6 +107,7 @@ func runNode(args []string, stderr io.Writer) int {
 	n, err := node.Start(node.Config{
 		ID: *id, DataDir: *dataDir, AMQPAddr: *amqpAddr, HTTPAddr: *httpAddr,
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
+		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers)},
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)
