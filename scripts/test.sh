@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rabbit_port=${RABBIT_PORT:-5682}
-warren_port=${WARREN_TEST_PORT:-5692}
+warren_port=${WARREN_TEST_PORT:-5699}
 
 echo "== go vet"
 go vet ./...

@@ -139,11 +139,15 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 		}
 		deliveriesOf[i] = deliveries
 	}
+	consumerFailed := make(chan struct{}, len(consumers))
 	for i, c := range consumers {
 		consumersDone.Add(1)
 		go func() {
 			defer consumersDone.Done()
 			c.consume(deliveriesOf[i], stop, &measuring, &stopping, &delivered, spec.ackDelay)
+			if c.err != nil {
+				consumerFailed <- struct{}{}
+			}
 		}()
 	}
 
@@ -171,6 +175,8 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 		timer.Stop()
 		err = fmt.Errorf("flow interrupted: %w", ctx.Err())
 	case <-pub.failed:
+		timer.Stop()
+	case <-consumerFailed:
 		timer.Stop()
 	}
 	measuring.Store(false)
