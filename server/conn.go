@@ -102,6 +102,7 @@ type conn struct {
 	hasExclusive bool
 	closeSent    atomic.Bool // we sent connection.close and wait for close-ok
 	closeOnce    sync.Once
+	released     bool // releaseResources ran (reader goroutine only)
 
 	pub  wire.BasicPublish // reused for every basic.publish
 	ackM wire.BasicAck
@@ -366,14 +367,11 @@ func truncate(s string) string {
 	return s
 }
 
-// cleanup runs once the reader is done: channels are closed (unacked messages requeued),
-// exclusive queues deleted, the writer flushed and the socket closed.
+// cleanup runs once the reader is done: resources released, the writer flushed and the socket
+// closed.
 func (c *conn) cleanup() {
 	c.closeOnce.Do(func() {
-		for _, ch := range c.channels {
-			ch.shutdown()
-		}
-		c.channels = nil
+		c.releaseResources()
 		close(c.stopWriter)
 		select {
 		case <-c.writerDone:
@@ -381,12 +379,27 @@ func (c *conn) cleanup() {
 		}
 		_ = c.nc.Close()
 		<-c.writerDone
-		if c.hasExclusive {
-			if _, err := c.s.node.Apply(fsm.DropConnection{Conn: c.id}); err != nil {
-				c.log.Warn("delete exclusive queues of closed connection", "err", err)
-			}
-		}
 	})
+}
+
+// releaseResources closes every channel (unacked messages requeued) and deletes the
+// connection's exclusive queues. On a client's connection.close it runs before close-ok, so a
+// client that saw close-ok also sees its exclusive queues gone, as with RabbitMQ.
+func (c *conn) releaseResources() {
+	if c.released {
+		return
+	}
+	c.released = true
+	for _, ch := range c.channels {
+		ch.shutdown()
+	}
+	c.channels = nil
+	c.lastCh = nil
+	if c.hasExclusive {
+		if _, err := c.s.node.Apply(fsm.DropConnection{Conn: c.id}); err != nil {
+			c.log.Warn("delete exclusive queues of closed connection", "err", err)
+		}
+	}
 }
 
 // kickAll retries dispatch for every queue this connection consumes from (after the output

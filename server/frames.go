@@ -66,6 +66,7 @@ func (c *conn) handleConnectionMethod(payload []byte) error {
 	switch m := m.(type) {
 	case *wire.ConnectionClose:
 		c.log.Debug("client closed connection", "code", m.ReplyCode, "text", m.ReplyText)
+		c.releaseResources()
 		c.sendMethod(0, &wire.ConnectionCloseOk{})
 		return errConnDone
 	case *wire.ConnectionCloseOk:

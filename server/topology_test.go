@@ -235,7 +235,10 @@ func TestExclusiveQueue(t *testing.T) {
 	if err := owner.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, n, "mine")
+	// Gone as soon as close-ok reached the client, not some time later.
+	probe := channel(t, dial(t, n))
+	_, err = probe.QueueDeclarePassive("mine", false, false, true, false, nil)
+	wantCode(t, err, 404)
 }
 
 func TestAutoDeleteQueue(t *testing.T) {
