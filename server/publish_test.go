@@ -6,6 +6,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/wire"
 )
 
 func TestConfirmsAck(t *testing.T) {
@@ -33,36 +35,27 @@ func TestConfirmsAck(t *testing.T) {
 	}
 }
 
+// TestMandatoryReturnBeforeAck reads the wire itself: client libraries hand returns and
+// confirms to different goroutines, so only the frame order proves the order.
 func TestMandatoryReturnBeforeAck(t *testing.T) {
 	n := startNode(t)
-	ch := channel(t, dial(t, n))
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
+	r := rawDial(t, n)
+	r.open()
+	r.sendMethod(1, &wire.ConfirmSelect{})
+	if _, ok := r.next().(*wire.ConfirmSelectOk); !ok {
+		t.Fatal("no confirm.select-ok")
 	}
-	// One channel for both, so their order is the order the frames arrived in.
-	events := make(chan string, 4)
-	returns := ch.NotifyReturn(make(chan amqp.Return, 1))
-	acks := ch.NotifyPublish(make(chan amqp.Confirmation, 1))
-	go func() {
-		for r := range returns {
-			events <- "return:" + r.ReplyText
-		}
-	}()
-	go func() {
-		for c := range acks {
-			if c.Ack {
-				events <- "ack"
-			}
-		}
-	}()
-	ctx := context.Background()
-	if err := ch.PublishWithContext(ctx, "", "no-such-queue", true, false, body("lost")); err != nil {
-		t.Fatal(err)
+	frames := wire.AppendMethodFrame(nil, 1, &wire.BasicPublish{RoutingKey: "no-such-queue", Mandatory: true})
+	frames = wire.AppendHeaderFrame(frames, 1, wire.ClassBasic, 4, []byte{0, 0})
+	frames = wire.AppendBodyFrames(frames, 1, []byte("lost"), wire.DefaultFrameMax)
+	r.send(frames)
+	ret, ok := r.next().(*wire.BasicReturn)
+	if !ok || ret.ReplyCode != wire.NoRoute || ret.RoutingKey != "no-such-queue" {
+		t.Fatalf("first method after the publish = %#v, want basic.return 312", ret)
 	}
-	first := <-events
-	second := <-events
-	if first != "return:NO_ROUTE" || second != "ack" {
-		t.Fatalf("events %q then %q; want the return (312 NO_ROUTE) before the ack", first, second)
+	ack, ok := r.next().(*wire.BasicAck)
+	if !ok || ack.DeliveryTag != 1 {
+		t.Fatalf("after the return: %#v, want basic.ack 1", ack)
 	}
 }
 
