@@ -108,20 +108,22 @@ func TestGlobalPrefetchSharedAcrossConsumers(t *testing.T) {
 		publish(t, ch, "", "g2", body("b"))
 	}
 	got := 0
-	timeout := time.After(300 * time.Millisecond)
-loop:
-	for {
+	for got < 3 {
 		select {
 		case <-d1:
-			got++
 		case <-d2:
-			got++
-		case <-timeout:
-			break loop
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d deliveries under a global prefetch of 3", got)
 		}
+		got++
 	}
-	if got != 3 {
-		t.Fatalf("global prefetch 3 let %d messages through", got)
+	// The channel now holds 3 unacked deliveries: nothing more may arrive.
+	select {
+	case <-d1:
+		t.Fatal("a 4th delivery broke the global prefetch")
+	case <-d2:
+		t.Fatal("a 4th delivery broke the global prefetch")
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 

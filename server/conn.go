@@ -88,11 +88,12 @@ type conn struct {
 	wrote      atomic.Bool
 	outHigh    atomic.Bool // out buffer above its high-water mark: no-ack consumers wait
 
-	frameMax     uint32
-	heartbeat    uint16
-	user         string
-	vhost        string
-	cancelNotify bool
+	frameMax      uint32
+	heartbeat     uint16
+	user          string
+	vhost         string
+	cancelNotify  bool
+	blockedNotify bool // the client handles connection.blocked/unblocked
 
 	channels     map[uint16]*channel
 	chansMu      sync.Mutex            // guards allChans, which the writer goroutine reads

@@ -63,6 +63,7 @@ func (c *conn) handshake() error {
 	}
 	if caps, ok := startOk.ClientProperties["capabilities"].(wire.Table); ok {
 		c.cancelNotify, _ = caps["consumer_cancel_notify"].(bool)
+		c.blockedNotify, _ = caps["connection.blocked"].(bool)
 	}
 	user, pass, err := saslCredentials(startOk.Mechanism, startOk.Response)
 	if err != nil {

@@ -135,6 +135,7 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 	if res.Throttle != nil {
 		ch.c.throttle(res.Throttle)
 	}
+	ch.c.waitForMemory()
 	return nil
 }
 

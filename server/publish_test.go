@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -169,4 +171,74 @@ func TestConfirmAndTxExclusive(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCode(t, ch.Tx(), 406)
+}
+
+// TestMemoryAlarmBlocksPublishers floods a node past its memory high watermark: the publisher
+// gets connection.blocked and is held; once a consumer drains the queues it gets
+// connection.unblocked and goes on.
+func TestMemoryAlarmBlocksPublishers(t *testing.T) {
+	n := startNode(t)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	// The test binary shares the heap with the node: the limit sits 24 MiB above today's heap.
+	n.AMQP.SetMemoryHighWatermark(ms.HeapAlloc + 24<<20)
+	pubConn := dial(t, n)
+	blocked := pubConn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	pub := channel(t, pubConn)
+	for _, q := range []string{"mem1", "mem2"} {
+		if _, err := pub.QueueDeclare(q, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		payload := make([]byte, 1<<20)
+		for i := 0; i < 48; i++ { // 48 MiB, well past the limit, split so no queue hits its flow mark
+			if err := pub.PublishWithContext(context.Background(), "", fmt.Sprintf("mem%d", i%2+1), false, false, amqp.Publishing{Body: payload}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case b := <-blocked:
+		if !b.Active || b.Reason != "low on memory" {
+			t.Fatalf("blocking notice %+v", b)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no connection.blocked past the memory high watermark")
+	}
+	cons := channel(t, dial(t, n))
+	for _, q := range []string{"mem1", "mem2"} {
+		if _, err := cons.QueuePurge(q, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case b := <-blocked:
+		if b.Active {
+			t.Fatalf("second notice %+v, want unblocked", b)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no connection.unblocked after the queues were drained")
+	}
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		case <-blocked: // blocked again as the rest arrives: drain again
+			for _, q := range []string{"mem1", "mem2"} {
+				if _, err := cons.QueuePurge(q, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("publisher never finished")
+		}
+	}
 }

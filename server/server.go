@@ -35,6 +35,9 @@ type Config struct {
 	// a consumer on the same connection cannot ack while the reader waits, so the wait must
 	// end on its own.
 	FlowWait time.Duration
+	// MemoryHighWatermark is the heap size (bytes) above which publishers are blocked
+	// (connection.blocked); default 40% of physical memory, as RabbitMQ.
+	MemoryHighWatermark uint64
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +62,9 @@ func (c *Config) setDefaults() {
 	if c.FlowWait == 0 {
 		c.FlowWait = time.Second
 	}
+	if c.MemoryHighWatermark == 0 {
+		c.MemoryHighWatermark = defaultMemoryLimit()
+	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 128 << 20
 	}
@@ -71,6 +77,9 @@ type Server struct {
 	log    *slog.Logger
 	connID atomic.Uint64
 
+	mem       *memoryAlarm
+	closingCh chan struct{} // closed by Close: blocked publishers stop waiting
+
 	mu      sync.Mutex
 	ln      net.Listener
 	conns   map[*conn]struct{}
@@ -81,7 +90,8 @@ type Server struct {
 // New returns a server for cfg.Node.
 func New(cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{})}
+	return &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{}),
+		mem: newMemoryAlarm(cfg.MemoryHighWatermark), closingCh: make(chan struct{})}
 }
 
 // Listen binds addr and serves connections in the background; Addr reports the bound address.
@@ -93,6 +103,7 @@ func (s *Server) Listen(addr string) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
+	go s.mem.run()
 	s.wg.Add(1)
 	go s.acceptLoop(ln)
 	return nil
@@ -158,7 +169,12 @@ func (s *Server) ConnectionCount() int {
 // RabbitMQ does on shutdown) and waits for their goroutines to end.
 func (s *Server) Close() {
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
 	s.closing = true
+	close(s.closingCh)
 	ln := s.ln
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -172,4 +188,7 @@ func (s *Server) Close() {
 		c.forceClose(wire.ConnectionForced, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
 	}
 	s.wg.Wait()
+	if ln != nil {
+		s.mem.close()
+	}
 }
