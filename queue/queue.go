@@ -22,6 +22,16 @@ type Message struct {
 	Priority   uint8
 	// ExpirationMs is the per-message TTL from the expiration property, -1 when absent.
 	ExpirationMs int64
+	// StoreID is the message's id in the node's message store (0: not stored). Set before the
+	// message reaches any queue, never changed after.
+	StoreID uint64
+}
+
+// Store is where a durable queue reports that stored messages left it for good (acked,
+// rejected, expired, dropped by a length limit, purged), so a restart does not bring them back.
+type Store interface {
+	Ack(queue string, id uint64)
+	AckMany(queue string, ids []uint64)
 }
 
 // Overflow says what a full queue does with the next message.
@@ -44,6 +54,10 @@ type Config struct {
 	DeadLetter     bool // true when x-dead-letter-exchange is set (it may be "")
 	MaxPriority    uint8
 	AutoDelete     bool
+	// Store and StoreKey are set for durable queues: messages with a StoreID are acked in
+	// Store under StoreKey when they leave the queue.
+	Store    Store
+	StoreKey string
 }
 
 // DeadLetterReason follows RabbitMQ's x-death "reason" values.
@@ -206,6 +220,7 @@ func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 	if q.cfg.Overflow == DropHead {
 		for q.overLimitLocked() {
 			old := q.popHeadLocked()
+			q.forget(old.msg)
 			if q.cfg.DeadLetter {
 				dead = append(dead, DeadLetter{Msg: old.msg, Reason: ReasonMaxLen})
 			}
@@ -226,6 +241,13 @@ func (q *Queue) releaseFlowLocked() {
 	if q.flow != nil && q.readyBytes <= FlowHighBytes/2 && q.ready <= FlowHighCount/2 {
 		close(q.flow)
 		q.flow = nil
+	}
+}
+
+// forget tells the store a stored message left this queue for good.
+func (q *Queue) forget(m *Message) {
+	if m.StoreID != 0 && q.cfg.Store != nil {
+		q.cfg.Store.Ack(q.cfg.StoreKey, m.StoreID)
 	}
 }
 
@@ -325,6 +347,7 @@ func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
 		e := q.levels[lvl].front()
 		if q.expired(e, now) {
 			old := q.popLevelLocked(lvl)
+			q.forget(old.msg)
 			if q.cfg.DeadLetter {
 				*dead = append(*dead, DeadLetter{Msg: old.msg, Reason: ReasonExpired})
 			}
@@ -338,8 +361,10 @@ func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
 			d := Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready - 1}
 			if slot.c.TryDeliver(d) {
 				q.rr = (idx + 1) % n
-				q.popLevelLocked(lvl)
-				if !slot.noAck {
+				taken := q.popLevelLocked(lvl) // e pointed into the ring: use the popped copy
+				if slot.noAck {
+					q.forget(taken.msg)
+				} else {
 					q.unacked++
 				}
 				delivered = true
@@ -362,6 +387,7 @@ func (q *Queue) expireLocked(now *int64, dead *[]DeadLetter) {
 		l := &q.levels[i]
 		for l.len() > 0 && q.expired(l.front(), now) {
 			old := q.popLevelLocked(i)
+			q.forget(old.msg)
 			if q.cfg.DeadLetter {
 				*dead = append(*dead, DeadLetter{Msg: old.msg, Reason: ReasonExpired})
 			}
@@ -530,7 +556,9 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 		e := q.popHeadLocked()
 		d = Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready}
 		ok = true
-		if !noAck {
+		if noAck {
+			q.forget(e.msg)
+		} else {
 			q.unacked++
 		}
 	}
@@ -547,14 +575,17 @@ type Settled struct {
 	ExpiresAt int64
 }
 
-// Ack settles n delivered messages for good.
-func (q *Queue) Ack(n int) {
+// Ack settles delivered messages for good.
+func (q *Queue) Ack(msgs []Settled) {
 	q.mu.Lock()
-	q.unacked -= n
+	q.unacked -= len(msgs)
 	if q.unacked < 0 {
 		q.unacked = 0
 	}
 	q.mu.Unlock()
+	for _, s := range msgs {
+		q.forget(s.Msg)
+	}
 }
 
 // Requeue puts delivered messages back at the front of the queue in their original order,
@@ -593,6 +624,11 @@ func (q *Queue) Reject(msgs []Settled) {
 	}
 	dl := q.cfg.DeadLetter && !q.deleted
 	q.mu.Unlock()
+	// Forgotten before the dead-letter copy is published: that copy is a new message with its
+	// own store record in the dead-letter queue.
+	for _, s := range msgs {
+		q.forget(s.Msg)
+	}
 	if !dl {
 		return
 	}
@@ -616,6 +652,20 @@ func sortSettledDesc(msgs []Settled) {
 func (q *Queue) Purge() int {
 	q.mu.Lock()
 	n := q.ready
+	if q.cfg.Store != nil {
+		var ids []uint64
+		for i := range q.levels {
+			l := &q.levels[i]
+			for j := 0; j < l.len(); j++ {
+				if id := l.buf[(l.head+j)%len(l.buf)].msg.StoreID; id != 0 {
+					ids = append(ids, id)
+				}
+			}
+		}
+		if len(ids) > 0 {
+			q.cfg.Store.AckMany(q.cfg.StoreKey, ids)
+		}
+	}
 	for i := range q.levels {
 		q.levels[i].clear()
 	}
@@ -623,6 +673,31 @@ func (q *Queue) Purge() int {
 	q.releaseFlowLocked()
 	q.mu.Unlock()
 	return n
+}
+
+// Restore loads messages recovered from the store at start-up, in their original order. They
+// are marked redelivered: the broker cannot know whether a consumer saw them before the restart.
+func (q *Queue) Restore(msgs []*Message) {
+	var dead []DeadLetter
+	var now int64
+	q.mu.Lock()
+	for _, m := range msgs {
+		e := entry{msg: m, seq: q.nextSeq, redelivered: true}
+		q.nextSeq++
+		if ttl := q.ttlFor(m); ttl >= 0 {
+			// The TTL counts again from the restart: the publish time was not stored.
+			if now == 0 {
+				now = q.now()
+			}
+			e.expiresAt = now + ttl
+			q.expiring++
+		}
+		q.pushReadyLocked(e, false)
+	}
+	q.dispatchLocked(&now, &dead)
+	q.armTTLLocked()
+	q.mu.Unlock()
+	q.sendDeadLetters(dead)
 }
 
 // CheckDelete reports whether a delete with if-unused / if-empty may proceed.

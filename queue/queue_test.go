@@ -294,3 +294,72 @@ func TestBacklogThrottlesUntilDrained(t *testing.T) {
 		t.Fatal("not released after draining to half")
 	}
 }
+
+type recordingStore struct {
+	mu    sync.Mutex
+	acked map[uint64]string
+}
+
+func (s *recordingStore) Ack(queue string, id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.acked == nil {
+		s.acked = map[uint64]string{}
+	}
+	s.acked[id] = queue
+}
+
+func (s *recordingStore) AckMany(queue string, ids []uint64) {
+	for _, id := range ids {
+		s.Ack(queue, id)
+	}
+}
+
+func (s *recordingStore) has(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.acked[id]
+	return ok
+}
+
+// TestStoredMessagesForgottenWhenTheyLeave checks every way a stored message leaves a durable
+// queue for good is reported to the store, and that a requeue is not.
+func TestStoredMessagesForgottenWhenTheyLeave(t *testing.T) {
+	st := &recordingStore{}
+	c := cfg()
+	c.Store, c.StoreKey, c.MaxLength = st, "/\x00q", 3
+	q := New(c, Hooks{})
+	defer q.Delete()
+	stored := func(id uint64) *Message { m := msg("m"); m.StoreID = id; return m }
+	q.Publish(stored(1))
+	d, _ := q.Get(false)
+	q.Requeue([]Settled{{Msg: d.Msg, Seq: d.Seq}})
+	if st.has(1) {
+		t.Fatal("a requeued message was forgotten")
+	}
+	d, _ = q.Get(false)
+	q.Ack([]Settled{{Msg: d.Msg, Seq: d.Seq}})
+	q.Publish(stored(2))
+	q.Get(true) // no-ack get
+	q.Publish(stored(3))
+	d, _ = q.Get(false)
+	q.Reject([]Settled{{Msg: d.Msg, Seq: d.Seq}})
+	for id := uint64(4); id <= 7; id++ { // max-length 3: 4 is dropped from the head
+		q.Publish(stored(id))
+	}
+	for _, id := range []uint64{1, 2, 3, 4} {
+		if !st.has(id) {
+			t.Fatalf("message %d left the queue but the store was not told", id)
+		}
+	}
+	q.Purge()
+	for _, id := range []uint64{5, 6, 7} {
+		if !st.has(id) {
+			t.Fatalf("purged message %d not forgotten", id)
+		}
+	}
+	q.Restore([]*Message{stored(8)})
+	if d, ok := q.Get(true); !ok || !d.Redelivered || d.Msg.StoreID != 8 {
+		t.Fatalf("restored message: %+v ok=%v", d, ok)
+	}
+}

@@ -240,15 +240,16 @@ func (ch *channel) ack(tag uint64, multiple bool) error {
 	}
 	return ch.settle(tag, multiple, func(msgs []unackedMsg) {
 		if len(msgs) == 1 {
-			msgs[0].q.Ack(1)
+			one := [1]queue.Settled{msgs[0].settled}
+			msgs[0].q.Ack(one[:])
 			return
 		}
-		counts := make(map[*queue.Queue]int)
+		byQueue := make(map[*queue.Queue][]queue.Settled)
 		for _, u := range msgs {
-			counts[u.q]++
+			byQueue[u.q] = append(byQueue[u.q], u.settled)
 		}
-		for q, n := range counts {
-			q.Ack(n)
+		for q, s := range byQueue {
+			q.Ack(s)
 		}
 	})
 }
