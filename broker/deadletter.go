@@ -3,7 +3,6 @@ package broker
 import (
 	"time"
 
-	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
@@ -22,7 +21,7 @@ func (n *Node) deadLetter(q *queue.Queue, dead []queue.DeadLetter) {
 	}
 	dlx := StringArg(args, "x-dead-letter-exchange")
 	dlrk, hasRK := args["x-dead-letter-routing-key"]
-	var buf []fsm.QueueRef
+	var sc Scratch
 	now := time.Now()
 	for _, d := range dead {
 		msg, headers, drop := deadLetterMessage(d, q.Name(), now)
@@ -35,12 +34,10 @@ func (n *Node) deadLetter(q *queue.Queue, dead []queue.DeadLetter) {
 				msg.RoutingKey = s
 			}
 		}
-		var res PublishResult
-		res, buf, err = n.Publish(q.Vhost(), dlx, msg, headers, buf)
-		if err != nil {
+		msg.StoreID = 0 // a new message: stored anew if its new queues are durable
+		if _, err := n.Publish(q.Vhost(), dlx, msg, headers, &sc, nil); err != nil {
 			n.log.Debug("dead-letter exchange refused message", "queue", q.Name(), "dlx", dlx, "err", err)
 		}
-		_ = res
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warrenmq/warren/fsm"
@@ -32,6 +33,12 @@ type Node struct {
 
 	mu     sync.RWMutex
 	queues map[queueKey]*queue.Queue
+
+	// msgs keeps persistent messages of durable queues (nil: messages live in memory only).
+	// recovered is set once Recover ran: before that, queue deletions seen while Raft replays
+	// history must not drop messages of the queue's current incarnation.
+	msgs      MessageStore
+	recovered atomic.Bool
 
 	// Background topology changes started by queues (x-expires, auto-delete): tracked so Close
 	// waits for them.
@@ -124,6 +131,9 @@ func (n *Node) onFSMEvent(ev fsm.Event) {
 			// The FSM validated the arguments; reaching here means the two disagree.
 			n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", err)
 		}
+		if qd.Durable && n.msgs != nil {
+			cfg.Store, cfg.StoreKey = n.msgs, StoreKey(qd.Vhost, qd.Name)
+		}
 		q := queue.New(cfg, queue.Hooks{
 			DeadLetter: n.deadLetter,
 			Expired:    n.deleteUnused,
@@ -143,6 +153,9 @@ func (n *Node) onFSMEvent(ev fsm.Event) {
 		n.mu.Unlock()
 		if q != nil {
 			q.Delete()
+		}
+		if qd.Owner == n.id && qd.Durable && n.msgs != nil && n.recovered.Load() {
+			n.msgs.DropQueue(StoreKey(qd.Vhost, qd.Name))
 		}
 	}
 }
@@ -171,34 +184,65 @@ func (n *Node) deleteUnused(q *queue.Queue) {
 type PublishResult struct {
 	Routed   int  // number of target queues
 	Rejected bool // at least one target queue refused it (x-overflow reject-publish): nack
+	// WaitsForDisk: the message went to durable queues as a persistent message; onDisk will be
+	// called once it is on disk (not called when Rejected).
+	WaitsForDisk bool
 	// Throttle is non-nil when a target queue's backlog is over its high-water mark; the
 	// publisher should wait for it to close before publishing more.
 	Throttle <-chan struct{}
 }
 
+// Scratch is per-publisher reusable space, so routing a message allocates nothing.
+type Scratch struct {
+	refs   []fsm.QueueRef
+	queues []*queue.Queue
+	keys   []string
+}
+
 // Publish routes msg from exchange with the local FSM replica and enqueues it on each target
-// queue. routeBuf is scratch space the caller reuses across publishes.
-func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[string]any, routeBuf []fsm.QueueRef) (PublishResult, []fsm.QueueRef, error) {
-	refs, err := n.fsm.Route(vhost, exchange, msg.RoutingKey, headers, routeBuf[:0])
+// queue. A persistent message bound for durable queues is first written to the message store
+// (once, for all of them); onDisk (may be nil) then reports when it is on disk.
+func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[string]any, sc *Scratch, onDisk func(error)) (PublishResult, error) {
+	refs, err := n.fsm.Route(vhost, exchange, msg.RoutingKey, headers, sc.refs[:0])
+	sc.refs = refs
 	if err != nil {
-		return PublishResult{}, refs, err
+		return PublishResult{}, err
 	}
 	res := PublishResult{Routed: len(refs)}
+	qs, keys := sc.queues[:0], sc.keys[:0]
 	for _, r := range refs {
-		q := n.LocalQueue(r.Vhost, r.Name)
-		if q == nil {
-			// Owned by another node (the cluster work forwards these) or deleted meanwhile.
-			continue
+		// Owned by another node (the cluster work forwards these) or deleted meanwhile: nil.
+		if q := n.LocalQueue(r.Vhost, r.Name); q != nil {
+			qs = append(qs, q)
+			if msg.Persistent && q.Config().Store != nil {
+				keys = append(keys, q.Config().StoreKey)
+			}
 		}
+	}
+	var dc *diskConfirm
+	if len(keys) > 0 {
+		dc = &diskConfirm{onDisk: onDisk}
+		if onDisk == nil {
+			dc.onDisk = func(error) {}
+		}
+		msg.StoreID = n.msgs.Publish(keys, EncodeStored(msg), dc.done)
+		res.WaitsForDisk = onDisk != nil
+	}
+	for _, q := range qs {
 		ok, throttle := q.Publish(msg)
 		if !ok {
-			res.Rejected = true
+			res.Rejected = true // the queue already released its store reference
 		}
 		if throttle != nil {
 			res.Throttle = throttle
 		}
 	}
-	return res, refs, nil
+	if dc != nil {
+		dc.decide(res.Rejected)
+	}
+	clear(qs)
+	sc.queues, sc.keys = qs[:0], keys[:0]
+	return res, nil
 }
 
 // QueueConfig decodes a queue's x-arguments into its runtime behaviour.

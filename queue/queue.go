@@ -199,6 +199,8 @@ func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 	if q.cfg.Overflow != DropHead && q.fullLocked(int64(len(m.Body))) {
 		if q.cfg.Overflow == RejectPublishDLX && q.cfg.DeadLetter {
 			dead = append(dead, DeadLetter{Msg: m, Reason: ReasonMaxLen})
+		} else {
+			q.forget(m) // refused: its store record does not belong to this queue
 		}
 		q.mu.Unlock()
 		q.sendDeadLetters(dead)
@@ -220,10 +222,7 @@ func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 	if q.cfg.Overflow == DropHead {
 		for q.overLimitLocked() {
 			old := q.popHeadLocked()
-			q.forget(old.msg)
-			if q.cfg.DeadLetter {
-				dead = append(dead, DeadLetter{Msg: old.msg, Reason: ReasonMaxLen})
-			}
+			q.discardLocked(old.msg, ReasonMaxLen, &dead)
 		}
 	}
 	q.armTTLLocked()
@@ -242,6 +241,17 @@ func (q *Queue) releaseFlowLocked() {
 		close(q.flow)
 		q.flow = nil
 	}
+}
+
+// discardLocked drops a message from the queue: to the dead-letter exchange if the queue has
+// one (the store forgets it only after the dead-letter copy was published, so a crash between
+// the two cannot lose it), else straight out of the store.
+func (q *Queue) discardLocked(m *Message, reason DeadLetterReason, dead *[]DeadLetter) {
+	if q.cfg.DeadLetter {
+		*dead = append(*dead, DeadLetter{Msg: m, Reason: reason})
+		return
+	}
+	q.forget(m)
 }
 
 // forget tells the store a stored message left this queue for good.
@@ -347,10 +357,7 @@ func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
 		e := q.levels[lvl].front()
 		if q.expired(e, now) {
 			old := q.popLevelLocked(lvl)
-			q.forget(old.msg)
-			if q.cfg.DeadLetter {
-				*dead = append(*dead, DeadLetter{Msg: old.msg, Reason: ReasonExpired})
-			}
+			q.discardLocked(old.msg, ReasonExpired, dead)
 			continue
 		}
 		n := len(q.consumers)
@@ -387,10 +394,7 @@ func (q *Queue) expireLocked(now *int64, dead *[]DeadLetter) {
 		l := &q.levels[i]
 		for l.len() > 0 && q.expired(l.front(), now) {
 			old := q.popLevelLocked(i)
-			q.forget(old.msg)
-			if q.cfg.DeadLetter {
-				*dead = append(*dead, DeadLetter{Msg: old.msg, Reason: ReasonExpired})
-			}
+			q.discardLocked(old.msg, ReasonExpired, dead)
 		}
 	}
 }
@@ -474,8 +478,14 @@ func (q *Queue) Touch() {
 }
 
 func (q *Queue) sendDeadLetters(dead []DeadLetter) {
-	if len(dead) > 0 && q.hooks.DeadLetter != nil {
+	if len(dead) == 0 {
+		return
+	}
+	if q.hooks.DeadLetter != nil {
 		q.hooks.DeadLetter(q, dead)
+	}
+	for _, d := range dead {
+		q.forget(d.Msg)
 	}
 }
 
@@ -624,19 +634,17 @@ func (q *Queue) Reject(msgs []Settled) {
 	}
 	dl := q.cfg.DeadLetter && !q.deleted
 	q.mu.Unlock()
-	// Forgotten before the dead-letter copy is published: that copy is a new message with its
-	// own store record in the dead-letter queue.
-	for _, s := range msgs {
-		q.forget(s.Msg)
-	}
 	if !dl {
+		for _, s := range msgs {
+			q.forget(s.Msg)
+		}
 		return
 	}
 	dead := make([]DeadLetter, len(msgs))
 	for i, s := range msgs {
 		dead[i] = DeadLetter{Msg: s.Msg, Reason: ReasonRejected}
 	}
-	q.sendDeadLetters(dead)
+	q.sendDeadLetters(dead) // forgets them once their dead-letter copies are published
 }
 
 func sortSettledDesc(msgs []Settled) {

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 
-	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
@@ -18,13 +19,13 @@ type channel struct {
 	closing bool // we sent channel.close; waiting for close-ok
 
 	pending   publishState
-	routeBuf  []fsm.QueueRef
+	scratch   broker.Scratch
 	lastQueue string // the queue an empty queue name means (RabbitMQ: last declared on this channel)
 
-	confirm     bool
-	publishSeq  uint64 // last publish sequence number in confirm mode
-	confirmedTo uint64 // every seq up to here has been acked on the wire
-	pendingAck  bool   // publishes up to publishSeq await an ack not yet sent
+	confirm        bool
+	publishSeq     uint64       // last publish sequence number in confirm mode
+	ackPending     []uint64     // confirms earned, sent at the next flush
+	durablePending atomic.Int64 // publishes whose confirm waits for the message store
 
 	tx        bool
 	txPublish []txPublish
@@ -38,6 +39,7 @@ type channel struct {
 	prefetchGlobal int // basic.qos global=true: the channel-wide limit
 	flowActive     bool
 	starved        map[*queue.Queue]struct{} // queues that found no credit here
+	confirmsClosed bool                      // the channel closed: late disk confirms are dropped
 }
 
 type txPublish struct {
@@ -87,6 +89,7 @@ func (ch *channel) closeWithError(ae *amqpError) {
 // shutdown cancels the channel's consumers and requeues its unacknowledged messages.
 func (ch *channel) shutdown() {
 	ch.mu.Lock()
+	ch.confirmsClosed = true
 	cons := make([]*consumer, 0, len(ch.consumers))
 	for _, cs := range ch.consumers {
 		cs.closed = true

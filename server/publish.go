@@ -1,7 +1,9 @@
 package server
 
 import (
-	"strconv"
+	"errors"
+
+	"github.com/warrenmq/warren/broker"
 
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
@@ -75,30 +77,24 @@ func (ch *channel) finishPublish() error {
 	msg := &queue.Message{
 		Exchange: p.exchange, RoutingKey: p.key,
 		Props: p.buf[:p.propsLen:p.propsLen], Body: p.buf[p.propsLen:],
-		ExpirationMs: -1,
 	}
-	sum, err := wire.ScanProperties(msg.Props)
-	if err != nil {
-		return err
-	}
-	msg.Persistent = sum.DeliveryMode == 2
-	msg.Priority = sum.Priority
 	var seq uint64
 	if ch.confirm {
 		ch.publishSeq++
 		seq = ch.publishSeq
 	}
 	return ch.run(wire.ClassBasic, 40, func() error {
-		if sum.HasExpiration {
-			ms, err := strconv.ParseInt(string(sum.Expiration), 10, 64)
-			if err != nil || ms < 0 {
-				return errorf(wire.PreconditionFailed, "invalid expiration '%s'", sum.Expiration)
+		rawHeaders, err := broker.FillFromProps(msg)
+		if err != nil {
+			var ie *broker.InvalidExpirationError
+			if errors.As(err, &ie) {
+				return errorf(wire.PreconditionFailed, "%s", ie.Error())
 			}
-			msg.ExpirationMs = ms
+			return err
 		}
 		var headers map[string]any
-		if sum.Headers != nil {
-			t, _, err := wire.DecodeTable(sum.Headers)
+		if rawHeaders != nil {
+			t, _, err := wire.DecodeTable(rawHeaders)
 			if err != nil {
 				return err
 			}
@@ -116,8 +112,11 @@ func (ch *channel) finishPublish() error {
 }
 
 func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Message, headers map[string]any, seq uint64) error {
-	res, refs, err := ch.c.s.node.Publish(ch.c.vhost, exchange, msg, headers, ch.routeBuf)
-	ch.routeBuf = refs[:0]
+	var onDisk func(error)
+	if seq != 0 {
+		onDisk = ch.diskConfirm(seq)
+	}
+	res, err := ch.c.s.node.Publish(ch.c.vhost, exchange, msg, headers, &ch.scratch, onDisk)
 	if err != nil {
 		return err
 	}
@@ -126,9 +125,12 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 			Exchange: exchange, RoutingKey: msg.RoutingKey}, msg.Props, msg.Body)
 	}
 	if seq != 0 {
-		if res.Rejected {
+		switch {
+		case res.Rejected:
 			ch.nack(seq)
-		} else {
+		case res.WaitsForDisk:
+			ch.durablePending.Add(1)
+		default:
 			ch.ackLater(seq)
 		}
 	}
@@ -139,39 +141,58 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 	return nil
 }
 
-// ackLater records a confirm; it goes out (coalesced with multiple=true) once the reader has
-// no more buffered frames, so a burst of publishes costs one basic.ack.
+// diskConfirm returns the callback that confirms publish seq once its persistent message is on
+// disk. It runs on the message store's goroutine (or, if the disk was quicker than the routing,
+// on this reader's), sends a single (not multiple) ack, and does nothing once the channel closed:
+// clients reuse channel numbers, so a late confirm must not reach a new channel.
+func (ch *channel) diskConfirm(seq uint64) func(error) {
+	return func(err error) {
+		ch.mu.Lock()
+		if !ch.confirmsClosed {
+			if err != nil {
+				ch.c.log.Error("message store write failed; publish nacked", "err", err)
+				ch.c.sendMethod(ch.id, &wire.BasicNack{DeliveryTag: seq})
+			} else {
+				ch.c.sendMethod(ch.id, &wire.BasicAck{DeliveryTag: seq})
+			}
+		}
+		ch.mu.Unlock()
+		ch.durablePending.Add(-1)
+	}
+}
+
+// ackLater records a confirm; it goes out when the reader has no more buffered frames, as one
+// basic.ack with multiple=true for the burst when no confirm waits for the disk.
 func (ch *channel) ackLater(seq uint64) {
-	if !ch.pendingAck {
-		ch.pendingAck = true
+	if len(ch.ackPending) == 0 {
 		ch.c.confirmDirty = append(ch.c.confirmDirty, ch)
 	}
-	_ = seq // every seq up to publishSeq is acked by the flush
+	ch.ackPending = append(ch.ackPending, seq)
 }
 
 func (ch *channel) flushConfirms() {
-	if !ch.pendingAck {
+	n := len(ch.ackPending)
+	if n == 0 {
 		return
 	}
-	ch.pendingAck = false
-	ch.sendAckUpTo(ch.publishSeq)
-}
-
-func (ch *channel) sendAckUpTo(seq uint64) {
-	if seq <= ch.confirmedTo {
-		return
+	if ch.durablePending.Load() == 0 {
+		// Every earlier publish is settled (disk confirms are sent before the counter drops):
+		// one multiple ack covers the burst.
+		ch.c.sendMethod(ch.id, &wire.BasicAck{DeliveryTag: ch.ackPending[n-1], Multiple: n > 1})
+	} else {
+		// A publish before these still waits for the disk: a multiple ack would confirm it too.
+		ch.c.lockOut()
+		for _, seq := range ch.ackPending {
+			ch.c.out = wire.AppendMethodFrame(ch.c.out, ch.id, &wire.BasicAck{DeliveryTag: seq})
+		}
+		ch.c.unlockOut()
 	}
-	ch.c.sendMethod(ch.id, &wire.BasicAck{DeliveryTag: seq, Multiple: seq-ch.confirmedTo > 1})
-	ch.confirmedTo = seq
+	ch.ackPending = ch.ackPending[:0]
 }
 
 func (ch *channel) nack(seq uint64) {
-	if ch.pendingAck {
-		ch.pendingAck = false
-		ch.sendAckUpTo(seq - 1)
-	}
+	ch.flushConfirms()
 	ch.c.sendMethod(ch.id, &wire.BasicNack{DeliveryTag: seq})
-	ch.confirmedTo = seq
 }
 
 // commit applies a transaction: its publishes, then its acks and rejects, in order.
