@@ -1,7 +1,14 @@
 // Package cluster owns how a Warren node takes part in the cluster: the Raft store that
-// replicates topology commands to every node's FSM, and (with the cluster work) membership and
-// forwarding of writes to the leader. A one-node deployment is a Raft cluster of one and takes
-// the same code path.
+// replicates topology commands to every node's FSM, membership and failure detection over
+// hashicorp/memberlist, the leader's reconciler that turns membership into Raft configuration,
+// and the forwarding of topology writes from followers to the leader. A one-node deployment is
+// a Raft cluster of one and takes the same code path.
+//
+// Bootstrap rule: a node started without any join address and without earlier Raft state
+// bootstraps a new one-node cluster with itself as the only voter. A node started with join
+// addresses (Config.Join) never bootstraps: it starts empty and waits until the leader's
+// reconciler, seeing it in the gossip membership, adds it as a voter. A node with earlier Raft
+// state never bootstraps either way; it rejoins the configuration it already knows.
 package cluster
 
 import (
@@ -12,6 +19,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -27,32 +36,57 @@ var ErrNoLeader = errors.New("no raft leader: topology changes need a quorum of 
 type Config struct {
 	NodeID   string
 	DataDir  string // raft.db and snapshots live under DataDir/raft
-	RaftAddr string // TCP bind/advertise address; ignored when Transport is set
+	RaftAddr string // TCP bind/advertise address (port 0 picks one); ignored when Transport is set
 	// Transport replaces the TCP transport (tests use raft's in-memory transport).
 	Transport raft.Transport
 	FSM       raft.FSM
 	Logger    *slog.Logger
-	// ApplyTimeout bounds how long a topology change waits for commit; default 7s so a client on
-	// a node without quorum gets a clear error instead of a hang.
+	// ApplyTimeout bounds how long a topology change waits for commit, including finding and
+	// reaching the leader; default 7s so a client on a node without quorum gets a clear error
+	// instead of a hang.
 	ApplyTimeout  time.Duration
 	RaftLogOutput io.Writer // hashicorp/raft's own log (default stderr)
 	// InMemory keeps the log in memory (tests of pure logic; nothing survives a restart).
 	InMemory bool
+
+	// Join marks a node started to join an existing cluster: it never bootstraps (see the
+	// package comment for the rule).
+	Join bool
+	// Secret is the cluster secret; forwarded writes are authenticated with an HMAC keyed by it.
+	Secret string
+	// ForwardAddr is where this node accepts writes forwarded by followers while it is the
+	// leader ("" = do not serve; fine for a single node). Port 0 picks one; see ForwardAddr().
+	ForwardAddr string
+	// ResultCodec carries FSM results back over the forwarding link; default FSMResultCodec.
+	ResultCodec ResultCodec
 }
 
-// Store wraps hashicorp/raft: the whole flow of a topology write is Apply → raft log → FSM.Apply
-// on every node → the future returns the FSM's result.
+// Store wraps hashicorp/raft: the whole flow of a topology write is Apply → (forward to the
+// leader) → raft log → FSM.Apply on every node → the caller gets the FSM's result once its own
+// FSM has applied the entry.
 type Store struct {
+	id           string
 	raft         *raft.Raft
 	transport    raft.Transport
+	fsm          *appliedFSM
 	closers      []io.Closer
 	applyTimeout time.Duration
 	log          *slog.Logger
 	bootstrapped bool
+	codec        ResultCodec
+	forwardKey   []byte
+	logs         raft.LogStore
+
+	forwardServer *forwardServer
+	forwardPool   *forwardPool
+	resolver      atomic.Pointer[func(nodeID string) (string, bool)]
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Open starts the Raft node. On first start (no state on disk) it bootstraps a one-node
-// cluster with itself as the only voter, so a fresh node is immediately usable.
+// Open starts the Raft node. Without earlier state it bootstraps a one-node cluster with itself
+// as the only voter, unless cfg.Join is set (then it waits to be added by the leader).
 func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -60,10 +94,16 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 7 * time.Second
 	}
+	if cfg.ResultCodec == nil {
+		cfg.ResultCodec = FSMResultCodec{}
+	}
+	if cfg.FSM == nil {
+		return nil, errors.New("open raft store: no FSM configured")
+	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
-	// A single node elects itself after HeartbeatTimeout; short timeouts make start-up quick
-	// and are still generous for loopback and LAN clusters.
+	// Short timeouts make start-up and failover quick (a new leader about 1–1.5 s after the
+	// old one dies) and are still generous for loopback and LAN clusters.
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
@@ -74,7 +114,14 @@ func Open(cfg Config) (*Store, error) {
 	}
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: cfg.RaftLogOutput})
 
-	s := &Store{applyTimeout: cfg.ApplyTimeout, log: cfg.Logger}
+	s := &Store{
+		id:           cfg.NodeID,
+		applyTimeout: cfg.ApplyTimeout,
+		log:          cfg.Logger,
+		codec:        cfg.ResultCodec,
+		forwardKey:   deriveKey("warren-forward-v1", cfg.Secret),
+		fsm:          newAppliedFSM(cfg.FSM),
+	}
 	var (
 		logs   raft.LogStore
 		stable raft.StableStore
@@ -108,22 +155,28 @@ func Open(cfg Config) (*Store, error) {
 			s.closeAll()
 			return nil, fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err)
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, rc.Logger)
+		// With port 0 the listener's real address must be advertised, not ":0".
+		var advertise net.Addr
+		if addr.Port != 0 {
+			advertise = addr
+		}
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
 		if err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
 		}
 		trans = tcp
-		s.closers = append(s.closers, tcp)
+		s.closers = append(s.closers, tcp, streamCloser{tcp})
 	}
 	s.transport = trans
+	s.logs = logs
 
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		s.closeAll()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
-	if !existing {
+	if !existing && !cfg.Join {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
 		if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, boot); err != nil {
 			s.closeAll()
@@ -131,17 +184,99 @@ func Open(cfg Config) (*Store, error) {
 		}
 		s.bootstrapped = true
 	}
-	r, err := raft.NewRaft(rc, cfg.FSM, logs, stable, snaps, trans)
+	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
 	if err != nil {
 		s.closeAll()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
+	s.forwardPool = newForwardPool(s.forwardKey)
+
+	if cfg.ForwardAddr != "" {
+		fs, err := listenForward(cfg.ForwardAddr, s, s.log)
+		if err != nil {
+			_ = s.raft.Shutdown().Error()
+			s.closeAll()
+			return nil, err
+		}
+		s.forwardServer = fs
+	}
 	return s, nil
 }
 
 // Bootstrapped reports whether this start created a new cluster (no earlier Raft state).
 func (s *Store) Bootstrapped() bool { return s.bootstrapped }
+
+// NodeID is this node's Raft server ID.
+func (s *Store) NodeID() string { return s.id }
+
+// Raft gives direct access to the Raft node (status pages, operator tools).
+func (s *Store) Raft() *raft.Raft { return s.raft }
+
+// RaftAddr is the address this node's Raft transport advertises.
+func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
+
+// ForwardAddr is the address of this node's forwarding listener ("" when not serving).
+func (s *Store) ForwardAddr() string {
+	if s.forwardServer == nil {
+		return ""
+	}
+	return s.forwardServer.addr()
+}
+
+// SetForwardResolver tells the store how to find a node's forwarding address by node ID
+// (normally (*Membership).ForwardAddr). It may be set after Open, since membership is usually
+// started once the store's addresses are known.
+func (s *Store) SetForwardResolver(resolve func(nodeID string) (addr string, ok bool)) {
+	s.resolver.Store(&resolve)
+}
+
+// IsLeader reports whether this node is currently the Raft leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the current leader's ID and Raft address ("" when unknown).
+func (s *Store) Leader() (id, addr string) {
+	a, i := s.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// LeaderCh is raft's leadership channel (true on gaining, false on losing leadership). Raft
+// supports only one reader of it; the Reconciler does not use it.
+func (s *Store) LeaderCh() <-chan bool { return s.raft.LeaderCh() }
+
+// Configuration returns the current Raft configuration (the voters and their addresses).
+func (s *Store) Configuration() ([]raft.Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("read raft configuration: %w", err)
+	}
+	return f.Configuration().Servers, nil
+}
+
+// AddVoter adds (or re-addresses) a voter; only the leader can.
+func (s *Store) AddVoter(id, raftAddr string, timeout time.Duration) error {
+	if err := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout).Error(); err != nil {
+		return fmt.Errorf("add voter %s at %s: %w", id, raftAddr, err)
+	}
+	return nil
+}
+
+// RemoveServer removes a server from the Raft configuration; only the leader can.
+func (s *Store) RemoveServer(id string, timeout time.Duration) error {
+	if err := s.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error(); err != nil {
+		return fmt.Errorf("remove server %s: %w", id, err)
+	}
+	return nil
+}
+
+// LeadershipTransfer hands leadership to another voter; a leader that is about to leave calls it
+// first so that the remaining nodes elect without waiting for a timeout.
+func (s *Store) LeadershipTransfer() error {
+	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+		return fmt.Errorf("transfer leadership: %w", err)
+	}
+	return nil
+}
 
 // WaitLeader blocks until this node knows a leader, or the timeout passes.
 func (s *Store) WaitLeader(timeout time.Duration) error {
@@ -155,35 +290,195 @@ func (s *Store) WaitLeader(timeout time.Duration) error {
 	return ErrNoLeader
 }
 
-// Apply commits one encoded command and returns what the FSM's Apply returned for it.
-// On return the local FSM has applied the command (read-your-writes for the caller).
+// AppliedIndex is the Raft index of the last command applied to the local FSM.
+func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex() }
+
+// Apply commits one encoded command and returns what the FSM's Apply returned for it. On a
+// follower the command is forwarded to the leader. On return the local FSM has applied the
+// command (read-your-writes for the caller). Without a leader it fails with ErrNoLeader within
+// the apply timeout.
 func (s *Store) Apply(cmd []byte) (any, error) {
-	f := s.raft.Apply(cmd, s.applyTimeout)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-			errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, fmt.Errorf("%w (%v)", ErrNoLeader, err)
+	deadline := time.Now().Add(s.applyTimeout)
+	var lastErr error
+	for {
+		res, retry, err := s.applyOnce(cmd, deadline)
+		if !retry {
+			return res, err
 		}
-		return nil, fmt.Errorf("raft apply: %w", err)
+		lastErr = err
+		if time.Until(deadline) <= 0 {
+			if lastErr == nil {
+				lastErr = errors.New("no leader known")
+			}
+			return nil, fmt.Errorf("%w: gave up after %s: %w", ErrNoLeader, s.applyTimeout, lastErr)
+		}
+		time.Sleep(min(50*time.Millisecond, time.Until(deadline)))
 	}
-	return f.Response(), nil
+}
+
+// applyOnce makes one attempt; retry says the attempt found no usable leader and may be repeated
+// without risk of the command having been committed twice by this attempt.
+func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, err error) {
+	if s.raft.State() == raft.Leader {
+		f := s.raft.Apply(cmd, time.Until(deadline))
+		if err := f.Error(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+				errors.Is(err, raft.ErrEnqueueTimeout) {
+				return nil, true, err
+			}
+			return nil, false, fmt.Errorf("raft apply: %w", err)
+		}
+		return f.Response(), false, nil
+	}
+	addr, leaderID := s.raft.LeaderWithID()
+	if addr == "" {
+		return nil, true, errors.New("no leader known")
+	}
+	if leaderID == raft.ServerID(s.id) {
+		return nil, true, errors.New("leadership changing")
+	}
+	fwdAddr, err := s.resolveForward(string(leaderID))
+	if err != nil {
+		return nil, true, err
+	}
+	index, payload, err := s.forwardPool.apply(fwdAddr, cmd, deadline)
+	if err != nil {
+		var refused *remoteFailure
+		retry := !errors.As(err, &refused) && !errors.Is(err, errStoreClosed)
+		return nil, retry, fmt.Errorf("forward to leader %s at %s: %w", leaderID, fwdAddr, err)
+	}
+	result, err := s.codec.Decode(payload)
+	if err != nil {
+		return nil, false, fmt.Errorf("decode result forwarded by leader %s: %w", leaderID, err)
+	}
+	if err := s.fsm.waitApplied(index, deadline); err != nil {
+		return nil, false, fmt.Errorf("%w: command committed at index %d but not yet applied here: %w", ErrNoLeader, index, err)
+	}
+	return result, false, nil
+}
+
+func (s *Store) resolveForward(leaderID string) (string, error) {
+	resolve := s.resolver.Load()
+	if resolve == nil {
+		return "", fmt.Errorf("no forwarding resolver set: cannot reach leader %s", leaderID)
+	}
+	addr, ok := (*resolve)(leaderID)
+	if !ok || addr == "" {
+		return "", fmt.Errorf("no forwarding address known for leader %s", leaderID)
+	}
+	return addr, nil
+}
+
+// applyAsLeader serves a forwarded command: commit it here and return its index and encoded
+// result. notLeader reports that this node cannot serve it (the follower looks again).
+func (s *Store) applyAsLeader(cmd []byte, timeout time.Duration) (index uint64, payload []byte, notLeader bool, err error) {
+	if s.raft.State() != raft.Leader {
+		return 0, nil, true, raft.ErrNotLeader
+	}
+	f := s.raft.Apply(cmd, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrEnqueueTimeout) {
+			return 0, nil, true, err
+		}
+		return 0, nil, false, fmt.Errorf("raft apply: %w", err)
+	}
+	payload, err = s.codec.Encode(f.Response())
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("encode result: %w", err)
+	}
+	return f.Index(), payload, false, nil
 }
 
 // Barrier waits until every command committed before it is applied to the local FSM; used at
-// start-up so the node serves clients only with its full topology.
+// start-up so the node serves clients only with its full topology. On a follower (raft's own
+// Barrier works only on the leader) it asks the leader for a barrier over the forwarding link
+// and waits until the local FSM has caught up with it; when the leader cannot be asked it falls
+// back to the commit index this node knows.
 func (s *Store) Barrier(timeout time.Duration) error {
-	return s.raft.Barrier(timeout).Error()
+	if s.raft.State() == raft.Leader {
+		return s.raft.Barrier(timeout).Error()
+	}
+	deadline := time.Now().Add(timeout)
+	target := s.raft.CommitIndex()
+	if _, leaderID := s.raft.LeaderWithID(); leaderID != "" && leaderID != raft.ServerID(s.id) {
+		if addr, err := s.resolveForward(string(leaderID)); err == nil {
+			index, err := s.forwardPool.barrier(addr, deadline)
+			if err != nil {
+				return fmt.Errorf("barrier via leader %s: %w", leaderID, err)
+			}
+			target = max(target, index)
+		}
+	}
+	for s.raft.AppliedIndex() < target {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("barrier: raft did not apply index %d within %s", target, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Raft counts an entry applied once handed to the FSM goroutine; wait for the FSM itself.
+	if cmdIndex := s.lastCommandAtOrBefore(target); cmdIndex > 0 {
+		if err := s.fsm.waitApplied(cmdIndex, deadline); err != nil {
+			return fmt.Errorf("barrier: %w", err)
+		}
+	}
+	return nil
+}
+
+// barrierAsLeader serves a follower's barrier request.
+func (s *Store) barrierAsLeader(timeout time.Duration) (index uint64, notLeader bool, err error) {
+	if s.raft.State() != raft.Leader {
+		return 0, true, raft.ErrNotLeader
+	}
+	if err := s.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, true, err
+		}
+		return 0, false, fmt.Errorf("raft barrier: %w", err)
+	}
+	// The barrier is committed once its future resolves, so the commit index covers it.
+	return s.raft.CommitIndex(), false, nil
+}
+
+// lastCommandAtOrBefore finds the newest FSM command entry at or below index; configuration
+// and no-op entries never reach the FSM, so their indexes cannot be waited for. 0 means none
+// found nearby (e.g. compacted into a snapshot, which raft restores before advancing).
+func (s *Store) lastCommandAtOrBefore(index uint64) uint64 {
+	first, err := s.logs.FirstIndex()
+	if err != nil {
+		return 0
+	}
+	const lookBack = 64
+	for i := index; i >= first && i > 0 && index-i < lookBack; i-- {
+		var entry raft.Log
+		if err := s.logs.GetLog(i, &entry); err != nil {
+			return 0
+		}
+		if entry.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return 0
 }
 
 // Stats exposes Raft's own status map (term, indexes, state) for status pages.
 func (s *Store) Stats() map[string]string { return s.raft.Stats() }
 
-// Close shuts Raft down and releases the log store and transport.
+// Close stops the forwarding listener, shuts Raft down and releases the log store and transport.
 func (s *Store) Close() error {
-	err := s.raft.Shutdown().Error()
-	s.closeAll()
-	return err
+	s.closeOnce.Do(func() {
+		if s.forwardServer != nil {
+			s.forwardServer.close()
+		}
+		s.forwardPool.close()
+		s.closeErr = s.raft.Shutdown().Error()
+		if s.forwardServer != nil {
+			s.forwardServer.wait()
+		}
+		s.fsm.close()
+		s.closeAll()
+	})
+	return s.closeErr
 }
 
 func (s *Store) closeAll() {
@@ -191,4 +486,13 @@ func (s *Store) closeAll() {
 		_ = s.closers[i].Close()
 	}
 	s.closers = nil
+}
+
+// streamCloser closes a TCP transport's pooled outgoing connections, which Close leaves open;
+// otherwise each peer's reader goroutine for them would outlive this store.
+type streamCloser struct{ t *raft.NetworkTransport }
+
+func (c streamCloser) Close() error {
+	c.t.CloseStreams()
+	return nil
 }
