@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/mgmt"
+	"github.com/warrenmq/warren/msgstore"
 	"github.com/warrenmq/warren/server"
 )
 
@@ -48,6 +52,7 @@ type Node struct {
 	Store     *cluster.Store
 	AMQP      *server.Server
 	HTTP      *mgmt.Server
+	Messages  *msgstore.Store
 }
 
 // Start brings a node up: Raft (bootstrapping a one-node cluster on first start), the
@@ -59,8 +64,21 @@ func Start(cfg Config) (*Node, error) {
 	}
 	log := cfg.Logger.With("node", cfg.ID)
 	n := &Node{cfg: cfg, log: log}
+	if err := claimDataDir(cfg.DataDir, cfg.ID); err != nil {
+		return nil, err
+	}
 	n.FSM = fsm.New(fsm.Options{DecodeArgs: broker.DecodeArgs})
 	n.Broker = broker.New(cfg.ID, n.FSM, log)
+	msgs, rec, err := msgstore.Open(msgstore.Options{Dir: filepath.Join(cfg.DataDir, "messages"), Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("start node %s: open message store: %w", cfg.ID, err)
+	}
+	n.Messages = msgs
+	if rec.TruncatedBytes > 0 {
+		log.Warn("message store: dropped a torn or corrupt tail (a write cut short by a crash)", "bytes", rec.TruncatedBytes)
+	}
+	// Before Raft replays the topology, so the durable queues it creates keep their messages.
+	n.Broker.AttachMessageStore(msgs)
 	store, err := cluster.Open(cluster.Config{
 		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
 		Transport: cfg.RaftTransport, InMemory: cfg.InMemoryRaft, RaftLogOutput: cfg.RaftLogOutput,
@@ -75,6 +93,17 @@ func Start(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 	}
+	stored := make(map[string][]broker.StoredMessage, len(rec.Queues))
+	for key, ms := range rec.Queues {
+		for _, m := range ms {
+			stored[key] = append(stored[key], broker.StoredMessage{ID: m.ID, Data: m.Data})
+		}
+	}
+	restored, err := n.Broker.Recover(stored)
+	if err != nil {
+		log.Error("some stored messages could not be decoded and were dropped", "err", err)
+	}
+	log.Info("messages recovered", "messages", restored, "segments", rec.Segments, "records", rec.Records, "took", rec.Duration)
 	scfg := cfg.Server
 	scfg.Node = n.Broker
 	scfg.Logger = log
@@ -142,5 +171,31 @@ func (n *Node) close() error {
 		}
 	}
 	n.Broker.Close()
+	if n.Messages != nil {
+		if err := n.Messages.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// claimDataDir records the node id in a new data dir and refuses a data dir that belongs to
+// another node: Raft state and stored messages are tied to the id (a restarted node must come
+// back as itself, with its queues).
+func claimDataDir(dir, id string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if got := strings.TrimSpace(string(b)); got != id {
+			return fmt.Errorf("data dir %s belongs to node %q, not %q: start with --id %s or use another --data-dir", dir, got, id, got)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return os.WriteFile(path, []byte(id+"\n"), 0o644)
+	}
+	return fmt.Errorf("read %s: %w", path, err)
 }

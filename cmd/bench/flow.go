@@ -23,6 +23,8 @@ type flowSpec struct {
 	lead        int
 	prefetch    int
 	ackDelay    time.Duration
+	durable     bool // durable queues and persistent (delivery-mode 2) messages
+	publishers  int  // concurrent publishers (0 means 1)
 }
 
 // flowStats is what a flow measured inside its window.
@@ -45,6 +47,24 @@ func runOnePublisherOneConsumer(ctx context.Context, cfg config, names *runNames
 func runOnePublisherOneConsumerConfirm(ctx context.Context, cfg config, names *runNames, rss *rssSampler) (result, error) {
 	return flowResult(ctx, cfg, names, rss, flowSpec{
 		queues: 1, confirm: true, window: cfg.confirmWindow,
+		boundedLead: true, lead: cfg.publisherLead, prefetch: cfg.prefetch,
+	})
+}
+
+// runPersistent is 1p1c-confirm with durable queues and persistent messages: every confirm
+// waits for the broker's disk (fsync), so it measures the message store and its group commit.
+func runPersistent(ctx context.Context, cfg config, names *runNames, rss *rssSampler) (result, error) {
+	return flowResult(ctx, cfg, names, rss, flowSpec{
+		queues: 1, confirm: true, window: cfg.confirmWindow, durable: true, publishers: 1,
+		boundedLead: true, lead: cfg.publisherLead, prefetch: cfg.prefetch,
+	})
+}
+
+// runPersistent4 is runPersistent with 4 concurrent publishers (one connection each) into the
+// same durable queue: their fsyncs can be shared.
+func runPersistent4(ctx context.Context, cfg config, names *runNames, rss *rssSampler) (result, error) {
+	return flowResult(ctx, cfg, names, rss, flowSpec{
+		queues: 1, confirm: true, window: cfg.confirmWindow, durable: true, publishers: 4,
 		boundedLead: true, lead: cfg.publisherLead, prefetch: cfg.prefetch,
 	})
 }
@@ -104,7 +124,7 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	}
 	var created createdTopology
 	defer created.cleanup(cfg.url, &err)
-	if err := declareFlowTopology(ctx, cfg.url, exchange, queues, &created); err != nil {
+	if err := declareFlowTopology(ctx, cfg.url, exchange, queues, spec.durable, &created); err != nil {
 		return stats, err
 	}
 
@@ -151,22 +171,37 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 		}()
 	}
 
-	pub, err := startFlowPublisher(ctx, cfg, exchange, queues, spec)
-	if err != nil {
-		close(stop)
-		consumersDone.Wait()
-		return stats, err
+	npub := max(spec.publishers, 1)
+	pubs := make([]*flowPublisher, 0, npub)
+	defer func() {
+		for _, p := range pubs {
+			closeConnection(p.conn, "publisher")
+		}
+	}()
+	for i := 0; i < npub; i++ {
+		pub, err := startFlowPublisher(ctx, cfg, exchange, queues, spec)
+		if err != nil {
+			close(stop)
+			consumersDone.Wait()
+			return stats, err
+		}
+		pubs = append(pubs, pub)
 	}
-	defer closeConnection(pub.conn, "publisher")
+	pubFailed := make(chan struct{}, npub)
 
 	start := time.Now()
 	measuring.Store(true)
 	var publisherDone sync.WaitGroup
-	publisherDone.Add(1)
-	go func() {
-		defer publisherDone.Done()
-		pub.run(consumers, stop)
-	}()
+	for _, pub := range pubs {
+		publisherDone.Add(1)
+		go func() {
+			defer publisherDone.Done()
+			pub.run(consumers, stop)
+			if pub.err != nil {
+				pubFailed <- struct{}{}
+			}
+		}()
+	}
 
 	timer := time.NewTimer(cfg.duration)
 	select {
@@ -174,7 +209,7 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	case <-ctx.Done():
 		timer.Stop()
 		err = fmt.Errorf("flow interrupted: %w", ctx.Err())
-	case <-pub.failed:
+	case <-pubFailed:
 		timer.Stop()
 	case <-consumerFailed:
 		timer.Stop()
@@ -182,7 +217,9 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	measuring.Store(false)
 	stats.elapsed = time.Since(start)
 	stats.delivered = delivered.Load()
-	stats.published = pub.published.Load()
+	for _, pub := range pubs {
+		stats.published += pub.published.Load()
+	}
 	if rss != nil {
 		rss.finish() // the final RSS is the broker's state at the end of the window, before cleanup
 	}
@@ -191,22 +228,27 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	close(stop)
 	// A publisher held by TCP back-pressure sits in a socket write that only a deadline breaks.
 	if !waitTimeout(&publisherDone, 3*time.Second) {
-		closeConnection(pub.conn, "publisher")
+		for _, pub := range pubs {
+			closeConnection(pub.conn, "publisher")
+		}
 		publisherDone.Wait()
 	}
 	consumersDone.Wait()
 
-	stats.nacked = pub.nacked.Load()
-	stats.blocked = pub.blocked.Load()
-	stats.confirm = pub.confirmLatency
+	for _, pub := range pubs {
+		stats.nacked += pub.nacked.Load()
+		stats.blocked += pub.blocked.Load()
+		stats.confirm.merge(&pub.confirmLatency)
+		err = errors.Join(err, pub.err)
+	}
 	for _, c := range consumers {
 		stats.latency.merge(&c.latency)
 		err = errors.Join(err, c.err)
 	}
-	return stats, errors.Join(err, pub.err)
+	return stats, err
 }
 
-func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues []string, created *createdTopology) error {
+func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues []string, durable bool, created *createdTopology) error {
 	conn, ch, err := openChannel(ctx, brokerURL, "setup")
 	if err != nil {
 		return err
@@ -219,7 +261,7 @@ func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues
 		created.addExchange(exchange)
 	}
 	for _, q := range queues {
-		if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		if _, err := ch.QueueDeclare(q, durable, false, false, false, nil); err != nil {
 			return fmt.Errorf("declaring queue %s: %w", q, err)
 		}
 		created.addQueue(q)
@@ -384,6 +426,9 @@ func (p *flowPublisher) run(consumers []*flowConsumer, stop <-chan struct{}) {
 		default:
 		}
 		msg := amqp.Publishing{Body: stampedBody(p.size)}
+		if p.spec.durable {
+			msg.DeliveryMode = amqp.Persistent
+		}
 		sentAt := time.Now()
 		confirmation, err := p.ch.PublishWithDeferredConfirm(p.exchange, p.routingKey, false, false, msg)
 		if err != nil {

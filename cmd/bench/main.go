@@ -51,6 +51,8 @@ type workloadFunc func(ctx context.Context, cfg config, run *runNames, rss *rssS
 var workloads = map[string]workloadFunc{
 	"1p1c":          runOnePublisherOneConsumer,
 	"1p1c-confirm":  runOnePublisherOneConsumerConfirm,
+	"persistent":    runPersistent,
+	"persistent-4p": runPersistent4,
 	"rpc":           runRPC,
 	"fanout":        runFanout,
 	"declare":       runDeclare,
