@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/msgstore"
 )
 
 // Source is what the API reads from a running node.
@@ -23,6 +24,8 @@ type Source struct {
 	Connections func() int
 	RaftStats   func() map[string]string
 	Version     string
+	// StoreStats reports the message store's counters (nil: no store).
+	StoreStats func() msgstore.Stats
 }
 
 // Server serves the HTTP API.
@@ -190,6 +193,14 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(&b, "# TYPE warren_connections gauge\nwarren_connections %d\n", s.src.Connections())
 	fmt.Fprintf(&b, "# TYPE warren_queues gauge\nwarren_queues %d\n", len(qs))
 	fmt.Fprintf(&b, "# TYPE warren_raft_applied_index gauge\nwarren_raft_applied_index %d\n", f.AppliedIndex())
+	if s.src.StoreStats != nil {
+		st := s.src.StoreStats()
+		fmt.Fprintf(&b, "# TYPE warren_store_fsyncs_total counter\nwarren_store_fsyncs_total %d\n", st.Fsyncs)
+		fmt.Fprintf(&b, "# TYPE warren_store_records_total counter\nwarren_store_records_total %d\n", st.Records)
+		fmt.Fprintf(&b, "# TYPE warren_store_bytes_written_total counter\nwarren_store_bytes_written_total %d\n", st.BytesWritten)
+		fmt.Fprintf(&b, "# TYPE warren_store_live_messages gauge\nwarren_store_live_messages %d\n", st.LiveMessages)
+		fmt.Fprintf(&b, "# TYPE warren_store_segments gauge\nwarren_store_segments %d\n", st.Segments)
+	}
 	b.WriteString("# TYPE warren_queue_messages_ready gauge\n# TYPE warren_queue_messages_unacked gauge\n# TYPE warren_queue_consumers gauge\n")
 	for _, q := range qs {
 		lq := s.src.Node.LocalQueue(q.Vhost, q.Name)

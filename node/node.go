@@ -115,6 +115,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.HTTPAddr != "" {
 		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
 			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
+			StoreStats: n.Messages.Stats,
 		}, log)
 		if err != nil {
 			n.Close()

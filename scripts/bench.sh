@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 # The memory workloads run before slow-consumer: a broker freeing a large backlog gives memory
 # back for tens of seconds afterwards, which would swamp their before/after deltas.
-all_workloads=(1p1c 1p1c-confirm rpc fanout declare idle-conns empty-queues slow-consumer)
+all_workloads=(1p1c 1p1c-confirm persistent persistent-4p rpc fanout declare idle-conns empty-queues slow-consumer)
 duration=10
 size=256
 only=""
@@ -145,6 +145,17 @@ if ! $rabbit_only; then
   fi
 fi
 
+# warren_counter NAME: a counter from the Warren node's /metrics (empty if unavailable).
+warren_metrics_addr=127.0.0.1:15692
+warren_counter() {
+  /usr/bin/python3 - "$warren_metrics_addr" "$1" <<'PY' 2>/dev/null || true
+import sys, urllib.request
+for line in urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=5).read().decode().splitlines():
+    if line.startswith(sys.argv[2] + " "):
+        print(line.split()[1])
+PY
+}
+
 # --- Workloads ----------------------------------------------------------------------------------
 # bench_one LABEL URL PID WORKLOAD: appends exactly one result line, even when cmd/bench fails.
 bench_one() {
@@ -155,6 +166,10 @@ bench_one() {
     return
   fi
   before=$(wc -l <"$results")
+  local f0="" r0="" t0=$SECONDS
+  if [[ $label == warren && $workload == persistent* ]]; then
+    f0=$(warren_counter warren_store_fsyncs_total); r0=$(warren_counter warren_store_records_total)
+  fi
   # The hard timeout backs up cmd/bench's own deadline in case a broker hangs it.
   timeout --kill-after=10 "$(awk -v d="$duration" 'BEGIN { printf "%d", d + 420 }')" \
     "$tmp/bench" -url "$url" -label "$label" -workload "$workload" -duration "${duration}s" \
@@ -164,6 +179,13 @@ bench_one() {
       "$workload" "$label" "$status" >>"$results"
   fi
   echo "bench.sh: $(tail -1 "$results")" >&2
+  if [[ -n $f0 ]]; then
+    local f1 r1 secs
+    f1=$(warren_counter warren_store_fsyncs_total); r1=$(warren_counter warren_store_records_total)
+    secs=$((SECONDS - t0))
+    [[ -n $f1 && $secs -gt 0 ]] && awk -v w="$workload" -v f="$((f1 - f0))" -v r="$((r1 - r0))" -v s="$secs" \
+      'BEGIN { printf "- %s on warren: %.0f fsyncs/s, %.1f store records per fsync (publishes and acks; from /metrics over %ds incl. setup)\n", w, f / s, (f ? r / f : 0), s }' >>"$tmp/notes"
+  fi
 }
 
 i=0
@@ -188,6 +210,7 @@ echo
 echo "## Warren vs RabbitMQ ($(date -u +%Y-%m-%dT%H:%MZ), ${duration}s per workload, ${size} B messages, $(nproc) cores)"
 echo
 "$tmp/bench" -table "$results"
+if [[ -s $tmp/notes ]]; then echo; echo "Message store:"; cat "$tmp/notes"; fi
 if [[ -n $started_warren_pid ]] && ! kill -0 "$started_warren_pid" 2>/dev/null; then
   echo "bench.sh: Warren died during the run; last log lines:" >&2
   tail -20 "$tmp/warren.log" >&2
