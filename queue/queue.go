@@ -177,9 +177,9 @@ func (q *Queue) Counts() (ready, unacked, consumers int) {
 	return q.ready, q.unacked, len(q.consumers)
 }
 
-// Backlog marks for publisher flow control: a queue holding more than this many ready bytes or
-// messages asks its publishers to wait until it has drained to half, so a fast publisher
-// feeding a slow consumer cannot grow a node's memory without bound.
+// Backlog marks for publisher flow control: a queue with consumers holding more than this many
+// ready bytes or messages asks its publishers to wait until it has drained to half, so a fast
+// publisher feeding a slow consumer cannot grow a node's memory without bound.
 const (
 	FlowHighBytes = 64 << 20
 	FlowHighCount = 256 << 10
@@ -226,7 +226,9 @@ func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 		}
 	}
 	q.armTTLLocked()
-	if q.flow == nil && (q.readyBytes > FlowHighBytes || q.ready > FlowHighCount) {
+	// Only a queue with consumers paces its publishers to them (a fast publisher feeding a slow
+	// consumer); a queue nobody consumes from just fills, bounded by the memory high watermark.
+	if q.flow == nil && len(q.consumers) > 0 && (q.readyBytes > FlowHighBytes || q.ready > FlowHighCount) {
 		q.flow = make(chan struct{})
 	}
 	throttle = q.flow
@@ -532,6 +534,10 @@ func (q *Queue) RemoveConsumer(c Consumer) {
 		q.exclusive = false
 		if q.rr >= len(q.consumers) {
 			q.rr = 0
+		}
+		if len(q.consumers) == 0 && q.flow != nil {
+			close(q.flow) // nobody left to pace the publishers to
+			q.flow = nil
 		}
 	}
 	autoDelete := found && q.cfg.AutoDelete && q.hadConsumer && len(q.consumers) == 0 && !q.deleted

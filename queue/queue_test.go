@@ -271,6 +271,17 @@ func (c *countingConsumer) Cancelled(*Queue)         {}
 func TestBacklogThrottlesUntilDrained(t *testing.T) {
 	q := New(cfg(), Hooks{})
 	defer q.Delete()
+	// Without consumers the queue just fills (the memory watermark bounds it).
+	for i := 0; i < FlowHighCount+1; i++ {
+		if _, throttle := q.Publish(msg("x")); throttle != nil {
+			t.Fatal("a queue without consumers throttled its publisher")
+		}
+	}
+	q.Purge()
+	stalled := &testConsumer{credit: 0} // attached, takes nothing: the slow consumer
+	if err := q.AddConsumer(stalled, false, false); err != nil {
+		t.Fatal(err)
+	}
 	big := &Message{Body: make([]byte, 1<<20), ExpirationMs: -1}
 	var throttle <-chan struct{}
 	for i := 0; throttle == nil; i++ {

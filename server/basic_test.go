@@ -445,6 +445,15 @@ func TestPublisherWaitsForBackloggedQueue(t *testing.T) {
 	if _, err := pub.QueueDeclare("backlog", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
+	// A consumer that takes one message and never acks: the slow consumer the publisher must
+	// be paced to.
+	slow := channel(t, dial(t, n))
+	if err := slow.Qos(1, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slow.Consume("backlog", "slow", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
 	const size, count = 4 << 20, 24
 	published := make(chan error, 1)
 	go func() {
@@ -480,8 +489,8 @@ func TestPublisherWaitsForBackloggedQueue(t *testing.T) {
 		t.Fatalf("publisher finished while the queue was backlogged (err %v)", err)
 	default:
 	}
-	// Draining the queue lets the publisher finish.
-	for got := 0; got < count; got++ {
+	// Draining the queue lets the publisher finish (one message sits unacked with the consumer).
+	for got := 0; got < count-1; got++ {
 		getOne(t, probe, "backlog", true)
 	}
 	if err := <-published; err != nil {

@@ -34,6 +34,8 @@ type config struct {
 	prefetch      int
 	publisherLead int
 	confirmWindow int
+	fillCount     int
+	fillQueue     string
 	rpcCallers    int
 	fanoutQueues  int
 	ackDelay      time.Duration
@@ -53,6 +55,7 @@ var workloads = map[string]workloadFunc{
 	"1p1c-confirm":  runOnePublisherOneConsumerConfirm,
 	"persistent":    runPersistent,
 	"persistent-4p": runPersistent4,
+	"fill":          runFill,
 	"rpc":           runRPC,
 	"fanout":        runFanout,
 	"declare":       runDeclare,
@@ -125,6 +128,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.prefetch, "prefetch", 1000, "consumer prefetch (basic.qos) for 1p1c, 1p1c-confirm and fanout")
 	fs.IntVar(&cfg.publisherLead, "lead", 1000, "most messages the publisher may be ahead of each consumer (1p1c, 1p1c-confirm, fanout)")
 	fs.IntVar(&cfg.confirmWindow, "confirm-window", 256, "unconfirmed publishes in flight for 1p1c-confirm")
+	fs.IntVar(&cfg.fillCount, "count", 1_000_000, "persistent messages published by fill")
+	fs.StringVar(&cfg.fillQueue, "queue", "bench-fill", "durable queue fill publishes into (and leaves filled)")
 	fs.IntVar(&cfg.rpcCallers, "callers", 8, "concurrent callers for rpc")
 	fs.IntVar(&cfg.fanoutQueues, "fanout-queues", 8, "queues bound to the fanout exchange (one consumer each)")
 	fs.DurationVar(&cfg.ackDelay, "ack-delay", time.Millisecond, "time the slow consumer spends on each message before acking")
