@@ -211,8 +211,16 @@ func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[s
 	res := PublishResult{Routed: len(refs)}
 	qs, keys := sc.queues[:0], sc.keys[:0]
 	for _, r := range refs {
-		// Owned by another node (the cluster work forwards these) or deleted meanwhile: nil.
-		if q := n.LocalQueue(r.Vhost, r.Name); q != nil {
+		q := n.LocalQueue(r.Vhost, r.Name)
+		if q == nil {
+			if r.Owner != n.id {
+				// Owned by another node, and this build has no data link to forward it over:
+				// refuse (nack) rather than confirm a message no queue holds.
+				res.Rejected = true
+			}
+			continue // deleted meanwhile: gone with the queue, as in RabbitMQ
+		}
+		{
 			qs = append(qs, q)
 			if msg.Persistent && q.Config().Store != nil {
 				keys = append(keys, q.Config().StoreKey)

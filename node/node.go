@@ -37,6 +37,14 @@ type Config struct {
 	RaftTransport raft.Transport
 	InMemoryRaft  bool
 	RaftLogOutput io.Writer // hashicorp/raft's own log (default stderr)
+	// Join lists gossip addresses of running nodes to join; empty starts (or restarts) a
+	// cluster of its own. ClusterSecret must be the same on every node: gossip, forwarded
+	// writes and data links are keyed by it. ForwardAddr serves topology writes forwarded
+	// from followers. ReapAfter (0: never) removes nodes dead that long from Raft.
+	Join          []string
+	ClusterSecret string
+	ForwardAddr   string
+	ReapAfter     time.Duration
 	// Server tunes the AMQP server (heartbeat, frame size, loopback users); Node is filled in.
 	Server server.Config
 }
@@ -53,6 +61,9 @@ type Node struct {
 	AMQP      *server.Server
 	HTTP      *mgmt.Server
 	Messages  *msgstore.Store
+	Members   *cluster.Membership
+
+	reconciler *cluster.Reconciler
 }
 
 // Start brings a node up: Raft (bootstrapping a one-node cluster on first start), the
@@ -71,6 +82,7 @@ func Start(cfg Config) (*Node, error) {
 	n.Broker = broker.New(cfg.ID, n.FSM, log)
 	msgs, rec, err := msgstore.Open(msgstore.Options{Dir: filepath.Join(cfg.DataDir, "messages"), Logger: log})
 	if err != nil {
+		n.Broker.Close()
 		return nil, fmt.Errorf("start node %s: open message store: %w", cfg.ID, err)
 	}
 	n.Messages = msgs
@@ -82,13 +94,27 @@ func Start(cfg Config) (*Node, error) {
 	store, err := cluster.Open(cluster.Config{
 		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
 		Transport: cfg.RaftTransport, InMemory: cfg.InMemoryRaft, RaftLogOutput: cfg.RaftLogOutput,
+		Join: len(cfg.Join) > 0, Secret: cfg.ClusterSecret, ForwardAddr: cfg.ForwardAddr,
 	})
 	if err != nil {
-		n.Broker.Close()
+		n.Close()
 		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 	}
 	n.Store = store
 	n.Broker.AttachStore(store)
+	if cfg.GossipAddr != "" {
+		// After Raft listens, so the leader can add this node as soon as gossip announces it.
+		n.Members, err = cluster.StartMembership(cluster.MembershipConfig{
+			NodeID: cfg.ID, GossipAddr: cfg.GossipAddr, Join: cfg.Join, Secret: cfg.ClusterSecret, Logger: log,
+			Meta: cluster.Meta{AMQPAddr: cfg.AMQPAddr, RaftAddr: store.RaftAddr(), HTTPAddr: cfg.HTTPAddr, ForwardAddr: store.ForwardAddr()},
+		})
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+		}
+		store.SetForwardResolver(n.Members.ForwardAddr)
+		n.reconciler = cluster.StartReconciler(cluster.ReconcilerConfig{Store: store, Members: n.Members, ReapAfter: cfg.ReapAfter, Logger: log})
+	}
 	if err := n.prepareTopology(); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
@@ -120,6 +146,16 @@ func Start(cfg Config) (*Node, error) {
 		if err != nil {
 			n.Close()
 			return nil, err
+		}
+	}
+	if n.Members != nil {
+		// The AMQP and HTTP ports may have been picked at listen time (":0").
+		meta := cluster.Meta{AMQPAddr: n.AMQP.Addr().String(), RaftAddr: store.RaftAddr(), ForwardAddr: store.ForwardAddr()}
+		if n.HTTP != nil {
+			meta.HTTPAddr = n.HTTP.Addr()
+		}
+		if err := n.Members.UpdateMeta(meta, 5*time.Second); err != nil {
+			log.Warn("announce addresses to the cluster", "err", err)
 		}
 	}
 	log.Info("node started", "amqp", n.AMQP.Addr().String(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
@@ -165,6 +201,14 @@ func (n *Node) close() error {
 	}
 	if n.AMQP != nil {
 		n.AMQP.Close()
+	}
+	if n.reconciler != nil {
+		n.reconciler.Stop()
+	}
+	if n.Members != nil {
+		if err := n.Members.Shutdown(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if n.Store != nil {
 		if err := n.Store.Close(); err != nil {

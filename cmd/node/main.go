@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/warrenmq/warren/node"
 	"github.com/warrenmq/warren/server"
@@ -55,6 +56,21 @@ func envDefault(name, def string) string {
 	return def
 }
 
+// durationEnv reads WARREN_<NAME> as a duration; a malformed value is reported by flag parsing
+// only for the flag itself, so it is ignored here with a message.
+func durationEnv(name string) time.Duration {
+	v := envDefault(name, "")
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "node: ignoring WARREN_%s=%q: %v\n", strings.ToUpper(strings.ReplaceAll(name, "-", "_")), v, err)
+		return 0
+	}
+	return d
+}
+
 func splitList(s string) []string {
 	out := []string{}
 	for _, p := range strings.Split(s, ",") {
@@ -77,7 +93,11 @@ func runNode(args []string, stderr io.Writer) int {
 	amqpAddr := str("amqp-addr", "127.0.0.1:5672", "AMQP listen address")
 	httpAddr := str("http-addr", "127.0.0.1:15672", "HTTP API listen address")
 	raftAddr := str("raft-addr", "127.0.0.1:7000", "Raft listen address")
-	gossipAddr := str("gossip-addr", "127.0.0.1:7946", "gossip listen address")
+	gossipAddr := str("gossip-addr", "127.0.0.1:7946", "gossip (membership) listen address")
+	forwardAddr := str("forward-addr", "127.0.0.1:7001", "address serving topology writes forwarded by other nodes")
+	join := str("join", "", "comma-separated gossip addresses of running nodes to join (empty: start a cluster of its own)")
+	secret := str("cluster-secret", "", "shared secret of the cluster: nodes without it cannot gossip, join or forward")
+	reapAfter := fs.Duration("reap-after", durationEnv("reap-after"), "remove a node dead this long from Raft (0: never; env WARREN_REAP_AFTER)")
 	logLevel := str("log-level", "info", "debug, info, warn or error")
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
@@ -107,6 +127,7 @@ func runNode(args []string, stderr io.Writer) int {
 	n, err := node.Start(node.Config{
 		ID: *id, DataDir: *dataDir, AMQPAddr: *amqpAddr, HTTPAddr: *httpAddr,
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
+		ForwardAddr: *forwardAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers)},
 	})
 	if err != nil {
