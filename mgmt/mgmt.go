@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/msgstore"
 )
 
@@ -26,6 +27,10 @@ type Source struct {
 	Version     string
 	// StoreStats reports the message store's counters (nil: no store).
 	StoreStats func() msgstore.Stats
+	// Members lists the cluster's nodes as gossip sees them (nil: a node without gossip).
+	Members func() []cluster.Member
+	// Leader returns the Raft leader's node id ("" when none is known).
+	Leader func() string
 }
 
 // Server serves the HTTP API.
@@ -101,6 +106,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 		"product_version": s.src.Version,
 		"node":            s.src.Node.ID(),
 		"cluster_name":    "warren",
+		"leader":          s.leader(),
 		"topology_digest": f.Digest(),
 		"raft": map[string]string{
 			"state": stats["state"], "term": stats["term"], "applied_index": stats["applied_index"],
@@ -116,6 +122,13 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 	})
 }
 
+func (s *Server) leader() string {
+	if s.src.Leader == nil {
+		return ""
+	}
+	return s.src.Leader()
+}
+
 func (s *Server) totals() (ready, unacked, consumers int) {
 	for _, q := range s.src.Node.FSM().Queues("") {
 		if lq := s.src.Node.LocalQueue(q.Vhost, q.Name); lq != nil {
@@ -126,8 +139,35 @@ func (s *Server) totals() (ready, unacked, consumers int) {
 	return
 }
 
+// nodes answers in RabbitMQ's shape (name, running) plus Warren's own fields: gossip state,
+// addresses, whether the node leads Raft, and how many queues it owns.
 func (s *Server) nodes(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, []map[string]any{{"name": s.src.Node.ID(), "running": true, "type": "disc"}})
+	owned := map[string]int{}
+	for _, q := range s.src.Node.FSM().Queues("") {
+		owned[q.Owner]++
+	}
+	leader := ""
+	if s.src.Leader != nil {
+		leader = s.src.Leader()
+	}
+	self := s.src.Node.ID()
+	var members []cluster.Member
+	if s.src.Members != nil {
+		members = s.src.Members()
+	}
+	if len(members) == 0 {
+		members = []cluster.Member{{ID: self, State: cluster.MemberAlive}}
+	}
+	out := []map[string]any{}
+	for _, m := range members {
+		out = append(out, map[string]any{
+			"name": m.ID, "running": m.State == cluster.MemberAlive, "state": m.State.String(),
+			"type": "disc", "leader": m.ID == leader, "queues": owned[m.ID],
+			"amqp_addr": m.Meta.AMQPAddr, "http_addr": m.Meta.HTTPAddr, "self": m.ID == self,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) queues(w http.ResponseWriter, _ *http.Request) {

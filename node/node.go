@@ -141,7 +141,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.HTTPAddr != "" {
 		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
 			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
-			StoreStats: n.Messages.Stats,
+			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
 		}, log)
 		if err != nil {
 			n.Close()
@@ -243,4 +243,16 @@ func claimDataDir(dir, id string) error {
 		return os.WriteFile(path, []byte(id+"\n"), 0o644)
 	}
 	return fmt.Errorf("read %s: %w", path, err)
+}
+
+func (n *Node) members() []cluster.Member {
+	if n.Members == nil {
+		return nil
+	}
+	return n.Members.Members()
+}
+
+func (n *Node) leader() string {
+	id, _ := n.Store.Leader()
+	return id
 }

@@ -32,6 +32,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runNode(args, stderr)
 	case "rpc":
 		return runRPC(args, stdout, stderr)
+	case "status":
+		return runStatus(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -43,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: node [run] [flags]       start a node (flags also from WARREN_<FLAG> env vars)
+       node status [--http ADDR] [--json]   show the cluster as a node sees it
        node rpc call|cast|notify|listen [flags]
 `)
 }

@@ -52,6 +52,15 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"status", "--http", addrs[1], "--json"}, &out, &errb); code != 0 ||
+		!bytes.Contains(out.Bytes(), []byte(`"name": "cli-test"`)) || !bytes.Contains(out.Bytes(), []byte(`"leader": "cli-test"`)) {
+		t.Fatalf("status --json: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"status", "--http", addrs[1]}, &out, &errb); code != 0 || !bytes.Contains(out.Bytes(), []byte("cli-test  alive")) {
+		t.Fatalf("status: exit %d\n%s", code, out.String())
+	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -84,5 +93,9 @@ func TestUnknownCommandAndBadFlag(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"run", "--log-level", "loud"}, &out, &errb); code != 2 || !bytes.Contains(errb.Bytes(), []byte("bad --log-level")) {
 		t.Fatalf("bad flag: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"status", "--http", "127.0.0.1:1"}, &out, &errb); code != 1 || !bytes.Contains(errb.Bytes(), []byte("cannot read the node")) {
+		t.Fatalf("status of nothing: exit %d, stderr %q", code, errb.String())
 	}
 }
