@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# A local multi-process Warren cluster on this machine.
+#   scripts/cluster.sh up [N]    start N nodes (default 3), return once all are alive members
+#                                and a Raft leader is elected
+#   scripts/cluster.sh down      stop every node and remove the cluster's state
+#   scripts/cluster.sh kill I    SIGKILL node I
+#   scripts/cluster.sh start I   restart node I on its data (rejoins through the other nodes)
+#   scripts/cluster.sh status    node status of the cluster (through the first live node)
+# Node i listens for AMQP on 5671+i and HTTP on 15671+i (node 1: 5672 and 15672); Raft on
+# 7100+i, gossip on 7200+i, forwarded writes on 7300+i. State lives under $CLUSTER_DIR
+# (default .cluster/); the cluster secret is $WARREN_CLUSTER_SECRET (default: one made at `up`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${CLUSTER_DIR:-.cluster}
+bin=bin/warren
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+amqp_port() { echo $((5671 + $1)); }
+http_addr() { echo "127.0.0.1:$((15671 + $1))"; }
+gossip_addr() { echo "127.0.0.1:$((7200 + $1))"; }
+count() { cat "$dir/size" 2>/dev/null || echo 0; }
+pid_of() { cat "$dir/n$1/pid" 2>/dev/null || true; }
+alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+
+start_node() {
+  local i=$1 join=""
+  for ((j = 1; j <= $(count); j++)); do
+    [[ $j -ne $i ]] && join+="${join:+,}$(gossip_addr "$j")"
+  done
+  # The first node of a new cluster bootstraps it; every other start joins the others.
+  if [[ $i -eq 1 && ! -e $dir/n1/data/raft ]]; then join=""; fi
+  mkdir -p "$dir/n$i"
+  WARREN_CLUSTER_SECRET=$(cat "$dir/secret") "$bin" run --id "n$i" --data-dir "$dir/n$i/data" \
+    --amqp-addr "127.0.0.1:$(amqp_port "$i")" --http-addr "$(http_addr "$i")" \
+    --raft-addr "127.0.0.1:$((7100 + i))" --gossip-addr "$(gossip_addr "$i")" \
+    --forward-addr "127.0.0.1:$((7300 + i))" --join "$join" --log-level warn \
+    >>"$dir/n$i/node.log" 2>&1 &
+  echo $! >"$dir/n$i/pid"
+}
+
+wait_members() {
+  local want=$1 deadline=$((SECONDS + 60)) out
+  while ((SECONDS < deadline)); do
+    for ((i = 1; i <= $(count); i++)); do
+      alive "$i" || continue
+      out=$("$bin" status --http "$(http_addr "$i")" --json 2>/dev/null) || continue
+      if /usr/bin/python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+alive = sum(1 for n in d["nodes"] if n.get("running"))
+sys.exit(0 if alive >= int(sys.argv[1]) and d["overview"].get("leader") else 1)' "$want" <<<"$out"; then
+        return 0
+      fi
+    done
+    sleep 0.3
+  done
+  return 1
+}
+
+cmd=${1:-}
+case $cmd in
+up)
+  n=${2:-3}
+  [[ $n =~ ^[1-9][0-9]*$ ]] || die "up takes a node count, got $n"
+  [[ $(count) -eq 0 ]] || die "a cluster is already up in $dir (scripts/cluster.sh down first)"
+  go build -o "$bin" ./cmd/node
+  mkdir -p "$dir"
+  echo "$n" >"$dir/size"
+  echo "${WARREN_CLUSTER_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}" >"$dir/secret"
+  start_node 1
+  wait_members 1 || die "node 1 did not come up; see $dir/n1/node.log"
+  for ((i = 2; i <= n; i++)); do start_node "$i"; done
+  wait_members "$n" || die "the cluster did not form; see $dir/n*/node.log"
+  echo "cluster.sh: $n nodes up; AMQP on 127.0.0.1:5672..$(amqp_port "$n")"
+  ;;
+down)
+  for ((i = 1; i <= $(count); i++)); do
+    p=$(pid_of "$i"); [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true
+  done
+  for ((i = 1; i <= $(count); i++)); do
+    p=$(pid_of "$i")
+    for _ in $(seq 1 50); do [[ -n $p ]] && kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    [[ -n $p ]] && kill -KILL "$p" 2>/dev/null || true
+  done
+  rm -rf "$dir"
+  ;;
+kill)
+  i=${2:?kill takes a node number}
+  alive "$i" || die "node $i is not running"
+  kill -KILL "$(pid_of "$i")"
+  ;;
+start)
+  i=${2:?start takes a node number}
+  ((i >= 1 && i <= $(count))) || die "no node $i in this cluster"
+  alive "$i" && die "node $i is already running"
+  start_node "$i"
+  live=0; for ((j = 1; j <= $(count); j++)); do alive "$j" && live=$((live + 1)); done
+  wait_members "$live" || die "node $i did not rejoin; see $dir/n$i/node.log"
+  for _ in $(seq 1 300); do "$bin" status --http "$(http_addr "$i")" >/dev/null 2>&1 && exit 0; sleep 0.1; done
+  die "node $i does not answer on $(http_addr "$i"); see $dir/n$i/node.log"
+  ;;
+status)
+  for ((i = 1; i <= $(count); i++)); do
+    if alive "$i"; then exec "$bin" status --http "$(http_addr "$i")"; fi
+  done
+  die "no node is running"
+  ;;
+*) echo "usage: scripts/cluster.sh up [N] | down | kill I | start I | status" >&2; exit 2 ;;
+esac
