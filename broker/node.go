@@ -303,29 +303,7 @@ func DecodeArgs(b []byte) (map[string]any, error) {
 }
 
 // IntArg reads an integer argument of any AMQP integer type.
-func IntArg(args map[string]any, key string) (int64, bool) {
-	switch v := args[key].(type) {
-	case int8:
-		return int64(v), true
-	case uint8:
-		return int64(v), true
-	case int16:
-		return int64(v), true
-	case uint16:
-		return int64(v), true
-	case int32:
-		return int64(v), true
-	case uint32:
-		return int64(v), true
-	case int64:
-		return v, true
-	case uint64:
-		return int64(v), true
-	case int:
-		return int64(v), true
-	}
-	return 0, false
-}
+func IntArg(args map[string]any, key string) (int64, bool) { return wire.Int64(args[key]) }
 
 // StringArg reads a string argument (long strings may arrive as string or []byte).
 func StringArg(args map[string]any, key string) string {

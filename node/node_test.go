@@ -21,6 +21,14 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rabbitmq/amqp091-go.(*Connection).heartbeater"))
 }
 
+// diskConfig is a node on a real data dir with a real TCP Raft transport, logs discarded.
+func diskConfig(t *testing.T, id string) node.Config {
+	return node.Config{
+		ID: id, DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -35,10 +43,7 @@ func freeAddr(t *testing.T) string {
 // transport) and checks RabbitMQ's rule: durable exchanges, queues and bindings survive,
 // transient and exclusive ones do not.
 func TestRestartKeepsDurableTopology(t *testing.T) {
-	cfg := node.Config{
-		ID: "restart", DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
-	}
+	cfg := diskConfig(t, "restart")
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -127,10 +132,9 @@ func TestRestartKeepsDurableTopology(t *testing.T) {
 }
 
 func TestHTTPAPI(t *testing.T) {
-	n, err := node.Start(node.Config{
-		ID: "api", DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
-	})
+	cfg := diskConfig(t, "api")
+	cfg.HTTPAddr = "127.0.0.1:0"
+	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,10 +212,7 @@ func TestHTTPAPI(t *testing.T) {
 // back after a restart, in order, marked redelivered; acked ones do not; transient messages and
 // messages of non-durable queues are gone, as in RabbitMQ.
 func TestPersistentMessagesSurviveRestart(t *testing.T) {
-	cfg := node.Config{
-		ID: "durable", DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
-	}
+	cfg := diskConfig(t, "durable")
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -302,9 +303,7 @@ func TestPersistentMessagesSurviveRestart(t *testing.T) {
 }
 
 func TestDataDirBelongsToOneNode(t *testing.T) {
-	dir := t.TempDir()
-	cfg := node.Config{ID: "a", DataDir: dir, AMQPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard}
+	cfg := diskConfig(t, "a")
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
