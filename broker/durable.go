@@ -68,36 +68,40 @@ func (n *Node) Recover(recovered map[string][]StoredMessage) (restored int, err 
 	return restored, errors.Join(errs...)
 }
 
-// diskConfirm delivers a store's "on disk" callback to the publisher only once the broker knows
-// the publish was not refused by a queue: a refused publish is nacked at once and must never
-// also be acked when its record reaches the disk.
-type diskConfirm struct {
-	mu      sync.Mutex
-	decided bool
-	refused bool
-	fired   bool
-	err     error
-	onDisk  func(error)
+// ErrRefused is the outcome of a publish some target queue refused (x-overflow
+// reject-publish, or a queue the owner no longer has): the publisher gets basic.nack.
+var ErrRefused = errors.New("publish refused by a target queue")
+
+// confirmJoin waits for every part of one publish that completes later (the local disk write,
+// each remote owner's answer) and reports one outcome, exactly once: nil only if no part failed
+// and no queue refused the message. Publish itself holds one part until it has started every
+// other, so a refusal it learns synchronously is never overtaken by an early "all done".
+type confirmJoin struct {
+	mu     sync.Mutex
+	parts  int
+	err    error
+	onDone func(error)
 }
 
-func (d *diskConfirm) done(err error) {
-	d.mu.Lock()
-	d.fired, d.err = true, err
-	call := d.decided && !d.refused
-	d.mu.Unlock()
-	if call {
-		d.onDisk(err)
+func newConfirmJoin(onDone func(error)) *confirmJoin { return &confirmJoin{parts: 1, onDone: onDone} }
+
+func (j *confirmJoin) add() {
+	j.mu.Lock()
+	j.parts++
+	j.mu.Unlock()
+}
+
+func (j *confirmJoin) finish(err error) {
+	j.mu.Lock()
+	if err != nil && j.err == nil {
+		j.err = err
 	}
-}
-
-func (d *diskConfirm) decide(refused bool) {
-	d.mu.Lock()
-	d.decided, d.refused = true, refused
-	call := d.fired && !refused
-	err := d.err
-	d.mu.Unlock()
-	if call {
-		d.onDisk(err)
+	j.parts--
+	last := j.parts == 0
+	outcome := j.err
+	j.mu.Unlock()
+	if last {
+		j.onDone(outcome)
 	}
 }
 

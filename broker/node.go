@@ -40,6 +40,9 @@ type Node struct {
 	msgs      MessageStore
 	recovered atomic.Bool
 
+	// links forwards publishes to queues owned by other nodes (nil: a single node).
+	links *links
+
 	// Background topology changes started by queues (x-expires, auto-delete): tracked so Close
 	// waits for them.
 	bg      sync.WaitGroup
@@ -71,6 +74,9 @@ func (n *Node) FSM() *fsm.FSM { return n.fsm }
 func (n *Node) Close() {
 	n.once.Do(func() { close(n.closing) })
 	n.bg.Wait()
+	if n.links != nil {
+		n.links.close()
+	}
 	n.mu.Lock()
 	qs := n.queues
 	n.queues = make(map[queueKey]*queue.Queue)
@@ -183,10 +189,10 @@ func (n *Node) deleteUnused(q *queue.Queue) {
 // PublishResult says what became of one published message.
 type PublishResult struct {
 	Routed   int  // number of target queues
-	Rejected bool // at least one target queue refused it (x-overflow reject-publish): nack
-	// WaitsForDisk: the message went to durable queues as a persistent message; onDisk will be
-	// called once it is on disk (not called when Rejected).
-	WaitsForDisk bool
+	Rejected bool // a target queue refused it, known now: nack (only when not Deferred)
+	// Deferred: part of the publish completes later (a persistent message going to disk, or a
+	// queue on another node answering); onDone reports the whole outcome, refusals included.
+	Deferred bool
 	// Throttle is non-nil when a target queue's backlog is over its high-water mark; the
 	// publisher should wait for it to close before publishing more.
 	Throttle <-chan struct{}
@@ -199,58 +205,98 @@ type Scratch struct {
 	keys   []string
 }
 
-// Publish routes msg from exchange with the local FSM replica and enqueues it on each target
-// queue. A persistent message bound for durable queues is first written to the message store
-// (once, for all of them); onDisk (may be nil) then reports when it is on disk.
-func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[string]any, sc *Scratch, onDisk func(error)) (PublishResult, error) {
+// Publish routes msg from exchange with the local FSM replica, enqueues it on the target queues
+// this node owns and forwards one copy to each other owner (over its data link). A persistent
+// message bound for local durable queues is first written to the message store (once, for all
+// of them). When any part completes later, res.Deferred is set and onDone (may be nil) reports
+// the outcome: nil when every target accepted it (and it is on disk where it must be).
+func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[string]any, sc *Scratch, onDone func(error)) (PublishResult, error) {
 	refs, err := n.fsm.Route(vhost, exchange, msg.RoutingKey, headers, sc.refs[:0])
 	sc.refs = refs
 	if err != nil {
 		return PublishResult{}, err
 	}
 	res := PublishResult{Routed: len(refs)}
-	qs, keys := sc.queues[:0], sc.keys[:0]
+	qs := sc.queues[:0]
+	var remote map[string][]string // owner → its target queues' store keys
 	for _, r := range refs {
-		q := n.LocalQueue(r.Vhost, r.Name)
-		if q == nil {
-			if r.Owner != n.id {
-				// Owned by another node, and this build has no data link to forward it over:
-				// refuse (nack) rather than confirm a message no queue holds.
-				res.Rejected = true
-			}
-			continue // deleted meanwhile: gone with the queue, as in RabbitMQ
-		}
-		{
+		if q := n.LocalQueue(r.Vhost, r.Name); q != nil {
 			qs = append(qs, q)
-			if msg.Persistent && q.Config().Store != nil {
+			continue
+		}
+		if r.Owner != n.id {
+			if remote == nil {
+				remote = map[string][]string{}
+			}
+			remote[r.Owner] = append(remote[r.Owner], StoreKey(r.Vhost, r.Name))
+		}
+		// Owned here but gone: deleted meanwhile, the message goes with it, as in RabbitMQ.
+	}
+	if onDone == nil {
+		onDone = func(error) {}
+	}
+	var join *confirmJoin
+	needJoin := remote != nil || (msg.Persistent && n.msgs != nil && anyDurable(qs))
+	if needJoin {
+		join = newConfirmJoin(onDone)
+		res.Deferred = true
+	}
+	var data []byte
+	rejected, throttle := n.deliverLocal(qs, msg, &data, sc, join)
+	res.Rejected, res.Throttle = rejected, throttle
+	for owner, keys := range remote {
+		n.forward(owner, keys, msg, &data, join)
+	}
+	if join != nil {
+		var outcome error
+		if rejected {
+			outcome = ErrRefused
+		}
+		join.finish(outcome)
+	}
+	clear(qs)
+	sc.queues = qs[:0]
+	return res, nil
+}
+
+func anyDurable(qs []*queue.Queue) bool {
+	for _, q := range qs {
+		if q.Config().Store != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// deliverLocal stores (if persistent and bound for durable queues) and enqueues msg on local
+// queues. *data holds the message's stored encoding, made at most once per publish.
+func (n *Node) deliverLocal(qs []*queue.Queue, msg *queue.Message, data *[]byte, sc *Scratch, join *confirmJoin) (rejected bool, throttle <-chan struct{}) {
+	keys := sc.keys[:0]
+	if msg.Persistent && n.msgs != nil {
+		for _, q := range qs {
+			if q.Config().Store != nil {
 				keys = append(keys, q.Config().StoreKey)
 			}
 		}
 	}
-	var dc *diskConfirm
 	if len(keys) > 0 {
-		dc = &diskConfirm{onDisk: onDisk}
-		if onDisk == nil {
-			dc.onDisk = func(error) {}
+		if *data == nil {
+			*data = EncodeStored(msg)
 		}
-		msg.StoreID = n.msgs.Publish(keys, EncodeStored(msg), dc.done)
-		res.WaitsForDisk = onDisk != nil
+		join.add()
+		msg.StoreID = n.msgs.Publish(keys, *data, join.finish)
 	}
+	sc.keys = keys[:0]
 	for _, q := range qs {
-		ok, throttle := q.Publish(msg)
+		ok, t := q.Publish(msg)
 		if !ok {
-			res.Rejected = true // the queue already released its store reference
+			rejected = true // the queue already released its store reference
 		}
-		if throttle != nil {
-			res.Throttle = throttle
+		if t != nil {
+			throttle = t
 		}
 	}
-	if dc != nil {
-		dc.decide(res.Rejected)
-	}
-	clear(qs)
-	sc.queues, sc.keys = qs[:0], keys[:0]
-	return res, nil
+	return rejected, throttle
 }
 
 // QueueConfig decodes a queue's x-arguments into its runtime behaviour.

@@ -21,7 +21,7 @@ func startCluster(t *testing.T, size int, secret string) []*node.Node {
 	for i := 1; i <= size; i++ {
 		cfg := node.Config{
 			ID: fmt.Sprintf("c%d", i), DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0",
-			RaftAddr: freeAddr(t), GossipAddr: freeAddr(t), ForwardAddr: "127.0.0.1:0",
+			RaftAddr: freeAddr(t), GossipAddr: freeAddr(t), ForwardAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0",
 			ClusterSecret: secret,
 			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
 		}
@@ -104,15 +104,28 @@ func TestClusterSharesTopology(t *testing.T) {
 	}
 }
 
-// TestPublishToRemoteOwnerIsNackedNotLost: until data links carry messages between nodes, a
-// publish on c1 routed to a queue owned by c2 must be refused with basic.nack, never acked.
-func TestPublishToRemoteOwnerIsNackedNotLost(t *testing.T) {
+// TestPublishForwardedToOwner: a persistent publish on c1 routed to a queue owned by c2 travels
+// over the data link and is confirmed only once c2 has it (on disk); with c2 gone, the same
+// publish is refused with basic.nack, never acked.
+func TestPublishForwardedToOwner(t *testing.T) {
 	nodes := startCluster(t, 2, "s3cret")
 	ch2 := dialNode(t, nodes[1])
 	if _, err := ch2.QueueDeclare("remote", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
+	if err := ch2.ExchangeDeclare("fan", "fanout", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch2.QueueBind("remote", "", "fan", false, nil); err != nil {
+		t.Fatal(err)
+	}
 	ch1 := dialNode(t, nodes[0])
+	if _, err := ch1.QueueDeclare("local", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch1.QueueBind("local", "", "fan", false, nil); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, ok := nodes[0].FSM.Queue("/", "remote"); ok {
@@ -126,17 +139,45 @@ func TestPublishToRemoteOwnerIsNackedNotLost(t *testing.T) {
 	if err := ch1.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	confirms := ch1.NotifyPublish(make(chan amqp.Confirmation, 1))
-	if err := ch1.Publish("", "remote", false, false, amqp.Publishing{Body: []byte("x"), DeliveryMode: amqp.Persistent}); err != nil {
+	confirms := ch1.NotifyPublish(make(chan amqp.Confirmation, 4))
+	confirm := func() bool {
+		t.Helper()
+		select {
+		case c := <-confirms:
+			return c.Ack
+		case <-time.After(15 * time.Second):
+			t.Fatal("no confirm")
+		}
+		return false
+	}
+	if err := ch1.Publish("", "remote", false, false, amqp.Publishing{Body: []byte("direct"), DeliveryMode: amqp.Persistent}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case c := <-confirms:
-		if c.Ack {
-			t.Fatal("a publish no queue holds was confirmed with basic.ack")
+	if !confirm() {
+		t.Fatal("a publish forwarded to the owner was nacked")
+	}
+	// One publish into a fanout with a local and a remote queue: one confirm for both.
+	if err := ch1.Publish("fan", "", false, false, amqp.Publishing{Body: []byte("both"), DeliveryMode: amqp.Persistent}); err != nil {
+		t.Fatal(err)
+	}
+	if !confirm() {
+		t.Fatal("fanout across owners nacked")
+	}
+	for _, want := range []string{"direct", "both"} {
+		m, ok, err := ch2.Get("remote", true)
+		if err != nil || !ok || string(m.Body) != want {
+			t.Fatalf("on the owner: got %q ok=%v err=%v, want %q", m.Body, ok, err, want)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no confirm")
+	}
+	if m, ok, _ := ch1.Get("local", true); !ok || string(m.Body) != "both" {
+		t.Fatalf("local copy of the fanout: %q %v", m.Body, ok)
+	}
+	_ = nodes[1].Close()
+	if err := ch1.Publish("", "remote", false, false, amqp.Publishing{Body: []byte("owner down"), DeliveryMode: amqp.Persistent}); err != nil {
+		t.Fatal(err)
+	}
+	if confirm() {
+		t.Fatal("a publish to a queue whose owner is down was confirmed with basic.ack")
 	}
 }
 

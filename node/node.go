@@ -18,6 +18,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cluster"
+	"github.com/warrenmq/warren/datalink"
 	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/mgmt"
 	"github.com/warrenmq/warren/msgstore"
@@ -44,6 +45,7 @@ type Config struct {
 	Join          []string
 	ClusterSecret string
 	ForwardAddr   string
+	DataAddr      string // node-to-node data links (forwarded publishes); "" with no gossip
 	ReapAfter     time.Duration
 	// Server tunes the AMQP server (heartbeat, frame size, loopback users); Node is filled in.
 	Server server.Config
@@ -64,6 +66,7 @@ type Node struct {
 	Members   *cluster.Membership
 
 	reconciler *cluster.Reconciler
+	links      *datalink.Server
 }
 
 // Start brings a node up: Raft (bootstrapping a one-node cluster on first start), the
@@ -107,12 +110,25 @@ func Start(cfg Config) (*Node, error) {
 		n.Members, err = cluster.StartMembership(cluster.MembershipConfig{
 			NodeID: cfg.ID, GossipAddr: cfg.GossipAddr, Join: cfg.Join, Secret: cfg.ClusterSecret, Logger: log,
 			Meta: cluster.Meta{AMQPAddr: cfg.AMQPAddr, RaftAddr: store.RaftAddr(), HTTPAddr: cfg.HTTPAddr, ForwardAddr: store.ForwardAddr()},
+			// DataAddr follows in the UpdateMeta below, once the data link listens.
 		})
 		if err != nil {
 			n.Close()
 			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 		}
 		store.SetForwardResolver(n.Members.ForwardAddr)
+		if cfg.DataAddr != "" {
+			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
+			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
+			if err != nil {
+				n.Close()
+				return nil, fmt.Errorf("start node %s: data link: %w", cfg.ID, err)
+			}
+			n.Broker.AttachLinks(lcfg, func(id string) (string, bool) {
+				m, ok := n.Members.Member(id)
+				return m.Meta.DataAddr, ok && m.Meta.DataAddr != ""
+			})
+		}
 		n.reconciler = cluster.StartReconciler(cluster.ReconcilerConfig{Store: store, Members: n.Members, ReapAfter: cfg.ReapAfter, Logger: log})
 	}
 	if err := n.prepareTopology(); err != nil {
@@ -151,6 +167,9 @@ func Start(cfg Config) (*Node, error) {
 	if n.Members != nil {
 		// The AMQP and HTTP ports may have been picked at listen time (":0").
 		meta := cluster.Meta{AMQPAddr: n.AMQP.Addr().String(), RaftAddr: store.RaftAddr(), ForwardAddr: store.ForwardAddr()}
+		if n.links != nil {
+			meta.DataAddr = n.links.Addr()
+		}
 		if n.HTTP != nil {
 			meta.HTTPAddr = n.HTTP.Addr()
 		}
@@ -204,6 +223,9 @@ func (n *Node) close() error {
 	}
 	if n.reconciler != nil {
 		n.reconciler.Stop()
+	}
+	if n.links != nil {
+		_ = n.links.Close()
 	}
 	if n.Members != nil {
 		if err := n.Members.Shutdown(); err != nil {

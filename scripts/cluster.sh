@@ -7,7 +7,7 @@
 #   scripts/cluster.sh start I   restart node I on its data (rejoins through the other nodes)
 #   scripts/cluster.sh status    node status of the cluster (through the first live node)
 # Node i listens for AMQP on 5671+i and HTTP on 15671+i (node 1: 5672 and 15672); Raft on
-# 7100+i, gossip on 7200+i, forwarded writes on 7300+i. State lives under $CLUSTER_DIR
+# 7100+i, gossip on 7200+i, forwarded writes on 7300+i, data links on 7400+i. State lives under $CLUSTER_DIR
 # (default .cluster/); the cluster secret is $WARREN_CLUSTER_SECRET (default: one made at `up`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ start_node() {
   WARREN_CLUSTER_SECRET=$(cat "$dir/secret") "$bin" run --id "n$i" --data-dir "$dir/n$i/data" \
     --amqp-addr "127.0.0.1:$(amqp_port "$i")" --http-addr "$(http_addr "$i")" \
     --raft-addr "127.0.0.1:$((7100 + i))" --gossip-addr "$(gossip_addr "$i")" \
-    --forward-addr "127.0.0.1:$((7300 + i))" --join "$join" --log-level warn \
+    --forward-addr "127.0.0.1:$((7300 + i))" --data-addr "127.0.0.1:$((7400 + i))" --join "$join" --log-level warn \
     >>"$dir/n$i/node.log" 2>&1 &
   echo $! >"$dir/n$i/pid"
 }

@@ -112,11 +112,16 @@ func (ch *channel) finishPublish() error {
 }
 
 func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Message, headers map[string]any, seq uint64) error {
-	var onDisk func(error)
+	var onDone func(error)
 	if seq != 0 {
-		onDisk = ch.diskConfirm(seq)
+		onDone = ch.deferredConfirm(seq)
+		// Counted before the publish starts: its outcome may arrive before Publish returns.
+		ch.durablePending.Add(1)
 	}
-	res, err := ch.c.s.node.Publish(ch.c.vhost, exchange, msg, headers, &ch.scratch, onDisk)
+	res, err := ch.c.s.node.Publish(ch.c.vhost, exchange, msg, headers, &ch.scratch, onDone)
+	if seq != 0 && (err != nil || !res.Deferred) {
+		ch.durablePending.Add(-1) // onDone will not be called
+	}
 	if err != nil {
 		return err
 	}
@@ -124,13 +129,10 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 		ch.c.sendContent(ch.id, &wire.BasicReturn{ReplyCode: wire.NoRoute, ReplyText: "NO_ROUTE",
 			Exchange: exchange, RoutingKey: msg.RoutingKey}, msg.Props, msg.Body)
 	}
-	if seq != 0 {
-		switch {
-		case res.Rejected:
+	if seq != 0 && !res.Deferred {
+		if res.Rejected {
 			ch.nack(seq)
-		case res.WaitsForDisk:
-			ch.durablePending.Add(1)
-		default:
+		} else {
 			ch.ackLater(seq)
 		}
 	}
@@ -141,16 +143,19 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 	return nil
 }
 
-// diskConfirm returns the callback that confirms publish seq once its persistent message is on
-// disk. It runs on the message store's goroutine (or, if the disk was quicker than the routing,
-// on this reader's), sends a single (not multiple) ack, and does nothing once the channel closed:
-// clients reuse channel numbers, so a late confirm must not reach a new channel.
-func (ch *channel) diskConfirm(seq uint64) func(error) {
+// deferredConfirm returns the callback that confirms publish seq once every part of it is done
+// (its persistent message on disk, other nodes' queues accepted it). It runs on the message
+// store's or a data link's goroutine (or on this reader's, if they were quick), sends a single
+// (not multiple) ack or nack, and does nothing once the channel closed: clients reuse channel
+// numbers, so a late confirm must not reach a new channel.
+func (ch *channel) deferredConfirm(seq uint64) func(error) {
 	return func(err error) {
 		ch.mu.Lock()
 		if !ch.confirmsClosed {
 			if err != nil {
-				ch.c.log.Error("message store write failed; publish nacked", "err", err)
+				if !errors.Is(err, broker.ErrRefused) {
+					ch.c.log.Warn("publish nacked", "err", err)
+				}
 				ch.c.sendMethod(ch.id, &wire.BasicNack{DeliveryTag: seq})
 			} else {
 				ch.c.sendMethod(ch.id, &wire.BasicAck{DeliveryTag: seq})

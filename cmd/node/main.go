@@ -97,7 +97,8 @@ func runNode(args []string, stderr io.Writer) int {
 	httpAddr := str("http-addr", "127.0.0.1:15672", "HTTP API listen address")
 	raftAddr := str("raft-addr", "127.0.0.1:7000", "Raft listen address")
 	gossipAddr := str("gossip-addr", "127.0.0.1:7946", "gossip (membership) listen address")
-	forwardAddr := str("forward-addr", "127.0.0.1:7001", "address serving topology writes forwarded by other nodes")
+	forwardAddr := str("forward-addr", "127.0.0.1:0", "address serving topology writes forwarded by other nodes (port 0: any; announced by gossip)")
+	dataAddr := str("data-addr", "127.0.0.1:0", "node-to-node data link address for publishes forwarded to queue owners (port 0: any; announced by gossip)")
 	join := str("join", "", "comma-separated gossip addresses of running nodes to join (empty: start a cluster of its own)")
 	secret := str("cluster-secret", "", "shared secret of the cluster: nodes without it cannot gossip, join or forward")
 	reapAfter := fs.Duration("reap-after", durationEnv("reap-after"), "remove a node dead this long from Raft (0: never; env WARREN_REAP_AFTER)")
@@ -130,7 +131,7 @@ func runNode(args []string, stderr io.Writer) int {
 	n, err := node.Start(node.Config{
 		ID: *id, DataDir: *dataDir, AMQPAddr: *amqpAddr, HTTPAddr: *httpAddr,
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
-		ForwardAddr: *forwardAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
+		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers)},
 	})
 	if err != nil {

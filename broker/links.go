@@ -1,0 +1,148 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/warrenmq/warren/datalink"
+	"github.com/warrenmq/warren/queue"
+)
+
+// links holds this node's data links to the other nodes, dialled on first use.
+type links struct {
+	mu      sync.Mutex
+	cfg     datalink.Config
+	resolve func(nodeID string) (dataAddr string, ok bool)
+	peers   map[string]*datalink.Peer
+	closed  bool
+}
+
+// AttachLinks lets the node forward publishes to queues owned by other nodes: resolve maps a
+// node id to its data-link address (from gossip metadata).
+func (n *Node) AttachLinks(cfg datalink.Config, resolve func(nodeID string) (string, bool)) {
+	n.links = &links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}}
+}
+
+// LinkHandler is what the node's data-link server dispatches to.
+func (n *Node) LinkHandler() datalink.Handler { return linkHandler{n} }
+
+func (l *links) peer(id string) *datalink.Peer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	if p := l.peers[id]; p != nil {
+		return p
+	}
+	addr, ok := l.resolve(id)
+	if !ok || addr == "" {
+		return nil
+	}
+	p := datalink.Dial(addr, l.cfg, noRemoteConsumers{})
+	l.peers[id] = p
+	return p
+}
+
+func (l *links) close() {
+	l.mu.Lock()
+	peers := l.peers
+	l.peers, l.closed = nil, true
+	l.mu.Unlock()
+	for _, p := range peers {
+		_ = p.Close()
+	}
+}
+
+var errNoLink = errors.New("no data link to the queue's owner node")
+
+// forward sends one copy of msg to owner for its target queues; the owner's answer (or the
+// link failing) completes one part of join. Without a join (a transient message, nobody
+// waiting for confirms... never: Publish always joins when forwarding) the answer is dropped.
+func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]byte, join *confirmJoin) {
+	var p *datalink.Peer
+	if n.links != nil {
+		p = n.links.peer(owner)
+	}
+	if p == nil {
+		join.add()
+		join.finish(fmt.Errorf("%w %q", errNoLink, owner))
+		return
+	}
+	if *data == nil {
+		*data = EncodeStored(msg)
+	}
+	join.add()
+	p.PublishAsync(keys, *data, msg.Persistent, func(rejected bool, err error) {
+		switch {
+		case err != nil:
+			join.finish(fmt.Errorf("forward to %s: %w", owner, err))
+		case rejected:
+			join.finish(ErrRefused)
+		default:
+			join.finish(nil)
+		}
+	})
+}
+
+// noRemoteConsumers: this node does not consume from other nodes' queues yet, so no delivery
+// ever arrives on its links.
+type noRemoteConsumers struct{}
+
+func (noRemoteConsumers) Delivered(uint64, datalink.Delivery) {}
+func (noRemoteConsumers) ConsumerCancelled(uint64)            {}
+
+// linkHandler serves the owner side of data links.
+type linkHandler struct{ n *Node }
+
+var errNotServed = &datalink.RemoteError{Code: 540, Text: "NOT_IMPLEMENTED - consuming from another node's queue is not supported yet"}
+
+// Publish enqueues a message forwarded by another node on the listed local queues and answers
+// once it is accepted (and on disk, for a persistent message in durable queues).
+func (h linkHandler) Publish(from string, keys []string, data []byte, persistent bool, reply func(bool, error)) {
+	n := h.n
+	data = bytes.Clone(data) // the link reuses its read buffer; queues keep the message
+	msg, err := DecodeStored(data)
+	if err != nil {
+		reply(false, err)
+		return
+	}
+	msg.Persistent = persistent
+	missing := false
+	qs := make([]*queue.Queue, 0, len(keys))
+	for _, k := range keys {
+		vhost, name, _ := splitStoreKey(k)
+		if q := n.LocalQueue(vhost, name); q != nil {
+			qs = append(qs, q)
+		} else {
+			missing = true
+		}
+	}
+	join := newConfirmJoin(func(err error) {
+		if errors.Is(err, ErrRefused) {
+			reply(true, nil)
+			return
+		}
+		reply(false, err)
+	})
+	var sc Scratch
+	rejected, _ := n.deliverLocal(qs, msg, &data, &sc, join)
+	var outcome error
+	if rejected || missing {
+		outcome = ErrRefused
+	}
+	join.finish(outcome)
+}
+
+func (h linkHandler) Consume(string, uint64, string, int, bool, bool, datalink.Deliverer) error {
+	return errNotServed
+}
+func (h linkHandler) Cancel(string, uint64)                                        {}
+func (h linkHandler) Settle(string, uint64, string, datalink.SettleKind, []uint64) {}
+func (h linkHandler) Credit(string, uint64, int)                                   {}
+func (h linkHandler) PeerDown(string)                                              {}
+func (h linkHandler) Get(string, string, bool) (datalink.Delivery, bool, error) {
+	return datalink.Delivery{}, false, errNotServed
+}
