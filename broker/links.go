@@ -15,6 +15,7 @@ type links struct {
 	mu      sync.Mutex
 	cfg     datalink.Config
 	resolve func(nodeID string) (dataAddr string, ok bool)
+	events  datalink.ConsumerEvents
 	peers   map[string]*datalink.Peer
 	closed  bool
 }
@@ -22,7 +23,7 @@ type links struct {
 // AttachLinks lets the node forward publishes to queues owned by other nodes: resolve maps a
 // node id to its data-link address (from gossip metadata).
 func (n *Node) AttachLinks(cfg datalink.Config, resolve func(nodeID string) (string, bool)) {
-	n.links = &links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}}
+	n.links = &links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}, events: remoteEvents{n}}
 }
 
 // LinkHandler is what the node's data-link server dispatches to.
@@ -41,7 +42,7 @@ func (l *links) peer(id string) *datalink.Peer {
 	if !ok || addr == "" {
 		return nil
 	}
-	p := datalink.Dial(addr, l.cfg, noRemoteConsumers{})
+	p := datalink.Dial(addr, l.cfg, l.events)
 	l.peers[id] = p
 	return p
 }
@@ -87,17 +88,10 @@ func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]
 	})
 }
 
-// noRemoteConsumers: this node does not consume from other nodes' queues yet, so no delivery
-// ever arrives on its links.
-type noRemoteConsumers struct{}
-
-func (noRemoteConsumers) Delivered(uint64, datalink.Delivery) {}
-func (noRemoteConsumers) ConsumerCancelled(uint64)            {}
-
 // linkHandler serves the owner side of data links.
 type linkHandler struct{ n *Node }
 
-var errNotServed = &datalink.RemoteError{Code: 540, Text: "NOT_IMPLEMENTED - consuming from another node's queue is not supported yet"}
+var errNotServed = &datalink.RemoteError{Code: 540, Text: "NOT_IMPLEMENTED - basic.get on another node's queue is not supported yet"}
 
 // Publish enqueues a message forwarded by another node on the listed local queues and answers
 // once it is accepted (and on disk, for a persistent message in durable queues).
@@ -134,15 +128,4 @@ func (h linkHandler) Publish(from string, keys []string, data []byte, persistent
 		outcome = ErrRefused
 	}
 	join.finish(outcome)
-}
-
-func (h linkHandler) Consume(string, uint64, string, int, bool, bool, datalink.Deliverer) error {
-	return errNotServed
-}
-func (h linkHandler) Cancel(string, uint64)                                        {}
-func (h linkHandler) Settle(string, uint64, string, datalink.SettleKind, []uint64) {}
-func (h linkHandler) Credit(string, uint64, int)                                   {}
-func (h linkHandler) PeerDown(string)                                              {}
-func (h linkHandler) Get(string, string, bool) (datalink.Delivery, bool, error) {
-	return datalink.Delivery{}, false, errNotServed
 }

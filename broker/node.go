@@ -40,8 +40,13 @@ type Node struct {
 	msgs      MessageStore
 	recovered atomic.Bool
 
-	// links forwards publishes to queues owned by other nodes (nil: a single node).
-	links *links
+	// links forwards publishes to queues owned by other nodes (nil: a single node); remote
+	// holds this node's consumers of other nodes' queues, proxies the other nodes' consumers
+	// of queues here.
+	links     *links
+	remote    remoteSinks
+	proxiesMu sync.Mutex
+	proxies   map[proxyKey]*remoteProxy
 
 	// Background topology changes started by queues (x-expires, auto-delete): tracked so Close
 	// waits for them.

@@ -193,3 +193,125 @@ func TestNodeWithoutSecretCannotJoin(t *testing.T) {
 		t.Fatal("a node with the wrong cluster secret joined")
 	}
 }
+
+// TestConsumeFromAnotherNode: a consumer on c1 of a queue owned by c2 is served by c2 through
+// c1: publish on c3, deliveries on c1 with acks, requeue (redelivered), prefetch respected, and
+// round-robin with a consumer connected to the owner.
+func TestConsumeFromAnotherNode(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	owner := dialNode(t, nodes[1])
+	if _, err := owner.QueueDeclare("work", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, ok := n.FSM.Queue("/", "work"); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("queue not replicated")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	remote := dialNode(t, nodes[0])
+	if err := remote.Qos(2, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := remote.Consume("work", "far", false, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("consume on c1 from c2's queue: %v", err)
+	}
+	pub := dialNode(t, nodes[2])
+	if err := pub.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	confirms := pub.NotifyPublish(make(chan amqp.Confirmation, 8))
+	for i := 0; i < 4; i++ {
+		if err := pub.Publish("", "work", false, false, amqp.Publishing{Body: []byte(fmt.Sprint(i)), DeliveryMode: amqp.Persistent}); err != nil {
+			t.Fatal(err)
+		}
+		if c := <-confirms; !c.Ack {
+			t.Fatalf("publish %d nacked", i)
+		}
+	}
+	recv := func() amqp.Delivery {
+		t.Helper()
+		select {
+		case d := <-deliveries:
+			return d
+		case <-time.After(10 * time.Second):
+			t.Fatal("no delivery from the remote queue")
+		}
+		return amqp.Delivery{}
+	}
+	a, b := recv(), recv()
+	if string(a.Body) != "0" || string(b.Body) != "1" {
+		t.Fatalf("first deliveries %q %q", a.Body, b.Body)
+	}
+	select {
+	case d := <-deliveries:
+		t.Fatalf("delivery %q beyond prefetch 2", d.Body)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := a.Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Nack(false, true); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 3 {
+		d := recv()
+		if string(d.Body) == "1" && !d.Redelivered {
+			t.Fatal("requeued message not marked redelivered")
+		}
+		seen[string(d.Body)] = true
+		if err := d.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Everything acked through c1 is gone from the owner.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, err := owner.QueueDeclarePassive("work", true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Messages == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages left on the owner", q.Messages)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Round-robin between a consumer on the owner and the one on c1.
+	local, err := owner.Consume("work", "near", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := pub.Publish("", "work", false, false, amqp.Publishing{Body: []byte("rr")}); err != nil {
+			t.Fatal(err)
+		}
+		<-confirms
+	}
+	gotLocal, gotRemote := 0, 0
+	timeout := time.After(10 * time.Second)
+	for gotLocal+gotRemote < 10 {
+		select {
+		case <-local:
+			gotLocal++
+		case d := <-deliveries:
+			gotRemote++
+			_ = d.Ack(false)
+		case <-timeout:
+			t.Fatalf("only %d local + %d remote deliveries", gotLocal, gotRemote)
+		}
+	}
+	if gotLocal == 0 || gotRemote == 0 {
+		t.Fatalf("no round-robin: %d local, %d remote", gotLocal, gotRemote)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/datalink"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
@@ -98,10 +99,11 @@ func (ch *channel) shutdown() {
 	ch.consumers = make(map[string]*consumer)
 	all := ch.unacked.takeAll()
 	ch.mu.Unlock()
-	for _, cs := range cons {
-		cs.q.RemoveConsumer(cs)
-	}
+	// Unacked remote deliveries go back first, then the subscriptions end.
 	requeueByQueue(all, true)
+	for _, cs := range cons {
+		cs.leave()
+	}
 }
 
 // handle runs every method except the hot publish/ack paths.
@@ -241,8 +243,10 @@ func (ch *channel) defaultQueue(name *string) error {
 // unackedMsg is one delivery awaiting ack on this channel.
 type unackedMsg struct {
 	tag      uint64
-	cons     *consumer // nil for basic.get
-	q        *queue.Queue
+	cons     *consumer         // nil for basic.get
+	q        *queue.Queue      // nil for a delivery from another node's queue
+	rsub     *broker.RemoteSub // that delivery's subscription
+	rseq     uint64            // and its owner-side sequence number
 	settled  queue.Settled
 	tombnote bool // settled out of order; removed when it reaches the front
 }
@@ -330,9 +334,17 @@ func requeueByQueue(msgs []unackedMsg, requeue bool) {
 	if len(msgs) == 0 {
 		return
 	}
+	kind := datalink.SettleReject
+	if requeue {
+		kind = datalink.SettleRequeue
+	}
+	settleRemote(msgs, kind)
 	byQueue := make(map[*queue.Queue][]queue.Settled)
 	order := make([]*queue.Queue, 0, 1)
 	for _, u := range msgs {
+		if u.q == nil {
+			continue
+		}
 		if _, ok := byQueue[u.q]; !ok {
 			order = append(order, u.q)
 		}

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"errors"
 
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/datalink"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
@@ -13,7 +15,8 @@ import (
 type consumer struct {
 	ch        *channel
 	tag       string
-	q         *queue.Queue
+	q         *queue.Queue      // nil for a consumer of another node's queue
+	remote    *broker.RemoteSub // set for a consumer of another node's queue
 	noAck     bool
 	exclusive bool
 	prefetch  int // 0: unlimited
@@ -21,6 +24,16 @@ type consumer struct {
 	unacked int
 	active  bool // set after consume-ok is on the wire, so no delivery overtakes it
 	closed  bool
+	early   []remoteDelivery // remote deliveries that arrived before consume-ok went out
+}
+
+// leave detaches the consumer from its queue, local or remote.
+func (cs *consumer) leave() {
+	if cs.remote != nil {
+		cs.remote.Cancel()
+	} else if cs.q != nil {
+		cs.q.RemoveConsumer(cs)
+	}
 }
 
 // TryDeliver is called by the queue with its lock held: reserve credit, assign the delivery
@@ -150,13 +163,17 @@ func (ch *channel) qos(m *wire.BasicQos) error {
 }
 
 func (ch *channel) consume(m *wire.BasicConsume) error {
-	q, err := ch.c.lookupQueue(m.Queue)
-	if err != nil {
-		return err
-	}
 	tag := m.ConsumerTag
 	if tag == "" {
 		tag = "amq.ctag-" + randomName()
+	}
+	if qd, ok := ch.c.s.node.FSM().Queue(ch.c.vhost, m.Queue); ok && qd.Owner != ch.c.s.node.ID() &&
+		!(qd.Exclusive && qd.ExclusiveConn != ch.c.id) && ch.c.s.node.LocalQueue(ch.c.vhost, m.Queue) == nil {
+		return ch.consumeRemote(m, qd, tag)
+	}
+	q, err := ch.c.lookupQueue(m.Queue)
+	if err != nil {
+		return err
 	}
 	ch.mu.Lock()
 	if _, dup := ch.consumers[tag]; dup {
@@ -202,7 +219,7 @@ func (ch *channel) cancel(m *wire.BasicCancel) error {
 		ch.c.sendMethod(ch.id, &wire.BasicCancelOk{ConsumerTag: m.ConsumerTag})
 	}
 	if cs != nil {
-		cs.q.RemoveConsumer(cs)
+		cs.leave()
 	}
 	return nil
 }
@@ -239,18 +256,21 @@ func (ch *channel) ack(tag uint64, multiple bool) error {
 		return ch.txSettleAdd(txSettle{kind: 0, tag: tag, multiple: multiple})
 	}
 	return ch.settle(tag, multiple, func(msgs []unackedMsg) {
-		if len(msgs) == 1 {
+		if len(msgs) == 1 && msgs[0].q != nil {
 			one := [1]queue.Settled{msgs[0].settled}
 			msgs[0].q.Ack(one[:])
 			return
 		}
 		byQueue := make(map[*queue.Queue][]queue.Settled)
 		for _, u := range msgs {
-			byQueue[u.q] = append(byQueue[u.q], u.settled)
+			if u.q != nil {
+				byQueue[u.q] = append(byQueue[u.q], u.settled)
+			}
 		}
 		for q, s := range byQueue {
 			q.Ack(s)
 		}
+		settleRemote(msgs, datalink.SettleAck)
 	})
 }
 
