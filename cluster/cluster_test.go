@@ -71,11 +71,11 @@ func TestLeaderKillElectsNewLeaderAndSurvivorsWrite(t *testing.T) {
 
 	killed := time.Now()
 	old.kill()
-	deadAfter := waitFor(t, 10*time.Second, "killed leader declared dead", func() bool {
+	deadAfter := waitFor(t, 30*time.Second, "killed leader declared dead", func() bool {
 		m, ok := survivors[0].members.Member(old.id)
 		return ok && m.State == MemberDead
 	})
-	leaderAfter := waitFor(t, 10*time.Second, "a new leader", func() bool {
+	leaderAfter := waitFor(t, 30*time.Second, "a new leader", func() bool {
 		id, _ := survivors[0].store.Leader()
 		return id != "" && id != old.id && leaderOf(survivors) != nil
 	})
@@ -151,7 +151,7 @@ func TestGracefulLeaveRemovesFromRaft(t *testing.T) {
 				t.Fatalf("graceful leave: %v", err)
 			}
 			leaving.kill()
-			waitFor(t, 10*time.Second, "left node removed from raft", func() bool {
+			waitFor(t, 30*time.Second, "left node removed from raft", func() bool {
 				l := leaderOf(rest)
 				return l != nil && !voters(t, l)[leaving.id] && len(voters(t, l)) == 2
 			})
@@ -174,7 +174,7 @@ func TestReapAfterRemovesDeadNode(t *testing.T) {
 	victim := followersOf(nodes)[0]
 	victim.kill()
 	leader := leaderOf(nodes)
-	waitFor(t, 10*time.Second, "dead node reaped from raft", func() bool {
+	waitFor(t, 30*time.Second, "dead node reaped from raft", func() bool {
 		return !voters(t, leader)[victim.id]
 	})
 }
@@ -216,7 +216,7 @@ func TestDeadNodeRestartsWithItsDataAndCatchesUp(t *testing.T) {
 		o.join = []string{first.members.GossipAddr()}
 		nodes = append(nodes, startTestNode(t, id, o))
 	}
-	waitFor(t, 10*time.Second, "three voters", func() bool { return len(voters(t, first)) == 3 })
+	waitFor(t, 30*time.Second, "three voters", func() bool { return len(voters(t, first)) == 3 })
 
 	victim := followersOf(nodes)[0]
 	raftAddr, gossipAddr := victim.store.RaftAddr(), victim.members.GossipAddr()
@@ -230,7 +230,7 @@ func TestDeadNodeRestartsWithItsDataAndCatchesUp(t *testing.T) {
 			rest = append(rest, n)
 		}
 	}
-	waitFor(t, 10*time.Second, "victim dead", func() bool {
+	waitFor(t, 30*time.Second, "victim dead", func() bool {
 		m, _ := rest[0].members.Member(victim.id)
 		return m.State == MemberDead
 	})
@@ -247,7 +247,7 @@ func TestDeadNodeRestartsWithItsDataAndCatchesUp(t *testing.T) {
 		t.Fatalf("restarted node bootstrapped a new cluster")
 	}
 	all := append(rest, back)
-	waitFor(t, 10*time.Second, "restarted node caught up", func() bool {
+	waitFor(t, 30*time.Second, "restarted node caught up", func() bool {
 		return back.fsm.VhostExists("while-dead-4") && digestsEqual(all)
 	})
 	waitFor(t, 5*time.Second, "restarted node alive again", func() bool {

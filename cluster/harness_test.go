@@ -172,7 +172,7 @@ func startCluster(t testing.TB, ids []string, opts nodeOptions) []*testNode {
 		}
 		nodes = append(nodes, n)
 	}
-	waitFor(t, 10*time.Second, "all nodes to be raft voters", func() bool {
+	waitFor(t, 30*time.Second, "all nodes to be raft voters", func() bool {
 		l := leaderOf(nodes)
 		return l != nil && len(voters(t, l)) == len(ids)
 	})

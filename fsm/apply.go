@@ -84,6 +84,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.dropConnection(ctx, c)
 	case NodeStarted:
 		return f.nodeStarted(ctx, c)
+	case NodeFailed:
+		return f.nodeFailed(ctx, c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}
@@ -398,11 +400,41 @@ func (f *FSM) nodeStarted(ctx *applyCtx, c NodeStarted) *Error {
 				f.removeQueue(ctx, vh, name)
 			}
 		}
+		if c.KeepTransientExchanges {
+			continue
+		}
 		for _, name := range sortedKeys(vh.exchanges) {
 			if x := vh.exchanges[name]; x != nil && !x.info.Durable {
 				f.removeExchange(ctx, vh, name)
 			}
 		}
+	}
+	return nil
+}
+
+func (f *FSM) nodeFailed(ctx *applyCtx, c NodeFailed) *Error {
+	connPrefix := c.Node + "/"
+	for _, vname := range f.vhostNamesLocked() {
+		vh := f.vhosts[vname]
+		for _, name := range sortedKeys(vh.queues) {
+			if q := vh.queues[name]; q != nil && q.Exclusive && strings.HasPrefix(q.ExclusiveConn, connPrefix) {
+				f.removeQueue(ctx, vh, name)
+			}
+		}
+	}
+	for _, r := range c.Rehome {
+		vh := f.vhosts[r.Vhost]
+		if vh == nil || r.Owner == "" || r.Owner == c.Node {
+			continue
+		}
+		q := vh.queues[r.Name]
+		if q == nil || q.Owner != c.Node || q.Durable || q.Exclusive {
+			continue // changed since the leader looked: leave it
+		}
+		// Seen by observers as the queue leaving its old owner and appearing, empty, on the new one.
+		ctx.events = append(ctx.events, Event{Kind: QueueDeleted, Queue: *q})
+		q.Owner = r.Owner
+		ctx.events = append(ctx.events, Event{Kind: QueueCreated, Queue: *q})
 	}
 	return nil
 }

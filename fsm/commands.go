@@ -26,6 +26,7 @@ const (
 	OpUnbind
 	OpDropConnection
 	OpNodeStarted
+	OpNodeFailed
 )
 
 var opNames = map[Op]string{
@@ -34,6 +35,7 @@ var opNames = map[Op]string{
 	OpDeclareExchange: "DeclareExchange", OpDeleteExchange: "DeleteExchange",
 	OpDeclareQueue: "DeclareQueue", OpDeleteQueue: "DeleteQueue", OpBind: "Bind",
 	OpUnbind: "Unbind", OpDropConnection: "DropConnection", OpNodeStarted: "NodeStarted",
+	OpNodeFailed: "NodeFailed",
 }
 
 func (o Op) String() string {
@@ -112,9 +114,23 @@ type Unbind struct {
 // DropConnection deletes every exclusive queue of a closed connection.
 type DropConnection struct{ Conn string }
 
-// NodeStarted is proposed when a node (re)starts: its non-durable queues and
-// every non-durable exchange are deleted, as after a RabbitMQ restart.
-type NodeStarted struct{ Node string }
+// NodeStarted is proposed when a node (re)starts: its non-durable queues are
+// deleted, and so is every non-durable exchange unless KeepTransientExchanges
+// (set by a node restarting inside a running cluster: RabbitMQ keeps transient
+// exchanges until the whole cluster restarts).
+type NodeStarted struct {
+	Node                   string
+	KeepTransientExchanges bool `json:",omitempty"`
+}
+
+// NodeFailed is proposed by the Raft leader when gossip declares a node dead:
+// exclusive queues of that node's connections are deleted, and each listed
+// non-durable queue it owned is re-homed (empty) to the owner the leader chose.
+// Durable queues stay with the dead node: it may come back with their messages.
+type NodeFailed struct {
+	Node   string
+	Rehome []QueueRef
+}
 
 func (AddVhost) op() Op        { return OpAddVhost }
 func (DeleteVhost) op() Op     { return OpDeleteVhost }
@@ -129,6 +145,7 @@ func (Bind) op() Op            { return OpBind }
 func (Unbind) op() Op          { return OpUnbind }
 func (DropConnection) op() Op  { return OpDropConnection }
 func (NodeStarted) op() Op     { return OpNodeStarted }
+func (NodeFailed) op() Op      { return OpNodeFailed }
 
 // Encode serialises a command as its op byte followed by JSON. Struct fields
 // marshal in declaration order, so the bytes are deterministic.
@@ -178,6 +195,8 @@ func Decode(b []byte) (Command, error) {
 		c, err = decodeInto[DropConnection](body)
 	case OpNodeStarted:
 		c, err = decodeInto[NodeStarted](body)
+	case OpNodeFailed:
+		c, err = decodeInto[NodeFailed](body)
 	default:
 		return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
 	}

@@ -315,3 +315,76 @@ func TestConsumeFromAnotherNode(t *testing.T) {
 		t.Fatalf("no round-robin: %d local, %d remote", gotLocal, gotRemote)
 	}
 }
+
+// TestOwnerDeathRehomesTransientQueues: when the owner of a transient queue dies, a consumer on
+// another node gets basic.cancel, the queue is re-homed (empty) to a live node, and a client that
+// re-subscribes is served again; a durable queue stays with the dead node.
+func TestOwnerDeathRehomesTransientQueues(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	ch3 := dialNode(t, nodes[2])
+	if _, err := ch3.QueueDeclare("transient", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch3.QueueDeclare("kept", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ch1 := dialNode(t, nodes[0])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := nodes[0].FSM.Queue("/", "kept"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("queues not replicated")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancels := ch1.NotifyCancel(make(chan string, 1))
+	if _, err := ch1.Consume("transient", "watcher", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	_ = nodes[2].Close() // no graceful leave: gossip declares it dead
+	select {
+	case tag := <-cancels:
+		if tag != "watcher" {
+			t.Fatalf("cancelled %q", tag)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no basic.cancel after the owner died")
+	}
+	var owner string
+	for {
+		q, _ := nodes[0].FSM.Queue("/", "transient")
+		if q.Owner != "c3" {
+			owner = q.Owner
+			break
+		}
+		if time.Since(killed) > 15*time.Second {
+			t.Fatal("transient queue never re-homed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if owner != "c1" && owner != "c2" {
+		t.Fatalf("re-homed to %q", owner)
+	}
+	if q, _ := nodes[0].FSM.Queue("/", "kept"); q.Owner != "c3" {
+		t.Fatalf("durable queue moved to %q", q.Owner)
+	}
+	deliveries, err := ch1.Consume("transient", "again", true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("re-subscribe: %v", err)
+	}
+	if err := ch1.Publish("", "transient", false, false, amqp.Publishing{Body: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-deliveries:
+		if string(d.Body) != "after" {
+			t.Fatalf("got %q", d.Body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery after re-homing")
+	}
+	t.Logf("owner kill → delivery through a live node: %v", time.Since(killed))
+}

@@ -65,8 +65,11 @@ type Node struct {
 	Messages  *msgstore.Store
 	Members   *cluster.Membership
 
-	reconciler *cluster.Reconciler
-	links      *datalink.Server
+	reconciler  *cluster.Reconciler
+	links       *datalink.Server
+	failStop    chan struct{}
+	failDone    chan struct{}
+	unsubscribe func()
 }
 
 // Start brings a node up: Raft (bootstrapping a one-node cluster on first start), the
@@ -130,6 +133,9 @@ func Start(cfg Config) (*Node, error) {
 			})
 		}
 		n.reconciler = cluster.StartReconciler(cluster.ReconcilerConfig{Store: store, Members: n.Members, ReapAfter: cfg.ReapAfter, Logger: log})
+		events, unsubscribe := n.Members.Subscribe()
+		n.failStop, n.failDone, n.unsubscribe = make(chan struct{}), make(chan struct{}), unsubscribe
+		go n.watchFailures(events, n.failStop)
 	}
 	if err := n.prepareTopology(); err != nil {
 		n.Close()
@@ -189,7 +195,12 @@ func (n *Node) prepareTopology() error {
 		return fmt.Errorf("replay topology: %w", err)
 	}
 	// Non-durable queues and exchanges of a previous run die with it, as in RabbitMQ.
-	if _, err := n.Broker.Apply(fsm.NodeStarted{Node: n.cfg.ID}); err != nil {
+	// Transient exchanges live until the whole cluster restarts: only a node alone drops them.
+	keep := false
+	if servers, err := n.Store.Configuration(); err == nil && len(servers) > 1 {
+		keep = true
+	}
+	if _, err := n.Broker.Apply(fsm.NodeStarted{Node: n.cfg.ID, KeepTransientExchanges: keep}); err != nil {
 		return fmt.Errorf("drop transient topology: %w", err)
 	}
 	if n.Store.Bootstrapped() {
@@ -220,6 +231,11 @@ func (n *Node) close() error {
 	}
 	if n.AMQP != nil {
 		n.AMQP.Close()
+	}
+	if n.failStop != nil {
+		close(n.failStop)
+		<-n.failDone
+		n.unsubscribe()
 	}
 	if n.reconciler != nil {
 		n.reconciler.Stop()

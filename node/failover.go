@@ -1,0 +1,74 @@
+package node
+
+import (
+	"sort"
+
+	"github.com/warrenmq/warren/cluster"
+	"github.com/warrenmq/warren/fsm"
+)
+
+// watchFailures runs while the node is up: when gossip declares a node dead and this node
+// leads Raft, the dead node's connections' exclusive queues are deleted and its non-durable
+// queues re-homed, empty, to the live node owning the fewest queues (clients that re-declare
+// and re-subscribe, as oslo.messaging does, are served again). Durable queues stay with the dead
+// node: it may come back with their messages.
+func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan struct{}) {
+	defer close(n.failDone)
+	for {
+		select {
+		case <-stop:
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			if ev.Kind != cluster.MemberFailed || !n.Store.IsLeader() {
+				continue
+			}
+			cmd := n.rehomePlan(ev.Member.ID)
+			if _, err := n.Broker.Apply(cmd); err != nil {
+				n.log.Warn("re-home queues of a dead node", "dead", ev.Member.ID, "err", err)
+				continue
+			}
+			n.log.Info("dead node's transient queues re-homed", "dead", ev.Member.ID, "queues", len(cmd.Rehome))
+		}
+	}
+}
+
+// rehomePlan picks a new owner for every non-durable, non-exclusive queue of the dead node:
+// the live member with the fewest queues, counting the ones already assigned.
+func (n *Node) rehomePlan(dead string) fsm.NodeFailed {
+	owned := map[string]int{}
+	var live []string
+	for _, m := range n.Members.Members() {
+		if m.State == cluster.MemberAlive && m.ID != dead {
+			live = append(live, m.ID)
+			owned[m.ID] = 0
+		}
+	}
+	sort.Strings(live)
+	queues := n.FSM.Queues("")
+	for _, q := range queues {
+		if _, ok := owned[q.Owner]; ok {
+			owned[q.Owner]++
+		}
+	}
+	cmd := fsm.NodeFailed{Node: dead}
+	if len(live) == 0 {
+		return cmd
+	}
+	for _, q := range queues {
+		if q.Owner != dead || q.Durable || q.Exclusive {
+			continue
+		}
+		best := live[0]
+		for _, id := range live[1:] {
+			if owned[id] < owned[best] {
+				best = id
+			}
+		}
+		owned[best]++
+		cmd.Rehome = append(cmd.Rehome, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: best})
+	}
+	return cmd
+}
