@@ -1,7 +1,9 @@
 package node_test
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"io"
 	"log/slog"
 	"testing"
@@ -387,4 +389,34 @@ func TestOwnerDeathRehomesTransientQueues(t *testing.T) {
 		t.Fatal("no delivery after re-homing")
 	}
 	t.Logf("owner kill → delivery through a live node: %v", time.Since(killed))
+}
+
+// TestMinorityRefusesTopologyChanges: with two of three nodes gone, a declare on the survivor
+// fails within the apply timeout with a channel error 541 naming the cause; the connection stays
+// usable.
+func TestMinorityRefusesTopologyChanges(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	conn, err := amqp.Dial("amqp://guest:guest@" + nodes[0].AMQPAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = nodes[1].Close()
+	_ = nodes[2].Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = ch.QueueDeclare("no-quorum", false, false, false, false, nil)
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != 541 || !strings.Contains(ae.Reason, "no raft leader") {
+		t.Fatalf("declare without quorum: %v", err)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Fatalf("refusal took %v", took)
+	}
+	if _, err := conn.Channel(); err != nil {
+		t.Fatalf("the connection did not survive the channel error: %v", err)
+	}
 }

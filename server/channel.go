@@ -71,7 +71,7 @@ func (ch *channel) run(cls, mth uint16, f func() error) error {
 	if ae.classID == 0 {
 		ae.classID, ae.methodID = cls, mth
 	}
-	if wire.IsHardError(ae.code) {
+	if wire.IsHardError(ae.code) && !ae.channelOnly {
 		return ae
 	}
 	ch.c.log.Info("closing channel on error", "channel", ch.id, "code", ae.code, "text", ae.text)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/wire"
 )
@@ -20,6 +21,9 @@ type amqpError struct {
 	code              uint16
 	text              string
 	classID, methodID uint16
+	// channelOnly keeps a normally hard code on the channel: 541 for a topology change the
+	// cluster could not commit (no quorum) closes the channel, not the client's connection.
+	channelOnly bool
 }
 
 func (e *amqpError) Error() string { return e.text }
@@ -37,6 +41,10 @@ func asAMQPError(err error) *amqpError {
 	var pe *wire.ProtocolError
 	if errors.As(err, &pe) {
 		return &amqpError{code: pe.Code, text: prefixed(pe.Code, pe.Text)}
+	}
+	if errors.Is(err, cluster.ErrNoLeader) {
+		return &amqpError{code: wire.InternalError, channelOnly: true,
+			text: prefixed(wire.InternalError, "topology change not committed: "+err.Error())}
 	}
 	var fe *fsm.Error
 	if errors.As(err, &fe) {
