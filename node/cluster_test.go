@@ -3,9 +3,9 @@ package node_test
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
