@@ -123,8 +123,8 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 		exchange = names.name("fanout")
 	}
 	var created createdTopology
-	defer created.cleanup(cfg.url, &err)
-	if err := declareFlowTopology(ctx, cfg.url, exchange, queues, spec.durable, &created); err != nil {
+	defer created.cleanup(cfg.ownerURL(), &err)
+	if err := declareFlowTopology(ctx, cfg.ownerURL(), exchange, queues, spec.durable, &created); err != nil {
 		return stats, err
 	}
 
@@ -142,7 +142,7 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 		}
 	}()
 	for i, q := range queues {
-		c, err := startFlowConsumer(ctx, cfg.url, q, i, spec)
+		c, err := startFlowConsumer(ctx, cfg.consumerURL(), q, i, spec)
 		if err != nil {
 			close(stop)
 			return stats, err

@@ -34,6 +34,8 @@ type config struct {
 	prefetch      int
 	publisherLead int
 	confirmWindow int
+	declareURL    string
+	consumeURL    string
 	fillCount     int
 	fillQueue     string
 	rpcCallers    int
@@ -120,6 +122,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	var cfg config
 	var tablePath string
 	fs.StringVar(&cfg.url, "url", "amqp://guest:guest@127.0.0.1:5672/", "AMQP URL of the broker under test")
+	fs.StringVar(&cfg.declareURL, "owner-url", "", "flow workloads: declare the queues through this node, so it owns them (default -url)")
+	fs.StringVar(&cfg.consumeURL, "consumer-url", "", "flow workloads: consumers connect here (default -url); the publisher uses -url")
 	fs.StringVar(&cfg.label, "label", "", "broker label copied into the result (scripts/bench.sh uses rabbitmq / warren)")
 	fs.StringVar(&cfg.workload, "workload", "", fmt.Sprintf("workload to run: %v", workloadNames()))
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured duration of time-based workloads")
@@ -188,6 +192,20 @@ func (cfg config) validate() error {
 		return fmt.Errorf("workload %s measures broker memory and needs -pid", cfg.workload)
 	}
 	return nil
+}
+
+func (cfg config) ownerURL() string {
+	if cfg.declareURL != "" {
+		return cfg.declareURL
+	}
+	return cfg.url
+}
+
+func (cfg config) consumerURL() string {
+	if cfg.consumeURL != "" {
+		return cfg.consumeURL
+	}
+	return cfg.url
 }
 
 // runWorkload runs the chosen workload under an overall deadline and always returns a result,
