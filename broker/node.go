@@ -44,6 +44,7 @@ type Node struct {
 	// holds this node's consumers of other nodes' queues, proxies the other nodes' consumers
 	// of queues here.
 	links     *links
+	liveNodes func() []string
 	remote    remoteSinks
 	proxiesMu sync.Mutex
 	proxies   map[proxyKey]*remoteProxy
@@ -64,6 +65,37 @@ func New(id string, f *fsm.FSM, log *slog.Logger) *Node {
 	n := &Node{id: id, fsm: f, log: log, queues: make(map[queueKey]*queue.Queue), closing: make(chan struct{})}
 	f.SetObserver(n.onFSMEvent)
 	return n
+}
+
+// SetLiveNodes tells the node how to list the cluster's live nodes (for balanced placement).
+func (n *Node) SetLiveNodes(f func() []string) { n.liveNodes = f }
+
+// BalancedOwner picks the live node owning the fewest queues (ties: the smallest id), RabbitMQ's
+// x-queue-leader-locator "balanced"; this node when it knows no others.
+func (n *Node) BalancedOwner() string {
+	if n.liveNodes == nil {
+		return n.id
+	}
+	live := n.liveNodes()
+	if len(live) == 0 {
+		return n.id
+	}
+	owned := make(map[string]int, len(live))
+	for _, id := range live {
+		owned[id] = 0
+	}
+	for _, q := range n.fsm.Queues("") {
+		if _, ok := owned[q.Owner]; ok {
+			owned[q.Owner]++
+		}
+	}
+	best := ""
+	for _, id := range live {
+		if best == "" || owned[id] < owned[best] || (owned[id] == owned[best] && id < best) {
+			best = id
+		}
+	}
+	return best
 }
 
 // AttachStore sets the Raft store used to commit commands; called once the store is open.

@@ -420,3 +420,36 @@ func TestMinorityRefusesTopologyChanges(t *testing.T) {
 		t.Fatalf("the connection did not survive the channel error: %v", err)
 	}
 }
+
+// TestBalancedPlacement: queues declared with x-queue-leader-locator=balanced through one node
+// spread over all three; without it they stay on the declaring node.
+func TestBalancedPlacement(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	deadline := time.Now().Add(10 * time.Second)
+	for len(nodes[0].Members.Members()) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("members never converged")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ch := dialNode(t, nodes[0])
+	for i := 0; i < 6; i++ {
+		if _, err := ch.QueueDeclare(fmt.Sprintf("bal-%d", i), true, false, false, false, amqp.Table{"x-queue-leader-locator": "balanced"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ch.QueueDeclare("plain", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]int{}
+	for i := 0; i < 6; i++ {
+		q, _ := nodes[0].FSM.Queue("/", fmt.Sprintf("bal-%d", i))
+		owners[q.Owner]++
+	}
+	if owners["c1"] != 2 || owners["c2"] != 2 || owners["c3"] != 2 {
+		t.Fatalf("balanced owners %v, want 2 each", owners)
+	}
+	if q, _ := nodes[0].FSM.Queue("/", "plain"); q.Owner != "c1" {
+		t.Fatalf("a plain queue went to %q, not the declaring node", q.Owner)
+	}
+}

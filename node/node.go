@@ -120,6 +120,15 @@ func Start(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 		}
 		store.SetForwardResolver(n.Members.ForwardAddr)
+		n.Broker.SetLiveNodes(func() []string {
+			var ids []string
+			for _, m := range n.Members.Members() {
+				if m.State == cluster.MemberAlive {
+					ids = append(ids, m.ID)
+				}
+			}
+			return ids
+		})
 		if cfg.DataAddr != "" {
 			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
 			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/exchange"
 	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
@@ -88,6 +89,9 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 	if m.Exclusive {
 		cmd.ExclusiveConn = c.id
 		c.hasExclusive = true
+	} else if m.Queue != "" && broker.StringArg(m.Arguments, "x-queue-leader-locator") == "balanced" {
+		// Exclusive and server-named queues always stay on the client's node.
+		cmd.Owner = c.s.node.BalancedOwner()
 	}
 	res, err := c.s.node.Apply(cmd)
 	if err != nil {
