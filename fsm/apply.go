@@ -374,35 +374,22 @@ func (f *FSM) dropConnection(ctx *applyCtx, c DropConnection) *Error {
 	if c.Conn == "" {
 		return nil
 	}
-	for _, vname := range f.vhostNamesLocked() {
-		vh := f.vhosts[vname]
-		for _, name := range sortedKeys(vh.queues) {
-			if q := vh.queues[name]; q != nil && q.Exclusive && q.ExclusiveConn == c.Conn {
-				f.removeQueue(ctx, vh, name)
-			}
-		}
-	}
+	f.removeQueuesWhere(ctx, func(q *Queue) bool { return q.Exclusive && q.ExclusiveConn == c.Conn })
 	return nil
 }
 
 func (f *FSM) nodeStarted(ctx *applyCtx, c NodeStarted) *Error {
 	connPrefix := c.Node + "/"
+	f.removeQueuesWhere(ctx, func(q *Queue) bool {
+		transientHere := !q.Durable && q.Owner == c.Node
+		exclusiveHere := q.Exclusive && strings.HasPrefix(q.ExclusiveConn, connPrefix)
+		return transientHere || exclusiveHere
+	})
+	if c.KeepTransientExchanges {
+		return nil
+	}
 	for _, vname := range f.vhostNamesLocked() {
 		vh := f.vhosts[vname]
-		for _, name := range sortedKeys(vh.queues) {
-			q := vh.queues[name]
-			if q == nil {
-				continue
-			}
-			transientHere := !q.Durable && q.Owner == c.Node
-			exclusiveHere := q.Exclusive && strings.HasPrefix(q.ExclusiveConn, connPrefix)
-			if transientHere || exclusiveHere {
-				f.removeQueue(ctx, vh, name)
-			}
-		}
-		if c.KeepTransientExchanges {
-			continue
-		}
 		for _, name := range sortedKeys(vh.exchanges) {
 			if x := vh.exchanges[name]; x != nil && !x.info.Durable {
 				f.removeExchange(ctx, vh, name)
@@ -412,16 +399,23 @@ func (f *FSM) nodeStarted(ctx *applyCtx, c NodeStarted) *Error {
 	return nil
 }
 
-func (f *FSM) nodeFailed(ctx *applyCtx, c NodeFailed) *Error {
-	connPrefix := c.Node + "/"
+// removeQueuesWhere deletes, in a deterministic order, every queue matching drop.
+func (f *FSM) removeQueuesWhere(ctx *applyCtx, drop func(*Queue) bool) {
 	for _, vname := range f.vhostNamesLocked() {
 		vh := f.vhosts[vname]
 		for _, name := range sortedKeys(vh.queues) {
-			if q := vh.queues[name]; q != nil && q.Exclusive && strings.HasPrefix(q.ExclusiveConn, connPrefix) {
+			if q := vh.queues[name]; q != nil && drop(q) {
 				f.removeQueue(ctx, vh, name)
 			}
 		}
 	}
+}
+
+func (f *FSM) nodeFailed(ctx *applyCtx, c NodeFailed) *Error {
+	connPrefix := c.Node + "/"
+	f.removeQueuesWhere(ctx, func(q *Queue) bool {
+		return q.Exclusive && strings.HasPrefix(q.ExclusiveConn, connPrefix)
+	})
 	for _, r := range c.Rehome {
 		vh := f.vhosts[r.Vhost]
 		if vh == nil || r.Owner == "" || r.Owner == c.Node {
