@@ -422,7 +422,7 @@ func (f *FSM) nodeFailed(ctx *applyCtx, c NodeFailed) *Error {
 			continue
 		}
 		q := vh.queues[r.Name]
-		if q == nil || q.Owner != c.Node || q.Durable || q.Exclusive {
+		if q == nil || q.Owner != c.Node || (q.Durable && !c.Forget) || q.Exclusive {
 			continue // changed since the leader looked: leave it
 		}
 		// Seen by observers as the queue leaving its old owner and appearing, empty, on the new one.

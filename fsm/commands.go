@@ -127,9 +127,13 @@ type NodeStarted struct {
 // exclusive queues of that node's connections are deleted, and each listed
 // non-durable queue it owned is re-homed (empty) to the owner the leader chose.
 // Durable queues stay with the dead node: it may come back with their messages.
+//
+// With Forget (an operator's `node forget`: the node will never return), durable
+// queues are re-homed too, empty: their messages are lost with the node.
 type NodeFailed struct {
 	Node   string
 	Rehome []QueueRef
+	Forget bool `json:",omitempty"`
 }
 
 func (AddVhost) op() Op        { return OpAddVhost }

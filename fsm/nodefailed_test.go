@@ -36,3 +36,16 @@ func TestNodeFailedRehomesTransientQueuesAndDropsExclusive(t *testing.T) {
 		t.Fatalf("events %+v: want the re-homed queue deleted+created and the exclusive one deleted", events)
 	}
 }
+
+func TestNodeFailedForgetRehomesDurableQueues(t *testing.T) {
+	h := newHarness(t)
+	h.ok(DeclareQueue{Vhost: "/", Name: "d", Durable: true, Owner: "gone"})
+	h.ok(NodeFailed{Node: "gone", Rehome: []QueueRef{{Vhost: "/", Name: "d", Owner: "alive"}}})
+	if q, _ := h.f.Queue("/", "d"); q.Owner != "gone" {
+		t.Fatalf("durable queue moved to %q without Forget", q.Owner)
+	}
+	h.ok(NodeFailed{Node: "gone", Forget: true, Rehome: []QueueRef{{Vhost: "/", Name: "d", Owner: "alive"}}})
+	if q, _ := h.f.Queue("/", "d"); q.Owner != "alive" {
+		t.Fatalf("forgotten node's durable queue still owned by %q", q.Owner)
+	}
+}

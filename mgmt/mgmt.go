@@ -31,6 +31,9 @@ type Source struct {
 	Members func() []cluster.Member
 	// Leader returns the Raft leader's node id ("" when none is known).
 	Leader func() string
+	// Forget removes a dead node for good; ErrNotLeader when this node is not the leader.
+	Forget       func(id string) error
+	ErrNotLeader error
 }
 
 // Server serves the HTTP API.
@@ -56,6 +59,7 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /api/exchanges", s.auth(s.exchanges))
 	mux.HandleFunc("GET /api/bindings", s.auth(s.bindings))
 	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.HandleFunc("POST /api/cluster/forget/{node}", s.auth(s.forget))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
@@ -168,6 +172,24 @@ func (s *Server) nodes(w http.ResponseWriter, _ *http.Request) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
 	writeJSON(w, http.StatusOK, out)
+}
+
+// forget answers 204 when the node was forgotten, 409 with the reason when it may not be (alive,
+// or this node is not the leader: the client asks the leader), 501 on a node without a cluster.
+func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
+	if s.src.Forget == nil {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
+		return
+	}
+	if err := s.src.Forget(r.PathValue("node")); err != nil {
+		reason := "conflict"
+		if s.src.ErrNotLeader != nil && errors.Is(err, s.src.ErrNotLeader) {
+			reason = "not_leader"
+		}
+		writeJSON(w, http.StatusConflict, map[string]string{"error": reason, "reason": err.Error()})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) queues(w http.ResponseWriter, _ *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ func startCluster(t *testing.T, size int, secret string) []*node.Node {
 		cfg := node.Config{
 			ID: fmt.Sprintf("c%d", i), DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0",
 			RaftAddr: freeAddr(t), GossipAddr: freeAddr(t), ForwardAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0",
+			HTTPAddr:      "127.0.0.1:0",
 			ClusterSecret: secret,
 			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
 		}
@@ -451,5 +453,59 @@ func TestBalancedPlacement(t *testing.T) {
 	}
 	if q, _ := nodes[0].FSM.Queue("/", "plain"); q.Owner != "c1" {
 		t.Fatalf("a plain queue went to %q, not the declaring node", q.Owner)
+	}
+}
+
+// TestForgetDeadNode: `node forget` through the HTTP API: refused for a live node and by a
+// follower; on the leader, the dead node leaves Raft and its durable queue is re-homed.
+func TestForgetDeadNode(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	var leader *node.Node
+	var others []*node.Node
+	for _, n := range nodes {
+		if n.Store.IsLeader() {
+			leader = n
+		} else {
+			others = append(others, n)
+		}
+	}
+	if leader == nil || len(others) != 2 {
+		t.Fatal("want one leader and two followers")
+	}
+	follower, victim := others[0], others[1]
+	victimID := victim.Members.LocalID()
+	if _, err := dialNode(t, victim).QueueDeclare("stranded", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	post := func(n *node.Node, id string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+n.HTTP.Addr()+"/api/cluster/forget/"+id, nil)
+		req.SetBasicAuth("guest", "guest")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(leader, victimID); code != http.StatusConflict {
+		t.Fatalf("forgetting a live node: HTTP %d", code)
+	}
+	_ = victim.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for post(leader, victimID) != http.StatusNoContent {
+		if code := post(follower, victimID); code != http.StatusConflict {
+			t.Fatalf("a follower answered %d, want 409 (not the leader)", code)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dead node was never forgotten")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if q, _ := leader.FSM.Queue("/", "stranded"); q.Owner == victimID {
+		t.Fatal("the forgotten node still owns its durable queue")
+	}
+	servers, err := leader.Store.Configuration()
+	if err != nil || len(servers) != 2 {
+		t.Fatalf("raft configuration after forget: %v %v", servers, err)
 	}
 }

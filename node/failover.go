@@ -1,7 +1,10 @@
 package node
 
 import (
+	"errors"
+	"fmt"
 	"sort"
+	"time"
 
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
@@ -25,7 +28,7 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 			if ev.Kind != cluster.MemberFailed || !n.Store.IsLeader() {
 				continue
 			}
-			cmd := n.rehomePlan(ev.Member.ID)
+			cmd := n.rehomePlan(ev.Member.ID, false)
 			if _, err := n.Broker.Apply(cmd); err != nil {
 				n.log.Warn("re-home queues of a dead node", "dead", ev.Member.ID, "err", err)
 				continue
@@ -35,9 +38,9 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 	}
 }
 
-// rehomePlan picks a new owner for every non-durable, non-exclusive queue of the dead node:
-// the live member with the fewest queues, counting the ones already assigned.
-func (n *Node) rehomePlan(dead string) fsm.NodeFailed {
+// rehomePlan picks a new owner for every non-durable (with forget: every), non-exclusive queue
+// of the dead node: the live member with the fewest queues, counting the ones already assigned.
+func (n *Node) rehomePlan(dead string, forget bool) fsm.NodeFailed {
 	owned := map[string]int{}
 	var live []string
 	for _, m := range n.Members.Members() {
@@ -53,12 +56,12 @@ func (n *Node) rehomePlan(dead string) fsm.NodeFailed {
 			owned[q.Owner]++
 		}
 	}
-	cmd := fsm.NodeFailed{Node: dead}
+	cmd := fsm.NodeFailed{Node: dead, Forget: forget}
 	if len(live) == 0 {
 		return cmd
 	}
 	for _, q := range queues {
-		if q.Owner != dead || q.Durable || q.Exclusive {
+		if q.Owner != dead || (q.Durable && !forget) || q.Exclusive {
 			continue
 		}
 		best := live[0]
@@ -71,4 +74,33 @@ func (n *Node) rehomePlan(dead string) fsm.NodeFailed {
 		cmd.Rehome = append(cmd.Rehome, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: best})
 	}
 	return cmd
+}
+
+// ErrNotLeader: forgetting a node is done by the Raft leader.
+var ErrNotLeader = errors.New("this node is not the Raft leader")
+
+// Forget removes a dead node for good (`node forget`): it leaves the Raft configuration and
+// every queue it owned is re-homed, empty, to live nodes; the messages of its durable queues
+// are lost with it. A node that gossip sees alive is refused.
+func (n *Node) Forget(id string) error {
+	if n.Members == nil {
+		return errors.New("this node runs without a cluster")
+	}
+	if id == n.cfg.ID {
+		return errors.New("a node cannot forget itself")
+	}
+	if m, ok := n.Members.Member(id); ok && m.State == cluster.MemberAlive {
+		return fmt.Errorf("node %q is alive: stop it (or let it leave) before forgetting it", id)
+	}
+	if !n.Store.IsLeader() {
+		return ErrNotLeader
+	}
+	if err := n.Store.RemoveServer(id, 10*time.Second); err != nil {
+		return fmt.Errorf("remove %q from raft: %w", id, err)
+	}
+	if _, err := n.Broker.Apply(n.rehomePlan(id, true)); err != nil {
+		return fmt.Errorf("re-home queues of %q: %w", id, err)
+	}
+	n.log.Info("node forgotten", "node", id)
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -134,4 +135,28 @@ func TestClusterOwnerKill9KeepsConfirmedMessages(t *testing.T) {
 		t.Fatal("nothing was confirmed")
 	}
 	t.Logf("%d confirmed persistent messages back after kill -9 of their owner", got)
+
+	// `node forget` of a node that will not return: refused while it lives, done once it is dead.
+	var out, errb bytes.Buffer
+	if code := run([]string{"forget", "--http", procs[0].http, "n3"}, &out, &errb); code == 0 {
+		t.Fatalf("forgot a live node: %s", out.String())
+	}
+	_ = procs[2].cmd.Process.Signal(syscall.SIGKILL)
+	_, _ = procs[2].cmd.Process.Wait()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		out.Reset()
+		errb.Reset()
+		if run([]string{"forget", "--http", procs[0].http, "n3"}, &out, &errb) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node forget never succeeded: %s", errb.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out.Reset()
+	if code := run([]string{"status", "--http", procs[0].http, "--json"}, &out, &errb); code != 0 || strings.Contains(out.String(), `"name": "n3"`) && !strings.Contains(out.String(), `"state": "dead"`) {
+		t.Fatalf("status after forget: %s", out.String())
+	}
 }

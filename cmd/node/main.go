@@ -34,6 +34,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runRPC(args, stdout, stderr)
 	case "status":
 		return runStatus(args, stdout, stderr)
+	case "forget":
+		return runForget(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -46,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: node [run] [flags]       start a node (flags also from WARREN_<FLAG> env vars)
        node status [--http ADDR] [--json]   show the cluster as a node sees it
+       node forget [--http ADDR] NODE-ID    remove a dead node for good (its queues re-homed, empty)
        node rpc call|cast|notify|listen [flags]
 `)
 }

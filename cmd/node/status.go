@@ -22,23 +22,8 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	get := func(path string, out any) error {
-		req, err := http.NewRequest(http.MethodGet, "http://"+*addr+path, nil)
-		if err != nil {
-			return err
-		}
-		req.SetBasicAuth(*user, *pass)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: HTTP %s", path, resp.Status)
-		}
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
+	api := apiClient{addr: *addr, user: *user, pass: *pass}
+	get := api.get
 	var nodes []map[string]any
 	var overview map[string]any
 	if err := get("/api/nodes", &nodes); err != nil {
@@ -70,6 +55,33 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	_ = tw.Flush()
 	return 0
 }
+
+// apiClient calls a node's HTTP API with basic auth.
+type apiClient struct{ addr, user, pass string }
+
+func (a apiClient) do(method, path string, out any) error {
+	req, err := http.NewRequest(method, "http://"+a.addr+path, nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(a.user, a.pass)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var body struct{ Reason string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return fmt.Errorf("%s %s: HTTP %s: %s", method, path, resp.Status, body.Reason)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func (a apiClient) get(path string, out any) error { return a.do(http.MethodGet, path, out) }
 
 func orDash(v any) any {
 	if v == nil || v == "" {
