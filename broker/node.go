@@ -298,7 +298,7 @@ func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[s
 
 func anyDurable(qs []*queue.Queue) bool {
 	for _, q := range qs {
-		if q.Config().Store != nil {
+		if _, durable := q.StoreKey(); durable {
 			return true
 		}
 	}
@@ -311,8 +311,8 @@ func (n *Node) deliverLocal(qs []*queue.Queue, msg *queue.Message, data *[]byte,
 	keys := sc.keys[:0]
 	if msg.Persistent && n.msgs != nil {
 		for _, q := range qs {
-			if q.Config().Store != nil {
-				keys = append(keys, q.Config().StoreKey)
+			if key, durable := q.StoreKey(); durable {
+				keys = append(keys, key)
 			}
 		}
 	}

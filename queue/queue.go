@@ -167,6 +167,10 @@ func New(cfg Config, hooks Hooks) *Queue {
 func (q *Queue) Name() string  { return q.cfg.Name }
 func (q *Queue) Vhost() string { return q.cfg.Vhost }
 
+// StoreKey returns the key under which the queue keeps persistent messages in its store, and
+// false for a queue without a store (non-durable).
+func (q *Queue) StoreKey() (string, bool) { return q.cfg.StoreKey, q.cfg.Store != nil }
+
 // Config returns the queue's configuration.
 func (q *Queue) Config() Config { return q.cfg }
 
