@@ -206,6 +206,14 @@ func TestJoinWithNoSeedAnsweringFails(t *testing.T) {
 }
 
 func TestDeadNodeRestartsWithItsDataAndCatchesUp(t *testing.T) {
+	t.Run("through seeds", func(t *testing.T) { testDeadNodeRestart(t, true) })
+	// Without seeds the restarted node is found by the others, which keep dialling dead
+	// members: the case of a node whose peers were all down when it came back, or of the far
+	// side of a healed partition.
+	t.Run("without seeds, found by the others", func(t *testing.T) { testDeadNodeRestart(t, false) })
+}
+
+func testDeadNodeRestart(t *testing.T, withSeeds bool) {
 	base := t.TempDir()
 	opts := func(id string) nodeOptions { return nodeOptions{dataDir: base + "/" + id} }
 	first := startTestNode(t, "d1", opts("d1"))
@@ -241,7 +249,10 @@ func TestDeadNodeRestartsWithItsDataAndCatchesUp(t *testing.T) {
 	}
 
 	o := opts(victim.id)
-	o.join, o.raftAddr, o.gossipAddr = []string{rest[0].members.GossipAddr()}, raftAddr, gossipAddr
+	o.raftAddr, o.gossipAddr = raftAddr, gossipAddr
+	if withSeeds {
+		o.join = []string{rest[0].members.GossipAddr()}
+	}
 	back := startTestNode(t, victim.id, o)
 	if back.store.Bootstrapped() {
 		t.Fatalf("restarted node bootstrapped a new cluster")
@@ -250,12 +261,20 @@ func TestDeadNodeRestartsWithItsDataAndCatchesUp(t *testing.T) {
 	waitFor(t, 30*time.Second, "restarted node caught up", func() bool {
 		return back.fsm.VhostExists("while-dead-4") && digestsEqual(all)
 	})
-	waitFor(t, 5*time.Second, "restarted node alive again", func() bool {
-		m, _ := rest[0].members.Member(victim.id)
-		return m.State == MemberAlive
+	// Both ways: the restarted node must also know the others (and their forwarding addresses);
+	// without seeds it learns them from the others' next push/pull exchange.
+	waitFor(t, 20*time.Second, "restarted node alive again", func() bool {
+		for _, a := range all {
+			for _, b := range all {
+				if m, _ := a.members.Member(b.id); m.State != MemberAlive {
+					return false
+				}
+			}
+		}
+		return true
 	})
 	if _, err := back.apply(fsm.AddVhost{Name: "after-restart"}); err != nil {
-		t.Fatalf("write on the restarted node: %v", err)
+		t.Fatalf("write on the restarted node: %v (its members: %+v)", err, back.members.Members())
 	}
 	if len(voters(t, leaderOf(all))) != 3 {
 		t.Fatalf("restart changed the voter set: %v", voters(t, leaderOf(all)))

@@ -103,8 +103,23 @@ type MembershipConfig struct {
 	// GossipAddr is host:port to bind and advertise (UDP and TCP); port 0 picks one.
 	GossipAddr string
 	Meta       Meta
-	// Join lists seed gossip addresses; empty starts a new gossip cluster.
+	// Join lists seed gossip addresses; empty starts a new gossip cluster. A seed equal to this
+	// node's own address is skipped, so every node of a cluster can be given the same list.
 	Join []string
+	// JoinWait is how long StartMembership keeps trying the seeds before it gives up with an
+	// error (0: one attempt). With JoinOptional it starts anyway and keeps trying in the
+	// background: a node with state of its own (or the bootstrapping one) must come up even
+	// when it is the first of its cluster to start.
+	JoinWait     time.Duration
+	JoinOptional bool
+	// AdvertiseHost is the IP others reach this node's gossip port on when GossipAddr binds
+	// every interface (containers); empty lets memberlist pick a private address.
+	AdvertiseHost string
+	// RejoinInterval is how often dead members (and, when alone, the seeds) are dialled again:
+	// memberlist stops gossiping to a dead node after a few seconds, so without this a node
+	// that comes back on its own, or the far side of a healed partition, would stay apart.
+	// Default 2s.
+	RejoinInterval time.Duration
 	// Secret is the cluster secret; its SHA-256-derived 32-byte key encrypts and authenticates
 	// all gossip. Empty disables encryption (single node or development only).
 	Secret string
@@ -128,6 +143,11 @@ type Membership struct {
 	events  chan MemberEvent
 	dropped uint64
 	closed  bool
+
+	seeds      []string
+	rejoinStop chan struct{}
+	rejoinDone chan struct{}
+	stopRejoin sync.Once
 
 	leaveOnce    sync.Once
 	shutdownOnce sync.Once
@@ -188,6 +208,12 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	mc.BindAddr, mc.BindPort = host, port
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	} else if cfg.AdvertiseHost != "" {
+		ip, err := resolveIP(cfg.AdvertiseHost)
+		if err != nil {
+			return nil, fmt.Errorf("gossip advertise host: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ip.String(), port
 	}
 	mc.ProbeInterval = gossipProbeInterval
 	mc.ProbeTimeout = gossipProbeTimeout
@@ -215,18 +241,144 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	m.ml = ml
-	if len(cfg.Join) > 0 {
-		n, err := ml.Join(cfg.Join)
-		if n == 0 {
-			_ = m.Shutdown()
-			if err == nil {
-				err = errors.New("no seed answered")
+	m.seeds = withoutSelf(cfg.Join, ml.LocalNode().Address(), cfg.GossipAddr)
+	if len(m.seeds) > 0 {
+		if err := m.joinSeeds(cfg.JoinWait); err != nil {
+			if !cfg.JoinOptional {
+				_ = m.Shutdown()
+				return nil, err
 			}
-			return nil, fmt.Errorf("join cluster via %v: no seed answered (unreachable, or a different cluster secret): %w", cfg.Join, err)
+			m.log.Warn("no seed answered yet; starting alone and retrying in the background", "seeds", m.seeds, "err", err)
 		}
 	}
+	if cfg.RejoinInterval <= 0 {
+		cfg.RejoinInterval = 2 * time.Second
+	}
+	m.rejoinStop, m.rejoinDone = make(chan struct{}), make(chan struct{})
+	go m.rejoinLoop(cfg.RejoinInterval)
 	return m, nil
 }
+
+// joinSeeds tries the seeds until one answers or wait has passed.
+func (m *Membership) joinSeeds(wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		n, err := m.ml.Join(m.seeds)
+		if n > 0 {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("no seed answered")
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("join cluster via %v: no seed answered (unreachable, or a different cluster secret): %w", m.seeds, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// rejoinLoop dials dead members, and the seeds while no other member is alive, every interval.
+func (m *Membership) rejoinLoop(interval time.Duration) {
+	defer close(m.rejoinDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.rejoinStop:
+			return
+		case <-t.C:
+		}
+		var dead []string
+		aliveOthers := 0
+		for _, mem := range m.Members() {
+			switch {
+			case mem.ID == m.localID:
+			case mem.State == MemberAlive:
+				aliveOthers++
+			case mem.State == MemberDead && mem.GossipAddr != "":
+				dead = append(dead, mem.GossipAddr)
+			}
+		}
+		if aliveOthers == 0 {
+			m.mu.Lock()
+			dead = append(dead, m.seeds...)
+			m.mu.Unlock()
+		}
+		for _, addr := range dead {
+			select {
+			case <-m.rejoinStop:
+				return
+			default:
+			}
+			if n, _ := m.ml.Join([]string{addr}); n > 0 {
+				m.log.Info("rejoined gossip with a member thought dead or a seed", "addr", addr)
+			}
+		}
+	}
+}
+
+func (m *Membership) haltRejoin() {
+	m.stopRejoin.Do(func() {
+		if m.rejoinStop != nil {
+			close(m.rejoinStop)
+			<-m.rejoinDone
+		}
+	})
+}
+
+// withoutSelf drops this node's own addresses from a seed list.
+func withoutSelf(seeds []string, self ...string) []string {
+	out := make([]string, 0, len(seeds))
+	for _, s := range seeds {
+		if !slices.Contains(self, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// resolveIP turns an IP or a host name into one IP address.
+func resolveIP(host string) (net.IP, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %q: %w", host, err)
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip, nil
+		}
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("resolve %q: no address", host)
+	}
+	return ips[0], nil
+}
+
+// Join contacts seeds of a running cluster now (`node join`) and keeps them as seeds for the
+// background rejoin; it fails when none answers.
+func (m *Membership) Join(seeds []string) error {
+	seeds = withoutSelf(seeds, m.ml.LocalNode().Address())
+	if len(seeds) == 0 {
+		return errors.New("join: no seed other than this node")
+	}
+	n, err := m.ml.Join(seeds)
+	if n == 0 {
+		if err == nil {
+			err = errors.New("no seed answered")
+		}
+		return fmt.Errorf("join cluster via %v: no seed answered (unreachable, or a different cluster secret): %w", seeds, err)
+	}
+	m.mu.Lock()
+	m.seeds = seeds
+	m.mu.Unlock()
+	return nil
+}
+
+// AdvertiseHost is the IP other nodes reach this one on.
+func (m *Membership) AdvertiseHost() string { return m.ml.LocalNode().Addr.String() }
 
 // LocalID is this node's ID.
 func (m *Membership) LocalID() string { return m.localID }
@@ -313,6 +465,7 @@ func (m *Membership) UpdateMeta(meta Meta, timeout time.Duration) error {
 // waits up to timeout for the announcement to spread. Call Shutdown afterwards.
 func (m *Membership) Leave(timeout time.Duration) error {
 	var err error
+	m.haltRejoin()
 	m.leaveOnce.Do(func() {
 		m.mu.Lock()
 		closed := m.closed
@@ -336,6 +489,7 @@ func (m *Membership) Leave(timeout time.Duration) error {
 // Shutdown stops gossip without announcing anything (the others will declare this node dead
 // unless Leave was called first) and closes every event channel.
 func (m *Membership) Shutdown() error {
+	m.haltRejoin()
 	m.shutdownOnce.Do(func() {
 		m.mu.Lock()
 		m.closed = true
