@@ -50,6 +50,15 @@ func (a *appliedFSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
+// reset forgets the applied index (a node restarting Raft empty to join another cluster).
+func (a *appliedFSM) reset() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.applied = 0
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
 func (a *appliedFSM) advance(index uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -142,7 +142,7 @@ func (fs *forwardServer) nudgeLoop() {
 		case <-fs.nudge:
 		}
 		// An error only means followers learn the commit index at the usual pace.
-		_ = fs.store.raft.Barrier(time.Second).Error()
+		_ = fs.store.r().Barrier(time.Second).Error()
 	}
 }
 

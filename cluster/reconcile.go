@@ -63,12 +63,12 @@ func StartReconciler(cfg ReconcilerConfig) *Reconciler {
 		_, ok := o.Data.(raft.RaftState)
 		return ok
 	})
-	cfg.Store.raft.RegisterObserver(observer)
+	cfg.Store.r().RegisterObserver(observer)
 	r.done.Add(1)
 	go func() {
 		defer r.done.Done()
 		defer cancel()
-		defer cfg.Store.raft.DeregisterObserver(observer)
+		defer cfg.Store.r().DeregisterObserver(observer)
 		r.run(events, states)
 	}()
 	return r

@@ -37,6 +37,9 @@ type Config struct {
 	NodeID   string
 	DataDir  string // raft.db and snapshots live under DataDir/raft
 	RaftAddr string // TCP bind/advertise address (port 0 picks one); ignored when Transport is set
+	// RaftAdvertise is the host:port others dial when RaftAddr binds every interface
+	// (0.0.0.0 in a container); empty advertises RaftAddr itself.
+	RaftAdvertise string
 	// Transport replaces the TCP transport (tests use raft's in-memory transport).
 	Transport raft.Transport
 	FSM       raft.FSM
@@ -66,16 +69,22 @@ type Config struct {
 // FSM has applied the entry.
 type Store struct {
 	id           string
-	raft         *raft.Raft
+	raftPtr      atomic.Pointer[raft.Raft] // swapped only by ResetForJoin
+	rc           *raft.Config
+	dataDir      string
+	inMemory     bool
 	transport    raft.Transport
 	fsm          *appliedFSM
 	closers      []io.Closer
 	applyTimeout time.Duration
 	log          *slog.Logger
 	bootstrapped bool
+	restarted    bool
 	codec        ResultCodec
 	forwardKey   []byte
-	logs         raft.LogStore
+	logsVal      atomic.Value // raft.LogStore; replaced by ResetForJoin
+	resetMu      sync.Mutex
+	newTransport func() (*raft.NetworkTransport, error) // nil with a caller's transport
 
 	forwardServer *forwardServer
 	forwardPool   *forwardPool
@@ -157,7 +166,18 @@ func Open(cfg Config) (*Store, error) {
 		}
 		// With port 0 the listener's real address must be advertised, not ":0".
 		var advertise net.Addr
-		if addr.Port != 0 {
+		switch {
+		case cfg.RaftAdvertise != "":
+			adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+			if err != nil {
+				s.closeAll()
+				return nil, fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
+			}
+			advertise = adv
+		case addr.IP != nil && addr.IP.IsUnspecified() || addr.IP == nil && addr.Port != 0:
+			s.closeAll()
+			return nil, fmt.Errorf("raft address %q listens on every interface: set an advertise host (--advertise-host) so other nodes know where to reach it", cfg.RaftAddr)
+		case addr.Port != 0:
 			advertise = addr
 		}
 		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
@@ -167,15 +187,27 @@ func Open(cfg Config) (*Store, error) {
 		}
 		trans = tcp
 		s.closers = append(s.closers, tcp, streamCloser{tcp})
+		// Raft closes its transport when it shuts down; ResetForJoin listens again on the
+		// same port, advertising the same address.
+		_, port, _ := net.SplitHostPort(string(tcp.LocalAddr()))
+		bind := net.JoinHostPort(addr.IP.String(), port)
+		if addr.IP == nil {
+			bind = ":" + port
+		}
+		adv, _ := net.ResolveTCPAddr("tcp", string(tcp.LocalAddr()))
+		s.newTransport = func() (*raft.NetworkTransport, error) {
+			return raft.NewTCPTransportWithLogger(bind, adv, 3, 10*time.Second, rc.Logger)
+		}
 	}
 	s.transport = trans
-	s.logs = logs
+	s.logsVal.Store(logHolder{logs})
 
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		s.closeAll()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
+	s.restarted = existing
 	if !existing && !cfg.Join {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
 		if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, boot); err != nil {
@@ -189,13 +221,15 @@ func Open(cfg Config) (*Store, error) {
 		s.closeAll()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	s.raft = r
+	s.raftPtr.Store(r)
+	s.rc = rc
+	s.dataDir, s.inMemory = cfg.DataDir, cfg.InMemory
 	s.forwardPool = newForwardPool(s.forwardKey)
 
 	if cfg.ForwardAddr != "" {
 		fs, err := listenForward(cfg.ForwardAddr, s, s.log)
 		if err != nil {
-			_ = s.raft.Shutdown().Error()
+			_ = s.r().Shutdown().Error()
 			s.closeAll()
 			return nil, err
 		}
@@ -208,10 +242,15 @@ func Open(cfg Config) (*Store, error) {
 func (s *Store) Bootstrapped() bool { return s.bootstrapped }
 
 // NodeID is this node's Raft server ID.
+// Restarted reports whether this node found Raft state of an earlier run.
+func (s *Store) Restarted() bool { return s.restarted }
+
 func (s *Store) NodeID() string { return s.id }
 
 // Raft gives direct access to the Raft node (status pages, operator tools).
-func (s *Store) Raft() *raft.Raft { return s.raft }
+func (s *Store) Raft() *raft.Raft { return s.r() }
+
+func (s *Store) r() *raft.Raft { return s.raftPtr.Load() }
 
 // RaftAddr is the address this node's Raft transport advertises.
 func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
@@ -232,21 +271,21 @@ func (s *Store) SetForwardResolver(resolve func(nodeID string) (addr string, ok 
 }
 
 // IsLeader reports whether this node is currently the Raft leader.
-func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+func (s *Store) IsLeader() bool { return s.r().State() == raft.Leader }
 
 // Leader returns the current leader's ID and Raft address ("" when unknown).
 func (s *Store) Leader() (id, addr string) {
-	a, i := s.raft.LeaderWithID()
+	a, i := s.r().LeaderWithID()
 	return string(i), string(a)
 }
 
 // LeaderCh is raft's leadership channel (true on gaining, false on losing leadership). Raft
 // supports only one reader of it; the Reconciler does not use it.
-func (s *Store) LeaderCh() <-chan bool { return s.raft.LeaderCh() }
+func (s *Store) LeaderCh() <-chan bool { return s.r().LeaderCh() }
 
 // Configuration returns the current Raft configuration (the voters and their addresses).
 func (s *Store) Configuration() ([]raft.Server, error) {
-	f := s.raft.GetConfiguration()
+	f := s.r().GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, fmt.Errorf("read raft configuration: %w", err)
 	}
@@ -255,7 +294,7 @@ func (s *Store) Configuration() ([]raft.Server, error) {
 
 // AddVoter adds (or re-addresses) a voter; only the leader can.
 func (s *Store) AddVoter(id, raftAddr string, timeout time.Duration) error {
-	if err := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout).Error(); err != nil {
+	if err := s.r().AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout).Error(); err != nil {
 		return fmt.Errorf("add voter %s at %s: %w", id, raftAddr, err)
 	}
 	return nil
@@ -263,7 +302,7 @@ func (s *Store) AddVoter(id, raftAddr string, timeout time.Duration) error {
 
 // RemoveServer removes a server from the Raft configuration; only the leader can.
 func (s *Store) RemoveServer(id string, timeout time.Duration) error {
-	if err := s.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error(); err != nil {
+	if err := s.r().RemoveServer(raft.ServerID(id), 0, timeout).Error(); err != nil {
 		return fmt.Errorf("remove server %s: %w", id, err)
 	}
 	return nil
@@ -272,7 +311,7 @@ func (s *Store) RemoveServer(id string, timeout time.Duration) error {
 // LeadershipTransfer hands leadership to another voter; a leader that is about to leave calls it
 // first so that the remaining nodes elect without waiting for a timeout.
 func (s *Store) LeadershipTransfer() error {
-	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+	if err := s.r().LeadershipTransfer().Error(); err != nil {
 		return fmt.Errorf("transfer leadership: %w", err)
 	}
 	return nil
@@ -282,7 +321,7 @@ func (s *Store) LeadershipTransfer() error {
 func (s *Store) WaitLeader(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if addr, _ := s.raft.LeaderWithID(); addr != "" {
+		if addr, _ := s.r().LeaderWithID(); addr != "" {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -319,8 +358,8 @@ func (s *Store) Apply(cmd []byte) (any, error) {
 // applyOnce makes one attempt; retry says the attempt found no usable leader and may be repeated
 // without risk of the command having been committed twice by this attempt.
 func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, err error) {
-	if s.raft.State() == raft.Leader {
-		f := s.raft.Apply(cmd, time.Until(deadline))
+	if s.r().State() == raft.Leader {
+		f := s.r().Apply(cmd, time.Until(deadline))
 		if err := f.Error(); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 				errors.Is(err, raft.ErrEnqueueTimeout) {
@@ -330,7 +369,7 @@ func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, 
 		}
 		return f.Response(), false, nil
 	}
-	addr, leaderID := s.raft.LeaderWithID()
+	addr, leaderID := s.r().LeaderWithID()
 	if addr == "" {
 		return nil, true, errors.New("no leader known")
 	}
@@ -372,10 +411,10 @@ func (s *Store) resolveForward(leaderID string) (string, error) {
 // applyAsLeader serves a forwarded command: commit it here and return its index and encoded
 // result. notLeader reports that this node cannot serve it (the follower looks again).
 func (s *Store) applyAsLeader(cmd []byte, timeout time.Duration) (index uint64, payload []byte, notLeader bool, err error) {
-	if s.raft.State() != raft.Leader {
+	if s.r().State() != raft.Leader {
 		return 0, nil, true, raft.ErrNotLeader
 	}
-	f := s.raft.Apply(cmd, timeout)
+	f := s.r().Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 			errors.Is(err, raft.ErrEnqueueTimeout) {
@@ -396,12 +435,12 @@ func (s *Store) applyAsLeader(cmd []byte, timeout time.Duration) (index uint64, 
 // and waits until the local FSM has caught up with it; when the leader cannot be asked it falls
 // back to the commit index this node knows.
 func (s *Store) Barrier(timeout time.Duration) error {
-	if s.raft.State() == raft.Leader {
-		return s.raft.Barrier(timeout).Error()
+	if s.r().State() == raft.Leader {
+		return s.r().Barrier(timeout).Error()
 	}
 	deadline := time.Now().Add(timeout)
-	target := s.raft.CommitIndex()
-	if _, leaderID := s.raft.LeaderWithID(); leaderID != "" && leaderID != raft.ServerID(s.id) {
+	target := s.r().CommitIndex()
+	if _, leaderID := s.r().LeaderWithID(); leaderID != "" && leaderID != raft.ServerID(s.id) {
 		if addr, err := s.resolveForward(string(leaderID)); err == nil {
 			index, err := s.forwardPool.barrier(addr, deadline)
 			if err != nil {
@@ -410,7 +449,7 @@ func (s *Store) Barrier(timeout time.Duration) error {
 			target = max(target, index)
 		}
 	}
-	for s.raft.AppliedIndex() < target {
+	for s.r().AppliedIndex() < target {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("barrier: raft did not apply index %d within %s", target, timeout)
 		}
@@ -427,31 +466,32 @@ func (s *Store) Barrier(timeout time.Duration) error {
 
 // barrierAsLeader serves a follower's barrier request.
 func (s *Store) barrierAsLeader(timeout time.Duration) (index uint64, notLeader bool, err error) {
-	if s.raft.State() != raft.Leader {
+	if s.r().State() != raft.Leader {
 		return 0, true, raft.ErrNotLeader
 	}
-	if err := s.raft.Barrier(timeout).Error(); err != nil {
+	if err := s.r().Barrier(timeout).Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, true, err
 		}
 		return 0, false, fmt.Errorf("raft barrier: %w", err)
 	}
 	// The barrier is committed once its future resolves, so the commit index covers it.
-	return s.raft.CommitIndex(), false, nil
+	return s.r().CommitIndex(), false, nil
 }
 
 // lastCommandAtOrBefore finds the newest FSM command entry at or below index; configuration
 // and no-op entries never reach the FSM, so their indexes cannot be waited for. 0 means none
 // found nearby (e.g. compacted into a snapshot, which raft restores before advancing).
 func (s *Store) lastCommandAtOrBefore(index uint64) uint64 {
-	first, err := s.logs.FirstIndex()
+	logs := s.logsVal.Load().(logHolder).LogStore
+	first, err := logs.FirstIndex()
 	if err != nil {
 		return 0
 	}
 	const lookBack = 64
 	for i := index; i >= first && i > 0 && index-i < lookBack; i-- {
 		var entry raft.Log
-		if err := s.logs.GetLog(i, &entry); err != nil {
+		if err := logs.GetLog(i, &entry); err != nil {
 			return 0
 		}
 		if entry.Type == raft.LogCommand {
@@ -462,7 +502,7 @@ func (s *Store) lastCommandAtOrBefore(index uint64) uint64 {
 }
 
 // Stats exposes Raft's own status map (term, indexes, state) for status pages.
-func (s *Store) Stats() map[string]string { return s.raft.Stats() }
+func (s *Store) Stats() map[string]string { return s.r().Stats() }
 
 // Close stops the forwarding listener, shuts Raft down and releases the log store and transport.
 func (s *Store) Close() error {
@@ -471,7 +511,7 @@ func (s *Store) Close() error {
 			s.forwardServer.close()
 		}
 		s.forwardPool.close()
-		s.closeErr = s.raft.Shutdown().Error()
+		s.closeErr = s.r().Shutdown().Error()
 		if s.forwardServer != nil {
 			s.forwardServer.wait()
 		}
@@ -486,6 +526,81 @@ func (s *Store) closeAll() {
 		_ = s.closers[i].Close()
 	}
 	s.closers = nil
+}
+
+// logHolder gives atomic.Value one concrete type whatever the log store is.
+type logHolder struct{ raft.LogStore }
+
+// ResetForJoin throws this node's Raft state away and starts Raft again empty, as a node that
+// joins an existing cluster: it waits until that cluster's leader adds it (`node join`). Only
+// for a node alone in its own one-node cluster; the caller checks that its topology held
+// nothing worth keeping and resets the FSM to its initial state first.
+func (s *Store) ResetForJoin() error {
+	s.resetMu.Lock()
+	defer s.resetMu.Unlock()
+	servers, err := s.Configuration()
+	if err != nil {
+		return err
+	}
+	if len(servers) > 1 {
+		return errors.New("this node is already part of a cluster of several nodes")
+	}
+	if s.newTransport == nil {
+		return errors.New("this node's raft transport cannot be restarted")
+	}
+	if err := s.r().Shutdown().Error(); err != nil {
+		return fmt.Errorf("stop raft: %w", err)
+	}
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if s.inMemory {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		old := s.logsVal.Load().(logHolder).LogStore
+		for i, c := range s.closers {
+			if c == old.(io.Closer) {
+				s.closers = append(s.closers[:i], s.closers[i+1:]...)
+				_ = c.Close()
+				break
+			}
+		}
+		dir := filepath.Join(s.dataDir, "raft")
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove raft state: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create raft dir: %w", err)
+		}
+		bolt, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+		if err != nil {
+			return fmt.Errorf("open raft log %s: %w", dir, err)
+		}
+		s.closers = append(s.closers, bolt)
+		fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, s.rc.Logger)
+		if err != nil {
+			return fmt.Errorf("open raft snapshots: %w", err)
+		}
+		logs, stable, snaps = bolt, bolt, fileSnaps
+	}
+	tcp, err := s.newTransport()
+	if err != nil {
+		return fmt.Errorf("listen raft again: %w", err)
+	}
+	s.closers = append(s.closers, tcp, streamCloser{tcp})
+	s.transport = tcp
+	s.fsm.reset()
+	r, err := raft.NewRaft(s.rc, s.fsm, logs, stable, snaps, tcp)
+	if err != nil {
+		return fmt.Errorf("restart raft empty: %w", err)
+	}
+	s.logsVal.Store(logHolder{logs})
+	s.raftPtr.Store(r)
+	s.log.Info("raft state discarded; waiting to be added to a cluster")
+	return nil
 }
 
 // streamCloser closes a TCP transport's pooled outgoing connections, which Close leaves open;

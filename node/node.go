@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,16 @@ type Config struct {
 	ForwardAddr   string
 	DataAddr      string // node-to-node data links (forwarded publishes); "" with no gossip
 	ReapAfter     time.Duration
+	// AdvertiseHost is the host other nodes (and `node status`) use for the addresses above
+	// that bind every interface (0.0.0.0 in a container).
+	AdvertiseHost string
+	// Bootstrap starts a new cluster when this node has no state even though Join is set, so
+	// every node of a static deployment (docker-compose) can carry the same seed list; the
+	// seeds are then dialled in the background. Exactly one node of a new cluster may have it.
+	Bootstrap bool
+	// JoinWait is how long a new node keeps dialling the seeds before giving up (default 60s:
+	// containers start in any order).
+	JoinWait time.Duration
 	// Server tunes the AMQP server (heartbeat, frame size, loopback users); Node is filled in.
 	Server server.Config
 }
@@ -69,6 +80,8 @@ type Node struct {
 	links       *datalink.Server
 	failStop    chan struct{}
 	failDone    chan struct{}
+	leaveMu     sync.Mutex
+	done        chan struct{}
 	unsubscribe func()
 }
 
@@ -80,7 +93,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("node", cfg.ID)
-	n := &Node{cfg: cfg, log: log}
+	n := &Node{cfg: cfg, log: log, done: make(chan struct{})}
 	if err := claimDataDir(cfg.DataDir, cfg.ID); err != nil {
 		return nil, err
 	}
@@ -97,10 +110,15 @@ func Start(cfg Config) (*Node, error) {
 	}
 	// Before Raft replays the topology, so the durable queues it creates keep their messages.
 	n.Broker.AttachMessageStore(msgs)
+	raftAdvertise := advertised(cfg.RaftAddr, cfg.AdvertiseHost)
+	if raftAdvertise == cfg.RaftAddr {
+		raftAdvertise = ""
+	}
 	store, err := cluster.Open(cluster.Config{
 		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
 		Transport: cfg.RaftTransport, InMemory: cfg.InMemoryRaft, RaftLogOutput: cfg.RaftLogOutput,
-		Join: len(cfg.Join) > 0, Secret: cfg.ClusterSecret, ForwardAddr: cfg.ForwardAddr,
+		Join: len(cfg.Join) > 0 && !cfg.Bootstrap, Secret: cfg.ClusterSecret, ForwardAddr: cfg.ForwardAddr,
+		RaftAdvertise: raftAdvertise,
 	})
 	if err != nil {
 		n.Close()
@@ -108,10 +126,18 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.Store = store
 	n.Broker.AttachStore(store)
+	joinWait := cfg.JoinWait
+	if joinWait == 0 {
+		joinWait = 60 * time.Second
+	}
 	if cfg.GossipAddr != "" {
 		// After Raft listens, so the leader can add this node as soon as gossip announces it.
 		n.Members, err = cluster.StartMembership(cluster.MembershipConfig{
 			NodeID: cfg.ID, GossipAddr: cfg.GossipAddr, Join: cfg.Join, Secret: cfg.ClusterSecret, Logger: log,
+			AdvertiseHost: cfg.AdvertiseHost,
+			// A new node must find the cluster; one that has state, or starts a new cluster,
+			// comes up alone if need be and keeps dialling the seeds.
+			JoinWait: joinWait, JoinOptional: store.Restarted() || store.Bootstrapped(),
 			Meta: cluster.Meta{AMQPAddr: cfg.AMQPAddr, RaftAddr: store.RaftAddr(), HTTPAddr: cfg.HTTPAddr, ForwardAddr: store.ForwardAddr()},
 			// DataAddr follows in the UpdateMeta below, once the data link listens.
 		})
@@ -150,17 +176,7 @@ func Start(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 	}
-	stored := make(map[string][]broker.StoredMessage, len(rec.Queues))
-	for key, ms := range rec.Queues {
-		for _, m := range ms {
-			stored[key] = append(stored[key], broker.StoredMessage{ID: m.ID, Data: m.Data})
-		}
-	}
-	restored, err := n.Broker.Recover(stored)
-	if err != nil {
-		log.Error("some stored messages could not be decoded and were dropped", "err", err)
-	}
-	log.Info("messages recovered", "messages", restored, "segments", rec.Segments, "records", rec.Records, "took", rec.Duration)
+	n.recoverMessages(rec)
 	scfg := cfg.Server
 	scfg.Node = n.Broker
 	scfg.Logger = log
@@ -173,7 +189,7 @@ func Start(cfg Config) (*Node, error) {
 		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
 			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
 			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
-			Forget: n.Forget, ErrNotLeader: ErrNotLeader,
+			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI,
 		}, log)
 		if err != nil {
 			n.Close()
@@ -182,12 +198,16 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if n.Members != nil {
 		// The AMQP and HTTP ports may have been picked at listen time (":0").
-		meta := cluster.Meta{AMQPAddr: n.AMQP.Addr().String(), RaftAddr: store.RaftAddr(), ForwardAddr: store.ForwardAddr()}
+		host := cfg.AdvertiseHost
+		if host == "" {
+			host = n.Members.AdvertiseHost()
+		}
+		meta := cluster.Meta{AMQPAddr: advertised(n.AMQP.Addr().String(), host), RaftAddr: store.RaftAddr(), ForwardAddr: advertised(store.ForwardAddr(), host)}
 		if n.links != nil {
-			meta.DataAddr = n.links.Addr()
+			meta.DataAddr = advertised(n.links.Addr(), host)
 		}
 		if n.HTTP != nil {
-			meta.HTTPAddr = n.HTTP.Addr()
+			meta.HTTPAddr = advertised(n.HTTP.Addr(), host)
 		}
 		if err := n.Members.UpdateMeta(meta, 5*time.Second); err != nil {
 			log.Warn("announce addresses to the cluster", "err", err)
@@ -195,6 +215,19 @@ func Start(cfg Config) (*Node, error) {
 	}
 	log.Info("node started", "amqp", n.AMQP.Addr().String(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
 	return n, nil
+}
+
+// advertised is listen with an unspecified host (0.0.0.0, ::, "") replaced by host; "" when
+// there is nothing to replace or no host to put in.
+func advertised(listen, host string) string {
+	h, port, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return listen
+	}
+	if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+		return listen
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func (n *Node) prepareTopology() error {

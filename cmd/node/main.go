@@ -36,6 +36,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runStatus(args, stdout, stderr)
 	case "forget":
 		return runForget(args, stdout, stderr)
+	case "leave":
+		return runLeave(args, stdout, stderr)
+	case "join":
+		return runJoin(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -49,6 +53,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: node [run] [flags]       start a node (flags also from WARREN_<FLAG> env vars)
        node status [--http ADDR] [--json]   show the cluster as a node sees it
        node forget [--http ADDR] NODE-ID    remove a dead node for good (its queues re-homed, empty)
+       node leave [--http ADDR]             hand this node's queues to the others, leave, exit
+       node join [--http ADDR] GOSSIP-ADDR  make a new, empty node join the cluster at GOSSIP-ADDR
        node rpc call|cast|notify|listen [flags]
 `)
 }
@@ -75,6 +81,13 @@ func durationEnv(name string) time.Duration {
 		return 0
 	}
 	return d
+}
+
+func durationEnvOr(name string, def time.Duration) time.Duration {
+	if d := durationEnv(name); d > 0 {
+		return d
+	}
+	return def
 }
 
 func splitList(s string) []string {
@@ -104,6 +117,9 @@ func runNode(args []string, stderr io.Writer) int {
 	dataAddr := str("data-addr", "127.0.0.1:0", "node-to-node data link address for publishes forwarded to queue owners (port 0: any; announced by gossip)")
 	join := str("join", "", "comma-separated gossip addresses of running nodes to join (empty: start a cluster of its own)")
 	secret := str("cluster-secret", "", "shared secret of the cluster: nodes without it cannot gossip, join or forward")
+	advertiseHost := str("advertise-host", "", "host or IP other nodes reach this one on, for addresses that listen on 0.0.0.0 (containers)")
+	bootstrap := fs.Bool("bootstrap", envDefault("bootstrap", "") == "true", "start a new cluster if this node has no state, even with --join set (one node of a static deployment; env WARREN_BOOTSTRAP=true)")
+	joinWait := fs.Duration("join-wait", durationEnvOr("join-wait", 60*time.Second), "how long a new node keeps dialling the --join seeds before it gives up (env WARREN_JOIN_WAIT)")
 	reapAfter := fs.Duration("reap-after", durationEnv("reap-after"), "remove a node dead this long from Raft (0: never; env WARREN_REAP_AFTER)")
 	logLevel := str("log-level", "info", "debug, info, warn or error")
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
@@ -135,6 +151,7 @@ func runNode(args []string, stderr io.Writer) int {
 		ID: *id, DataDir: *dataDir, AMQPAddr: *amqpAddr, HTTPAddr: *httpAddr,
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
+		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
 		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers)},
 	})
 	if err != nil {
@@ -143,8 +160,13 @@ func runNode(args []string, stderr io.Writer) int {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case <-n.Done():
+		log.Info("left the cluster; exiting")
+		return 0
+	}
 	if err := n.Close(); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
