@@ -54,6 +54,8 @@ type Node struct {
 	bg      sync.WaitGroup
 	closing chan struct{}
 	once    sync.Once
+
+	handOffs handOffStats
 }
 
 // New creates the node runtime around f and registers as f's observer, so every queue the FSM
@@ -166,28 +168,21 @@ func (n *Node) onFSMEvent(ev fsm.Event) {
 	key := queueKey{qd.Vhost, qd.Name}
 	switch ev.Kind {
 	case fsm.QueueCreated:
-		if qd.Owner != n.id {
-			return
+		if qd.Owner == n.id {
+			n.createLocalQueue(qd)
 		}
-		cfg, err := QueueConfig(qd)
-		if err != nil {
-			// The FSM validated the arguments; reaching here means the two disagree.
-			n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", err)
-		}
-		if qd.Durable && n.msgs != nil {
-			cfg.Store, cfg.StoreKey = n.msgs, StoreKey(qd.Vhost, qd.Name)
-		}
-		q := queue.New(cfg, queue.Hooks{
-			DeadLetter: n.deadLetter,
-			Expired:    n.deleteUnused,
-			AutoDelete: n.deleteUnused,
-		})
-		n.mu.Lock()
-		old := n.queues[key]
-		n.queues[key] = q
-		n.mu.Unlock()
-		if old != nil {
-			old.Delete()
+	case fsm.QueueMoved:
+		switch n.id {
+		case qd.Owner:
+			n.createLocalQueue(qd)
+		case ev.From:
+			n.mu.Lock()
+			q := n.queues[key]
+			delete(n.queues, key)
+			n.mu.Unlock()
+			if q != nil {
+				n.startHandOff(q, qd.Owner)
+			}
 		}
 	case fsm.QueueDeleted:
 		n.mu.Lock()
@@ -200,6 +195,31 @@ func (n *Node) onFSMEvent(ev fsm.Event) {
 		if qd.Owner == n.id && qd.Durable && n.msgs != nil && n.recovered.Load() {
 			n.msgs.DropQueue(StoreKey(qd.Vhost, qd.Name))
 		}
+	}
+}
+
+// createLocalQueue makes the queue object of a queue this node now owns.
+func (n *Node) createLocalQueue(qd fsm.Queue) {
+	key := queueKey{qd.Vhost, qd.Name}
+	cfg, err := QueueConfig(qd)
+	if err != nil {
+		// The FSM validated the arguments; reaching here means the two disagree.
+		n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", err)
+	}
+	if qd.Durable && n.msgs != nil {
+		cfg.Store, cfg.StoreKey = n.msgs, StoreKey(qd.Vhost, qd.Name)
+	}
+	q := queue.New(cfg, queue.Hooks{
+		DeadLetter: n.deadLetter,
+		Expired:    n.deleteUnused,
+		AutoDelete: n.deleteUnused,
+	})
+	n.mu.Lock()
+	old := n.queues[key]
+	n.queues[key] = q
+	n.mu.Unlock()
+	if old != nil {
+		old.Delete()
 	}
 }
 

@@ -86,6 +86,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.nodeStarted(ctx, c)
 	case NodeFailed:
 		return f.nodeFailed(ctx, c)
+	case MoveQueues:
+		return f.moveQueues(ctx, c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}
@@ -429,6 +431,22 @@ func (f *FSM) nodeFailed(ctx *applyCtx, c NodeFailed) *Error {
 		ctx.events = append(ctx.events, Event{Kind: QueueDeleted, Queue: *q})
 		q.Owner = r.Owner
 		ctx.events = append(ctx.events, Event{Kind: QueueCreated, Queue: *q})
+	}
+	return nil
+}
+
+func (f *FSM) moveQueues(ctx *applyCtx, c MoveQueues) *Error {
+	for _, r := range c.Moves {
+		vh := f.vhosts[r.Vhost]
+		if vh == nil || r.Owner == "" || r.Owner == c.From {
+			continue
+		}
+		q := vh.queues[r.Name]
+		if q == nil || q.Owner != c.From || q.Exclusive {
+			continue // changed since the move was planned: leave it
+		}
+		q.Owner = r.Owner
+		ctx.events = append(ctx.events, Event{Kind: QueueMoved, Queue: *q, From: c.From})
 	}
 	return nil
 }

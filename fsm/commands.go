@@ -27,6 +27,7 @@ const (
 	OpDropConnection
 	OpNodeStarted
 	OpNodeFailed
+	OpMoveQueues
 )
 
 var opNames = map[Op]string{
@@ -35,7 +36,7 @@ var opNames = map[Op]string{
 	OpDeclareExchange: "DeclareExchange", OpDeleteExchange: "DeleteExchange",
 	OpDeclareQueue: "DeclareQueue", OpDeleteQueue: "DeleteQueue", OpBind: "Bind",
 	OpUnbind: "Unbind", OpDropConnection: "DropConnection", OpNodeStarted: "NodeStarted",
-	OpNodeFailed: "NodeFailed",
+	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues",
 }
 
 func (o Op) String() string {
@@ -136,6 +137,15 @@ type NodeFailed struct {
 	Forget bool `json:",omitempty"`
 }
 
+// MoveQueues hands queues of a live node (From) to other nodes: `node leave` and rebalancing.
+// Unlike NodeFailed the messages move too: the old owner keeps its queue object, no longer
+// routed to, and forwards what it holds to the new owner (observers get QueueMoved). A move
+// whose queue is no longer owned by From, or is exclusive, is skipped.
+type MoveQueues struct {
+	From  string
+	Moves []QueueRef // Owner is the new owner
+}
+
 func (AddVhost) op() Op        { return OpAddVhost }
 func (DeleteVhost) op() Op     { return OpDeleteVhost }
 func (PutUser) op() Op         { return OpPutUser }
@@ -150,6 +160,7 @@ func (Unbind) op() Op          { return OpUnbind }
 func (DropConnection) op() Op  { return OpDropConnection }
 func (NodeStarted) op() Op     { return OpNodeStarted }
 func (NodeFailed) op() Op      { return OpNodeFailed }
+func (MoveQueues) op() Op      { return OpMoveQueues }
 
 // Encode serialises a command as its op byte followed by JSON. Struct fields
 // marshal in declaration order, so the bytes are deterministic.
@@ -201,6 +212,8 @@ func Decode(b []byte) (Command, error) {
 		c, err = decodeInto[NodeStarted](body)
 	case OpNodeFailed:
 		c, err = decodeInto[NodeFailed](body)
+	case OpMoveQueues:
+		c, err = decodeInto[MoveQueues](body)
 	default:
 		return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
 	}

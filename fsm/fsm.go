@@ -105,6 +105,8 @@ type EventKind uint8
 const (
 	QueueCreated EventKind = iota + 1
 	QueueDeleted
+	// QueueMoved: Queue.Owner is the new owner, From the old one; the queue keeps existing.
+	QueueMoved
 )
 
 func (k EventKind) String() string {
@@ -113,6 +115,8 @@ func (k EventKind) String() string {
 		return "QueueCreated"
 	case QueueDeleted:
 		return "QueueDeleted"
+	case QueueMoved:
+		return "QueueMoved"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -121,6 +125,7 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind  EventKind
 	Queue Queue
+	From  string // QueueMoved: the previous owner
 }
 
 // DefaultVhost exists in a new FSM.

@@ -49,3 +49,39 @@ func TestNodeFailedForgetRehomesDurableQueues(t *testing.T) {
 		t.Fatalf("forgotten node's durable queue still owned by %q", q.Owner)
 	}
 }
+
+func TestMoveQueuesChangesOwnerAndReportsTheMove(t *testing.T) {
+	h := newHarness(t)
+	var events []Event
+	h.f.SetObserver(func(e Event) { events = append(events, e) })
+	h.ok(DeclareQueue{Vhost: "/", Name: "d", Durable: true, Owner: "leaving"})
+	h.ok(DeclareQueue{Vhost: "/", Name: "x", Exclusive: true, ExclusiveConn: "leaving/1", Owner: "leaving"})
+	h.ok(DeclareQueue{Vhost: "/", Name: "elsewhere", Owner: "other"})
+	events = nil
+	h.ok(MoveQueues{From: "leaving", Moves: []QueueRef{
+		{Vhost: "/", Name: "d", Owner: "target"},
+		{Vhost: "/", Name: "x", Owner: "target"},         // exclusive: stays with its connection
+		{Vhost: "/", Name: "elsewhere", Owner: "target"}, // not From's: untouched
+		{Vhost: "/", Name: "missing", Owner: "target"},
+	}})
+	if q, _ := h.f.Queue("/", "d"); q.Owner != "target" {
+		t.Fatalf("moved queue owner %q, want target", q.Owner)
+	}
+	if q, _ := h.f.Queue("/", "x"); q.Owner != "leaving" {
+		t.Fatalf("exclusive queue moved to %q", q.Owner)
+	}
+	if q, _ := h.f.Queue("/", "elsewhere"); q.Owner != "other" {
+		t.Fatalf("another node's queue moved to %q", q.Owner)
+	}
+	if len(events) != 1 || events[0].Kind != QueueMoved || events[0].From != "leaving" || events[0].Queue.Name != "d" {
+		t.Fatalf("events %+v: want one QueueMoved of d from leaving", events)
+	}
+	b, err := Encode(MoveQueues{From: "a", Moves: []QueueRef{{Vhost: "/", Name: "q", Owner: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Decode(b)
+	if err != nil || c.(MoveQueues).Moves[0].Owner != "b" {
+		t.Fatalf("codec round trip: %+v, %v", c, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,6 +35,11 @@ type Source struct {
 	// Forget removes a dead node for good; ErrNotLeader when this node is not the leader.
 	Forget       func(id string) error
 	ErrNotLeader error
+	// Leave hands this node's queues over and takes it out of the cluster (`node leave`);
+	// the report is answered as JSON.
+	Leave func(timeout time.Duration) (any, error)
+	// Join makes a fresh node join the cluster at the given gossip seeds (`node join`).
+	Join func(seeds []string, timeout time.Duration) error
 }
 
 // Server serves the HTTP API.
@@ -60,6 +66,8 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /api/bindings", s.auth(s.bindings))
 	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("POST /api/cluster/forget/{node}", s.auth(s.forget))
+	mux.HandleFunc("POST /api/cluster/leave", s.auth(s.leave))
+	mux.HandleFunc("POST /api/cluster/join", s.auth(s.join))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
@@ -187,6 +195,51 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 			reason = "not_leader"
 		}
 		writeJSON(w, http.StatusConflict, map[string]string{"error": reason, "reason": err.Error()})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// leave answers 200 with the leave report once this node has handed its queues over and left
+// Raft and gossip (it then shuts down), 409 with the reason when it could not.
+func (s *Server) leave(w http.ResponseWriter, r *http.Request) {
+	if s.src.Leave == nil {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
+		return
+	}
+	timeout := 2 * time.Minute
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "reason": "timeout must be a positive duration such as 2m"})
+			return
+		}
+		timeout = d
+	}
+	rep, err := s.src.Leave(timeout)
+	if err != nil {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": "conflict", "reason": err.Error(), "report": rep})
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// join answers 204 once this node is a member of the cluster at the seeds in the JSON body
+// ({"seeds": ["host:port"]}), 409 with the reason when it refused or failed.
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	if s.src.Join == nil {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
+		return
+	}
+	var body struct {
+		Seeds []string `json:"seeds"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil || len(body.Seeds) == 0 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "reason": `body must be {"seeds": ["host:port", ...]}`})
+		return
+	}
+	if err := s.src.Join(body.Seeds, time.Minute); err != nil {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": "conflict", "reason": err.Error()})
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

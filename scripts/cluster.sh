@@ -5,6 +5,9 @@
 #   scripts/cluster.sh down      stop every node and remove the cluster's state
 #   scripts/cluster.sh kill I    SIGKILL node I
 #   scripts/cluster.sh start I   restart node I on its data (rejoins through the other nodes)
+#   scripts/cluster.sh leave I   graceful leave of node I (`node leave`: hands its queues over, exits)
+#   scripts/cluster.sh pause I   SIGSTOP node I (a hung process: alive socket, no answers)
+#   scripts/cluster.sh unpause I SIGCONT node I
 #   scripts/cluster.sh status    node status of the cluster (through the first live node)
 # Node i listens for AMQP on 5671+i and HTTP on 15671+i (node 1: 5672 and 15672); Raft on
 # 7100+i, gossip on 7200+i, forwarded writes on 7300+i, data links on 7400+i. State lives under $CLUSTER_DIR
@@ -75,7 +78,7 @@ up)
   ;;
 down)
   for ((i = 1; i <= $(count); i++)); do
-    p=$(pid_of "$i"); [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true
+    p=$(pid_of "$i"); [[ -n $p ]] && { kill -CONT "$p"; kill -TERM "$p"; } 2>/dev/null || true
   done
   for ((i = 1; i <= $(count); i++)); do
     p=$(pid_of "$i")
@@ -99,11 +102,25 @@ start)
   for _ in $(seq 1 300); do "$bin" status --http "$(http_addr "$i")" >/dev/null 2>&1 && exit 0; sleep 0.1; done
   die "node $i does not answer on $(http_addr "$i"); see $dir/n$i/node.log"
   ;;
+pause | unpause)
+  i=${2:?$cmd takes a node number}
+  alive "$i" || die "node $i is not running"
+  if [[ $cmd == pause ]]; then kill -STOP "$(pid_of "$i")"; else kill -CONT "$(pid_of "$i")"; fi
+  ;;
+leave)
+  i=${2:?leave takes a node number}
+  alive "$i" || die "node $i is not running"
+  "$bin" leave --http "$(http_addr "$i")" || die "node $i refused to leave"
+  p=$(pid_of "$i")
+  for _ in $(seq 1 600); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$p" 2>/dev/null && die "node $i accepted the leave but is still running after 60s"
+  rm -f "$dir/n$i/pid"
+  ;;
 status)
   for ((i = 1; i <= $(count); i++)); do
     if alive "$i"; then exec "$bin" status --http "$(http_addr "$i")"; fi
   done
   die "no node is running"
   ;;
-*) echo "usage: scripts/cluster.sh up [N] | down | kill I | start I | status" >&2; exit 2 ;;
+*) echo "usage: scripts/cluster.sh up [N] | down | kill I | start I | leave I | pause I | unpause I | status" >&2; exit 2 ;;
 esac
