@@ -91,8 +91,6 @@ func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]
 // linkHandler serves the owner side of data links.
 type linkHandler struct{ n *Node }
 
-var errNotServed = &datalink.RemoteError{Code: 540, Text: "NOT_IMPLEMENTED - basic.get on another node's queue is not supported yet"}
-
 // Publish enqueues a message forwarded by another node on the listed local queues and answers
 // once it is accepted (and on disk, for a persistent message in durable queues).
 func (h linkHandler) Publish(from string, keys []string, data []byte, persistent bool, reply func(bool, error)) {

@@ -48,6 +48,7 @@ type Node struct {
 	remote    remoteSinks
 	proxiesMu sync.Mutex
 	proxies   map[proxyKey]*remoteProxy
+	gets      map[getKey]*getHold // under proxiesMu: basic.get deliveries to other nodes, unacked
 
 	// Background topology changes started by queues (x-expires, auto-delete): tracked so Close
 	// waits for them.

@@ -246,7 +246,11 @@ func (h linkHandler) Cancel(from string, id uint64) {
 	}
 }
 
-func (h linkHandler) Settle(from string, id uint64, _ string, kind datalink.SettleKind, seqs []uint64) {
+func (h linkHandler) Settle(from string, id uint64, key string, kind datalink.SettleKind, seqs []uint64) {
+	if id == datalink.GetConsumerID {
+		h.n.settleGets(from, key, kind, seqs)
+		return
+	}
 	p := h.n.proxy(from, id)
 	if p == nil {
 		return
@@ -290,8 +294,5 @@ func (h linkHandler) PeerDown(from string) {
 	for _, p := range gone {
 		h.n.dropProxy(p, true)
 	}
-}
-
-func (h linkHandler) Get(string, string, bool) (datalink.Delivery, bool, error) {
-	return datalink.Delivery{}, false, errNotServed
+	h.n.requeueGets(from)
 }

@@ -202,6 +202,26 @@ func TestGet(t *testing.T) {
 	}
 }
 
+func TestPurge(t *testing.T) {
+	fb := newFakeBroker("q")
+	_, p := pair(t, fb, newRecorder())
+	ctx := context.Background()
+	publishN(t, p, "q", 3)
+	if n, err := p.Purge(ctx, "q"); n != 3 || err != nil {
+		t.Fatalf("purge = %d, %v; want 3", n, err)
+	}
+	if ready, _ := fb.counts("q"); ready != 0 {
+		t.Fatalf("%d ready after the purge", ready)
+	}
+	if n, err := p.Purge(ctx, "q"); n != 0 || err != nil {
+		t.Fatalf("second purge = %d, %v; want 0", n, err)
+	}
+	var re *RemoteError
+	if _, err := p.Purge(ctx, "missing"); !errors.As(err, &re) || re.Code != 404 {
+		t.Fatalf("purge of a missing queue: %v, want a 404 remote error", err)
+	}
+}
+
 func TestOwnerCancelReachesClient(t *testing.T) {
 	fb := newFakeBroker("q")
 	rec := newRecorder()

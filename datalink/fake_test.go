@@ -256,6 +256,19 @@ func (fb *fakeBroker) Get(from string, queue string, noAck bool) (Delivery, bool
 	return Delivery{Seq: m.seq, Redelivered: m.redelivered, Remaining: uint32(len(q.ready)), Msg: m.body}, true, nil
 }
 
+func (fb *fakeBroker) Purge(from string, queue string) (int, error) {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	fb.calls++
+	q := fb.queues[queue]
+	if q == nil {
+		return 0, &RemoteError{Code: 404, Text: "NOT_FOUND"}
+	}
+	n := len(q.ready)
+	q.ready = nil
+	return n, nil
+}
+
 func (fb *fakeBroker) PeerDown(from string) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()

@@ -44,6 +44,7 @@ const (
 	flagExclusive   = 1 << 1 // consume
 	flagOK          = 1 << 0 // get reply: a message was returned
 	flagRedelivered = 1 << 1 // get reply, deliver
+	flagPurge       = 1 << 1 // get: purge the queue instead; the reply's n is the count
 )
 
 const (
@@ -354,7 +355,7 @@ func decodeFrame(body []byte, f *frame, in *interner) error {
 		f.n = d.u32()
 	case frameGet:
 		f.reqID = d.u64()
-		f.flags = d.flags(flagNoAck)
+		f.flags = d.flags(flagNoAck | flagPurge)
 		f.queue = d.str16()
 	case frameGetReply:
 		f.reqID = d.u64()

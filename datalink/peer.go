@@ -516,6 +516,33 @@ func (p *Peer) Get(ctx context.Context, queue string, noAck bool) (Delivery, boo
 	}
 }
 
+// Purge drops the ready messages of the owner's queue (queue.purge) and returns how many.
+func (p *Peer) Purge(ctx context.Context, queue string) (int, error) {
+	if err := checkQueueNames(queue); err != nil {
+		return 0, err
+	}
+	cl, err := p.awaitLink(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// A get request that never carries a message back: nothing to requeue if abandoned.
+	req := &pendingRequest{isGet: true, queue: queue, noAck: true, ch: make(chan requestResult, 1)}
+	f := frame{typ: frameGet, queue: queue, flags: flagPurge}
+	if !cl.sendRequest(&f, req) {
+		return 0, p.linkDownError(cl)
+	}
+	select {
+	case r := <-req.ch:
+		if r.err != nil {
+			return 0, fmt.Errorf("datalink: purge %q on %s: %w", queue, p.addr, r.err)
+		}
+		return int(r.d.Remaining), nil
+	case <-ctx.Done():
+		cl.abandon(f.reqID, req)
+		return 0, fmt.Errorf("datalink: purge %q on %s: %w", queue, p.addr, ctx.Err())
+	}
+}
+
 func clampU32(n int) uint32 {
 	switch {
 	case n <= 0:

@@ -34,6 +34,8 @@ type Handler interface {
 	Credit(from string, consumerID uint64, n int)
 	// Get takes one message (basic.get).
 	Get(from string, queue string, noAck bool) (d Delivery, ok bool, err error)
+	// Purge drops the queue's ready messages (queue.purge) and says how many.
+	Purge(from string, queue string) (count int, err error)
 	// PeerDown says the link to that peer broke: drop its consumers and requeue their unacked
 	// messages. For one peer, PeerDown of an old link always happens before any call from its
 	// next link.
@@ -266,6 +268,13 @@ func (sl *serverLink) readLoop(fr *frameReader) error {
 		case frameCredit:
 			h.Credit(sl.from, f.consumerID, int(f.n))
 		case frameGet:
+			if f.flags&flagPurge != 0 {
+				n, err := h.Purge(sl.from, f.queue)
+				reply := frame{typ: frameGetReply, reqID: f.reqID, n: clampU32(n)}
+				reply.errCode, reply.errText = toRemoteError(err)
+				sl.sendControl(&reply)
+				continue
+			}
 			d, ok, err := h.Get(sl.from, f.queue, f.flags&flagNoAck != 0)
 			reply := frame{typ: frameGetReply, reqID: f.reqID}
 			reply.errCode, reply.errText = toRemoteError(err)

@@ -225,9 +225,12 @@ func (ch *channel) cancel(m *wire.BasicCancel) error {
 }
 
 func (ch *channel) get(m *wire.BasicGet) error {
-	q, err := ch.c.lookupQueue(m.Queue)
+	q, qd, err := ch.c.lookupAnyQueue(m.Queue)
 	if err != nil {
 		return err
+	}
+	if q == nil {
+		return ch.getRemote(m, qd)
 	}
 	// The queue lock is taken before the channel lock, never inside it (queues dispatch to
 	// consumers with their lock held and then take the channel lock).

@@ -103,6 +103,51 @@ func (ch *channel) consumeRemote(m *wire.BasicConsume, qd fsm.Queue, tag string)
 	return nil
 }
 
+// getRemote answers basic.get for a queue owned by another node.
+func (ch *channel) getRemote(m *wire.BasicGet, qd fsm.Queue) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, msg, sub, ok, err := ch.c.s.node.GetRemote(ctx, qd.Owner, qd.Vhost, qd.Name, m.NoAck)
+	if err != nil {
+		return remoteQueueErr(err, qd)
+	}
+	if !ok {
+		ch.c.sendMethod(ch.id, &wire.BasicGetEmpty{})
+		return nil
+	}
+	ch.mu.Lock()
+	ch.nextTag++
+	tag := ch.nextTag
+	if !m.NoAck {
+		ch.unacked.push(unackedMsg{tag: tag, rsub: sub, rseq: d.Seq})
+	}
+	ch.c.sendContent(ch.id, &wire.BasicGetOk{
+		DeliveryTag: tag, Redelivered: d.Redelivered, Exchange: msg.Exchange,
+		RoutingKey: msg.RoutingKey, MessageCount: d.Remaining,
+	}, msg.Props, msg.Body)
+	ch.mu.Unlock()
+	return nil
+}
+
+// purgeRemote purges a queue owned by another node.
+func (ch *channel) purgeRemote(qd fsm.Queue) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := ch.c.s.node.PurgeRemote(ctx, qd.Owner, qd.Vhost, qd.Name)
+	if err != nil {
+		return 0, remoteQueueErr(err, qd)
+	}
+	return n, nil
+}
+
+func remoteQueueErr(err error, qd fsm.Queue) error {
+	var re *datalink.RemoteError
+	if asRemote(err, &re) && re.Code != 0 {
+		return &amqpError{code: re.Code, text: re.Text}
+	}
+	return errorf(wire.NotFound, "queue '%s' in vhost '%s' is on node '%s', which cannot be reached: %v", qd.Name, qd.Vhost, qd.Owner, err)
+}
+
 // settleRemote hands settled deliveries of remote consumers back to their owners.
 func settleRemote(msgs []unackedMsg, kind datalink.SettleKind) {
 	bySub := map[*broker.RemoteSub][]uint64{}

@@ -160,26 +160,45 @@ func (ch *channel) bind(dest string, destIsExchange bool, source, key string, ar
 
 // lookupQueue finds a queue this node serves, checking exclusivity like RabbitMQ.
 func (c *conn) lookupQueue(name string) (*queue.Queue, error) {
-	qd, ok := c.s.node.FSM().Queue(c.vhost, name)
-	if !ok {
-		return nil, errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
-	}
-	if qd.Exclusive && qd.ExclusiveConn != c.id {
-		return nil, lockedErr(name, c.vhost)
-	}
-	q := c.s.node.LocalQueue(c.vhost, name)
-	if q == nil {
+	q, qd, err := c.lookupAnyQueue(name)
+	if err == nil && q == nil {
 		return nil, errorf(wire.NotFound, "queue '%s' in vhost '%s' is owned by node '%s', which does not serve it here", name, c.vhost, qd.Owner)
 	}
-	return q, nil
+	return q, err
+}
+
+// lookupAnyQueue finds a queue wherever it lives: q is nil when another node owns it (qd says
+// which).
+func (c *conn) lookupAnyQueue(name string) (*queue.Queue, fsm.Queue, error) {
+	qd, ok := c.s.node.FSM().Queue(c.vhost, name)
+	if !ok {
+		return nil, qd, errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
+	}
+	if qd.Exclusive && qd.ExclusiveConn != c.id {
+		return nil, qd, lockedErr(name, c.vhost)
+	}
+	q := c.s.node.LocalQueue(c.vhost, name)
+	if q == nil && qd.Owner != c.s.node.ID() {
+		return nil, qd, nil
+	}
+	if q == nil {
+		// Owned here by the FSM, but its queue object is gone (being deleted meanwhile).
+		return nil, qd, errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
+	}
+	return q, qd, nil
 }
 
 func (ch *channel) queuePurge(m *wire.QueuePurge) error {
-	q, err := ch.c.lookupQueue(m.Queue)
+	q, qd, err := ch.c.lookupAnyQueue(m.Queue)
 	if err != nil {
 		return err
 	}
-	n := q.Purge()
+	var n int
+	if q != nil {
+		n = q.Purge()
+	} else if n, err = ch.purgeRemote(qd); err != nil {
+		return err
+	}
 	if !m.NoWait {
 		ch.c.sendMethod(ch.id, &wire.QueuePurgeOk{MessageCount: uint32(n)})
 	}
