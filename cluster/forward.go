@@ -33,7 +33,7 @@ const (
 	statusFailed    = 2
 	kindApply       = 1
 	kindBarrier     = 2
-	maxIdlePerPeer  = 8
+	maxIdlePerPeer  = 64 // as many as concurrent declaring clients commonly are: a new connection costs a handshake
 	forwardDialWait = 2 * time.Second
 )
 

@@ -12,15 +12,18 @@
 # Node i listens for AMQP on 5671+i and HTTP on 15671+i (node 1: 5672 and 15672); Raft on
 # 7100+i, gossip on 7200+i, forwarded writes on 7300+i, data links on 7400+i. State lives under $CLUSTER_DIR
 # (default .cluster/); the cluster secret is $WARREN_CLUSTER_SECRET (default: one made at `up`).
+# $PORT_OFFSET (default 0) shifts every port, so a second cluster can run beside the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${CLUSTER_DIR:-.cluster}
 bin=bin/warren
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
-amqp_port() { echo $((5671 + $1)); }
-http_addr() { echo "127.0.0.1:$((15671 + $1))"; }
-gossip_addr() { echo "127.0.0.1:$((7200 + $1))"; }
+off=${PORT_OFFSET:-0}
+[[ $off =~ ^[0-9]+$ ]] || die "PORT_OFFSET must be a number, got $off"
+amqp_port() { echo $((5671 + off + $1)); }
+http_addr() { echo "127.0.0.1:$((15671 + off + $1))"; }
+gossip_addr() { echo "127.0.0.1:$((7200 + off + $1))"; }
 count() { cat "$dir/size" 2>/dev/null || echo 0; }
 pid_of() { cat "$dir/n$1/pid" 2>/dev/null || true; }
 alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
@@ -35,8 +38,8 @@ start_node() {
   mkdir -p "$dir/n$i"
   WARREN_CLUSTER_SECRET=$(cat "$dir/secret") "$bin" run --id "n$i" --data-dir "$dir/n$i/data" \
     --amqp-addr "127.0.0.1:$(amqp_port "$i")" --http-addr "$(http_addr "$i")" \
-    --raft-addr "127.0.0.1:$((7100 + i))" --gossip-addr "$(gossip_addr "$i")" \
-    --forward-addr "127.0.0.1:$((7300 + i))" --data-addr "127.0.0.1:$((7400 + i))" --join "$join" --log-level warn \
+    --raft-addr "127.0.0.1:$((7100 + off + i))" --gossip-addr "$(gossip_addr "$i")" \
+    --forward-addr "127.0.0.1:$((7300 + off + i))" --data-addr "127.0.0.1:$((7400 + off + i))" --join "$join" --log-level warn \
     >>"$dir/n$i/node.log" 2>&1 &
   echo $! >"$dir/n$i/pid"
 }
@@ -74,7 +77,7 @@ up)
   wait_members 1 || die "node 1 did not come up; see $dir/n1/node.log"
   for ((i = 2; i <= n; i++)); do start_node "$i"; done
   wait_members "$n" || die "the cluster did not form; see $dir/n*/node.log"
-  echo "cluster.sh: $n nodes up; AMQP on 127.0.0.1:5672..$(amqp_port "$n")"
+  echo "cluster.sh: $n nodes up; AMQP on 127.0.0.1:$(amqp_port 1)..$(amqp_port "$n")"
   ;;
 down)
   for ((i = 1; i <= $(count); i++)); do

@@ -43,6 +43,7 @@ type config struct {
 	ackDelay      time.Duration
 	idleConns     int
 	emptyQueues   int
+	declarers     int
 	settle        time.Duration
 	// teardownSlack bounds setup and cleanup on top of the measured duration, so a broker that
 	// stops answering cannot hang a whole benchmark run.
@@ -133,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.publisherLead, "lead", 1000, "most messages the publisher may be ahead of each consumer (1p1c, 1p1c-confirm, fanout)")
 	fs.IntVar(&cfg.confirmWindow, "confirm-window", 256, "unconfirmed publishes in flight for 1p1c-confirm")
 	fs.IntVar(&cfg.fillCount, "count", 1_000_000, "persistent messages published by fill")
+	fs.IntVar(&cfg.declarers, "declarers", 1, "declare: concurrent clients, each on its own connection, declaring and binding in a loop")
 	fs.StringVar(&cfg.fillQueue, "queue", "bench-fill", "durable queue fill publishes into (and leaves filled)")
 	fs.IntVar(&cfg.rpcCallers, "callers", 8, "concurrent callers for rpc")
 	fs.IntVar(&cfg.fanoutQueues, "fanout-queues", 8, "queues bound to the fanout exchange (one consumer each)")

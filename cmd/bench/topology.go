@@ -26,26 +26,63 @@ func runDeclare(ctx context.Context, cfg config, names *runNames, rss *rssSample
 	}
 	created.addExchange(exchange)
 
-	var latency latencyHistogram
-	declared := 0
+	clients := max(cfg.declarers, 1)
+	channels := []*amqp.Channel{ch}
+	for i := 1; i < clients; i++ {
+		c, extra, err := openChannel(ctx, cfg.url, "declare")
+		if err != nil {
+			return res, err
+		}
+		defer closeConnection(c, "declare")
+		channels = append(channels, extra)
+	}
+	type outcome struct {
+		latency  latencyHistogram
+		declared []string
+		err      error
+	}
+	outcomes := make([]outcome, clients)
+	var namesMu sync.Mutex
 	start := time.Now()
 	deadline := start.Add(cfg.duration)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		queue := names.name("q")
-		opStart := time.Now()
-		if _, err = ch.QueueDeclare(queue, false, false, false, false, nil); err != nil {
-			err = fmt.Errorf("declaring queue %s: %w", queue, err)
-			break
-		}
-		created.addQueue(queue)
-		declared++
-		if err = ch.QueueBind(queue, queue, exchange, false, nil); err != nil {
-			err = fmt.Errorf("binding queue %s: %w", queue, err)
-			break
-		}
-		latency.record(time.Since(opStart))
+	var wg sync.WaitGroup
+	for i, ch := range channels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := &outcomes[i]
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				namesMu.Lock()
+				queue := names.name("q")
+				namesMu.Unlock()
+				opStart := time.Now()
+				if _, err := ch.QueueDeclare(queue, false, false, false, false, nil); err != nil {
+					out.err = fmt.Errorf("declaring queue %s: %w", queue, err)
+					return
+				}
+				out.declared = append(out.declared, queue)
+				if err := ch.QueueBind(queue, queue, exchange, false, nil); err != nil {
+					out.err = fmt.Errorf("binding queue %s: %w", queue, err)
+					return
+				}
+				out.latency.record(time.Since(opStart))
+			}
+		}()
 	}
+	wg.Wait()
 	elapsed := time.Since(start)
+	var latency latencyHistogram
+	declared := 0
+	for i := range outcomes {
+		latency.merge(&outcomes[i].latency)
+		for _, q := range outcomes[i].declared {
+			created.addQueue(q)
+		}
+		declared += len(outcomes[i].declared)
+		if err == nil {
+			err = outcomes[i].err
+		}
+	}
 	if err == nil && ctx.Err() != nil {
 		err = fmt.Errorf("declare interrupted: %w", ctx.Err())
 	}
