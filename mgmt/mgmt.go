@@ -40,6 +40,8 @@ type Source struct {
 	Leave func(timeout time.Duration) (any, error)
 	// Join makes a fresh node join the cluster at the given gossip seeds (`node join`).
 	Join func(seeds []string, timeout time.Duration) error
+	// Rebalance spreads queues evenly over the live nodes and says how many moved.
+	Rebalance func() (int, error)
 }
 
 // Server serves the HTTP API.
@@ -68,6 +70,7 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("POST /api/cluster/forget/{node}", s.auth(s.forget))
 	mux.HandleFunc("POST /api/cluster/leave", s.auth(s.leave))
 	mux.HandleFunc("POST /api/cluster/join", s.auth(s.join))
+	mux.HandleFunc("POST /api/cluster/rebalance", s.auth(s.rebalance))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
@@ -243,6 +246,20 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// rebalance answers 200 {"moved": N} once the moves are committed (the messages follow).
+func (s *Server) rebalance(w http.ResponseWriter, _ *http.Request) {
+	if s.src.Rebalance == nil {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
+		return
+	}
+	moved, err := s.src.Rebalance()
+	if err != nil {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": "conflict", "reason": err.Error(), "moved": moved})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"moved": moved})
 }
 
 func (s *Server) queues(w http.ResponseWriter, _ *http.Request) {

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -113,4 +114,83 @@ func TestJoinAtRuntime(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestRebalanceAfterJoin: queues all on one node spread over the cluster once a node joins and
+// `node rebalance` runs (POST /api/cluster/rebalance), and every message moves with its queue.
+func TestRebalanceAfterJoin(t *testing.T) {
+	nodes := startCluster(t, 2, "s3cret")
+	ch1 := dialNode(t, nodes[0])
+	if err := ch1.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string]bool{}
+	for q := range 4 {
+		name := fmt.Sprint("rq-", q)
+		if _, err := ch1.QueueDeclare(name, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 50 {
+			body := fmt.Sprintf("%s/%d", name, i)
+			c, err := ch1.PublishWithDeferredConfirmWithContext(context.Background(), "", name, false, false,
+				amqp.Publishing{Body: []byte(body), DeliveryMode: amqp.Persistent})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := c.WaitContext(context.Background()); !ok {
+				t.Fatal("not confirmed")
+			}
+			sent[body] = true
+		}
+	}
+	c3 := startLoneNode(t, "c3", "s3cret")
+	if code, body := postJoin(t, c3, nodes[0].Members.GossipAddr()); code != http.StatusNoContent {
+		t.Fatalf("join: HTTP %d %s", code, body)
+	}
+	all := []*node.Node{nodes[0], nodes[1], c3}
+	waitAllAlive(t, all)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+nodes[1].HTTP.Addr()+"/api/cluster/rebalance", nil)
+	req.SetBasicAuth("guest", "guest")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"moved":2`) {
+		t.Fatalf("rebalance: HTTP %d %s, want 2 queues moved (4 queues, 2/1/1)", resp.StatusCode, b)
+	}
+	owners := map[string]int{}
+	for _, q := range nodes[0].FSM.Queues("/") {
+		owners[q.Owner]++
+	}
+	if owners["c1"] != 2 || owners["c2"] != 1 || owners["c3"] != 1 {
+		t.Fatalf("owners after rebalance: %v", owners)
+	}
+	ch2 := dialNode(t, nodes[1])
+	got := map[string]bool{}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(got) < len(sent) && time.Now().Before(deadline) {
+		progress := false
+		for q := range 4 {
+			d, ok, err := ch2.Get(fmt.Sprint("rq-", q), true)
+			if err != nil {
+				t.Fatalf("get: %v", err)
+			}
+			if ok {
+				if got[string(d.Body)] || !sent[string(d.Body)] {
+					t.Fatalf("duplicate or unknown message %q", d.Body)
+				}
+				got[string(d.Body)] = true
+				progress = true
+			}
+		}
+		if !progress {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if len(got) != len(sent) {
+		t.Fatalf("%d of %d messages after the rebalance", len(got), len(sent))
+	}
+	waitDigests(t, all)
 }

@@ -189,7 +189,7 @@ func Start(cfg Config) (*Node, error) {
 		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
 			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
 			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
-			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI,
+			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
 		}, log)
 		if err != nil {
 			n.Close()

@@ -53,3 +53,28 @@ func runJoin(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "node at %s joined the cluster via %v\n", *addr, seeds)
 	return 0
 }
+
+// runRebalance asks the cluster (through the node at --http) to spread queues evenly.
+func runRebalance(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("node rebalance", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("http", envDefault("http", "127.0.0.1:15672"), "HTTP API of any running node (env WARREN_HTTP)")
+	user := fs.String("user", envDefault("user", "guest"), "API user (env WARREN_USER)")
+	pass := fs.String("password", envDefault("password", "guest"), "API password (env WARREN_PASSWORD)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "usage: node rebalance [--http ADDR]")
+		return 2
+	}
+	var out struct {
+		Moved int `json:"moved"`
+	}
+	if err := (apiClient{*addr, *user, *pass}).do(http.MethodPost, "/api/cluster/rebalance", &out); err != nil {
+		fmt.Fprintf(stderr, "node rebalance: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%d queues moved; their messages follow them\n", out.Moved)
+	return 0
+}

@@ -40,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runLeave(args, stdout, stderr)
 	case "join":
 		return runJoin(args, stdout, stderr)
+	case "rebalance":
+		return runRebalance(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -55,6 +57,7 @@ func usage(w io.Writer) {
        node forget [--http ADDR] NODE-ID    remove a dead node for good (its queues re-homed, empty)
        node leave [--http ADDR]             hand this node's queues to the others, leave, exit
        node join [--http ADDR] GOSSIP-ADDR  make a new, empty node join the cluster at GOSSIP-ADDR
+       node rebalance [--http ADDR]         spread queues (and their messages) evenly over live nodes
        node rpc call|cast|notify|listen [flags]
 `)
 }
