@@ -79,14 +79,19 @@ func (n *Node) handOff(q *queue.Queue, to string) (moved int) {
 	inflight := 0
 	lastProgress := time.Now()
 	backoff := 50 * time.Millisecond
+	// After a failed forward (typically: the new owner has not applied the move yet) nothing
+	// new is sent before retryAt; the other answers in flight are still collected meanwhile.
+	var retryAt time.Time
 	for {
-		for inflight < handOffWindow {
-			d, ok := q.Get(false)
-			if !ok {
-				break
+		if !time.Now().Before(retryAt) {
+			for inflight < handOffWindow {
+				d, ok := q.Get(false)
+				if !ok {
+					break
+				}
+				inflight++
+				n.forwardHandOff(to, key, d, results)
 			}
-			inflight++
-			n.forwardHandOff(to, key, d, results)
 		}
 		if inflight == 0 {
 			ready, unacked, _ := q.Counts()
@@ -97,10 +102,11 @@ func (n *Node) handOff(q *queue.Queue, to string) (moved int) {
 				log.Warn("moved queue: consumers hold messages without settling them; deleting the queue, their messages are lost unless acked", "unacked", unacked, "waited", handOffSettleWait)
 				break
 			}
+			wait := max(20*time.Millisecond, time.Until(retryAt))
 			select {
 			case <-n.closing:
 				return moved
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(wait):
 			}
 			continue
 		}
@@ -114,13 +120,11 @@ func (n *Node) handOff(q *queue.Queue, to string) (moved int) {
 				n.handOffs.mu.Lock()
 				n.handOffs.failures++
 				n.handOffs.mu.Unlock()
-				log.Warn("moved queue: forwarding a message failed; retrying", "err", r.err, "backoff", backoff)
-				select {
-				case <-n.closing:
-					return moved
-				case <-time.After(backoff):
+				if !time.Now().Before(retryAt) {
+					log.Warn("moved queue: forwarding to the new owner failed; retrying", "err", r.err, "backoff", backoff)
+					retryAt = time.Now().Add(backoff)
+					backoff = min(2*backoff, 2*time.Second)
 				}
-				backoff = min(2*backoff, 2*time.Second)
 				continue
 			}
 			q.Ack([]queue.Settled{r.s})
