@@ -20,15 +20,17 @@ type MessageStore interface {
 	DropQueue(queue string)
 }
 
-// StoredMessage is one message recovered from the store.
-type StoredMessage struct {
-	ID   uint64
-	Data []byte
-}
-
 // AttachMessageStore makes durable queues keep persistent messages in s. It must be called
-// before Raft replays the topology, so the durable queues it creates are wired to s.
-func (n *Node) AttachMessageStore(s MessageStore) { n.msgs = s }
+// before Raft replays the topology, so the durable queues it creates are wired to s. A store
+// that can read a queue's messages back (msgstore) also makes those queues page: they keep
+// a window of their backlog in memory and the rest on disk (see queue/paging.go).
+func (n *Node) AttachMessageStore(s MessageStore) {
+	if p, ok := s.(messagePager); ok {
+		n.msgs = &pagedStore{MessageStore: s, pager: p, log: n.log}
+		return
+	}
+	n.msgs = s
+}
 
 // StoreKey names a queue in the message store.
 func StoreKey(vhost, name string) string { return vhost + "\x00" + name }
@@ -37,12 +39,21 @@ func splitStoreKey(key string) (vhost, name string, ok bool) {
 	return strings.Cut(key, "\x00")
 }
 
-// Recover loads the messages the store kept into the durable queues this node owns, once Raft
-// has replayed the topology; messages of queues that no longer exist are dropped from the store.
-// From here on, deleting a durable queue also drops its messages from the store.
-func (n *Node) Recover(recovered map[string][]StoredMessage) (restored int, err error) {
+// RecoveredQueue is what the message store kept for one queue (msgstore.QueueInfo).
+type RecoveredQueue struct {
+	Messages int64
+	Bytes    int64 // estimate
+	LastID   uint64
+}
+
+// Recover gives the durable queues this node owns the messages the store kept for them, once
+// Raft has replayed the topology; messages of queues that no longer exist are dropped from the
+// store. A paging queue is only told how many there are (they are read back from disk as it
+// drains); a priority queue reads them all into memory now. From here on, deleting a durable
+// queue also drops its messages from the store.
+func (n *Node) Recover(recovered map[string]RecoveredQueue) (restored int64, err error) {
 	var errs []error
-	for key, stored := range recovered {
+	for key, rq := range recovered {
 		vhost, name, ok := splitStoreKey(key)
 		qd, exists := n.fsm.Queue(vhost, name)
 		lq := n.LocalQueue(vhost, name)
@@ -50,22 +61,46 @@ func (n *Node) Recover(recovered map[string][]StoredMessage) (restored int, err 
 			n.msgs.DropQueue(key)
 			continue
 		}
-		msgs := make([]*queue.Message, 0, len(stored))
-		for _, sm := range stored {
-			m, err := DecodeStored(sm.Data)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("message %d of queue %q: %w", sm.ID, name, err))
-				n.msgs.Ack(key, sm.ID)
-				continue
-			}
-			m.StoreID = sm.ID
-			msgs = append(msgs, m)
+		if lq.Pages() {
+			lq.RestoreStored(int(rq.Messages), rq.Bytes, rq.LastID)
+			restored += rq.Messages
+			continue
+		}
+		msgs, err := n.readAllStored(key, rq.LastID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("queue %q: %w", name, err))
 		}
 		lq.Restore(msgs)
-		restored += len(msgs)
+		restored += int64(len(msgs))
 	}
 	n.recovered.Store(true)
 	return restored, errors.Join(errs...)
+}
+
+// readAllStored reads every message the store holds for key into memory (queues that do not
+// page: priority queues).
+func (n *Node) readAllStored(key string, lastID uint64) ([]*queue.Message, error) {
+	ps, ok := n.msgs.(queue.PagingStore)
+	if !ok {
+		return nil, errors.New("the message store cannot read messages back")
+	}
+	var out []*queue.Message
+	if pp, ok := n.msgs.(*pagedStore); ok {
+		// All in memory from here on: compaction may move them.
+		defer pp.pager.DoneReading(key)
+	}
+	for after := uint64(0); after < lastID; {
+		msgs, through, err := ps.PageIn(key, after, lastID, 4096, 16<<20)
+		out = append(out, msgs...)
+		if err != nil {
+			return out, err
+		}
+		if through <= after && len(msgs) == 0 {
+			return out, fmt.Errorf("reading stored messages stalled at id %d", after)
+		}
+		after = through
+	}
+	return out, nil
 }
 
 // ErrRefused is the outcome of a publish some target queue refused (x-overflow

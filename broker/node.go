@@ -210,6 +210,7 @@ func (n *Node) createLocalQueue(qd fsm.Queue) {
 	if qd.Durable && n.msgs != nil {
 		cfg.Store, cfg.StoreKey = n.msgs, StoreKey(qd.Vhost, qd.Name)
 	}
+	cfg.Logger = n.log
 	q := queue.New(cfg, queue.Hooks{
 		DeadLetter: n.deadLetter,
 		Expired:    n.deleteUnused,

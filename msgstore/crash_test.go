@@ -191,7 +191,7 @@ func TestCrashSafety(t *testing.T) {
 			t.Fatalf("round %d: reopen after kill: %v", round, err)
 		}
 		inQueue := map[string]map[string]uint64{}
-		for q, msgs := range rec.Queues {
+		for q, msgs := range readAll(t, s, rec) {
 			inQueue[q] = map[string]uint64{}
 			for _, m := range msgs {
 				inQueue[q][string(m.Data)] = m.ID

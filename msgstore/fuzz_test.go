@@ -11,10 +11,11 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Add(appendPublish(nil, 7, []string{"a", "bb"}, []byte("data"))[recordHeaderSize:])
 	f.Add(appendAck(nil, "q", []uint64{1, 300, 1 << 40})[recordHeaderSize:])
 	f.Add(appendDropQueue(nil, "q")[recordHeaderSize:])
+	f.Add(appendAckRange(nil, "q", 3, 1<<33)[recordHeaderSize:])
 	f.Add([]byte{recPublish, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var rec record
-		if err := decodeBody(body, &rec, make(stringInterner)); err != nil {
+		if err := decodeBody(body, &rec, newInterner()); err != nil {
 			return
 		}
 		// Whatever decodes must survive a re-encode unchanged.
@@ -26,12 +27,14 @@ func FuzzDecodeBody(f *testing.F) {
 			again = appendAck(nil, rec.queue, rec.ids)
 		case recDropQueue:
 			again = appendDropQueue(nil, rec.queue)
+		case recAckRange:
+			again = appendAckRange(nil, rec.queue, rec.after, rec.upTo)
 		}
 		var rec2 record
-		if err := decodeBody(again[recordHeaderSize:], &rec2, make(stringInterner)); err != nil {
+		if err := decodeBody(again[recordHeaderSize:], &rec2, newInterner()); err != nil {
 			t.Fatalf("re-encoded record does not decode: %v", err)
 		}
-		if rec2.typ != rec.typ || rec2.id != rec.id || rec2.queue != rec.queue ||
+		if rec2.typ != rec.typ || rec2.id != rec.id || rec2.queue != rec.queue || rec2.after != rec.after || rec2.upTo != rec.upTo ||
 			!slices.Equal(rec2.queues, rec.queues) || !slices.Equal(rec2.ids, rec.ids) || string(rec2.data) != string(rec.data) {
 			t.Fatalf("round trip changed the record: %+v vs %+v", rec, rec2)
 		}
@@ -56,6 +59,7 @@ func FuzzOpenSegment(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Open of a damaged last segment failed: %v", err)
 		}
+		first := readAll(t, s, rec)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -64,8 +68,8 @@ func FuzzOpenSegment(f *testing.F) {
 			t.Fatalf("second Open: %v", err)
 		}
 		defer s.Close()
-		if rec2.TruncatedBytes != 0 || !sameQueues(rec.Queues, rec2.Queues) {
-			t.Fatalf("second open differs: truncated %d, %v vs %v", rec2.TruncatedBytes, model(rec.Queues), model(rec2.Queues))
+		if second := readAll(t, s, rec2); rec2.TruncatedBytes != 0 || !sameQueues(first, second) {
+			t.Fatalf("second open differs: truncated %d, %v vs %v", rec2.TruncatedBytes, model(first), model(second))
 		}
 	})
 }

@@ -19,6 +19,7 @@ import (
 //	publish:    uvarint id, uvarint queue count, queue count × (uvarint len, bytes), data (rest)
 //	ack:        uvarint len, queue bytes, uvarint id count, id count × uvarint id
 //	drop-queue: uvarint len, queue bytes
+//	ack-range:  uvarint len, queue bytes, uvarint after, uvarint upTo (releases the queue's ids in (after, upTo])
 const (
 	recordHeaderSize = 8
 
@@ -30,6 +31,7 @@ const (
 	recPublish   byte = 1
 	recAck       byte = 2
 	recDropQueue byte = 3
+	recAckRange  byte = 4
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -103,6 +105,14 @@ func appendAck(buf []byte, queue string, ids []uint64) []byte {
 	return sealRecord(buf, start)
 }
 
+func appendAckRange(buf []byte, queue string, after, upTo uint64) []byte {
+	buf, start := beginRecord(buf, recAckRange)
+	buf = appendString(buf, queue)
+	buf = binary.AppendUvarint(buf, after)
+	buf = binary.AppendUvarint(buf, upTo)
+	return sealRecord(buf, start)
+}
+
 func appendDropQueue(buf []byte, queue string) []byte {
 	buf, start := beginRecord(buf, recDropQueue)
 	buf = appendString(buf, queue)
@@ -117,20 +127,31 @@ type record struct {
 	id     uint64   // publish
 	queues []string // publish
 	data   []byte   // publish; aliases the read buffer
-	queue  string   // ack, drop-queue
+	queue  string   // ack, drop-queue, ack-range
 	ids    []uint64 // ack
+	after  uint64   // ack-range
+	upTo   uint64   // ack-range
 }
 
 // stringInterner turns queue-key bytes into strings, allocating each distinct key once;
-// recovery sees the same few keys millions of times.
-type stringInterner map[string]string
+// recovery sees the same few keys millions of times, mostly the same one in a row.
+type stringInterner struct {
+	m    map[string]string
+	last string
+}
 
-func (in stringInterner) intern(b []byte) string {
-	if s, ok := in[string(b)]; ok {
-		return s
+func newInterner() *stringInterner { return &stringInterner{m: make(map[string]string)} }
+
+func (in *stringInterner) intern(b []byte) string {
+	if in.last == string(b) {
+		return in.last
 	}
-	s := string(b)
-	in[s] = s
+	s, ok := in.m[string(b)]
+	if !ok {
+		s = string(b)
+		in.m[s] = s
+	}
+	in.last = s
 	return s
 }
 
@@ -174,7 +195,7 @@ func (r *payloadReader) bytes() []byte {
 }
 
 // decodeBody decodes type+payload (the checksummed part of a record) into rec.
-func decodeBody(body []byte, rec *record, in stringInterner) error {
+func decodeBody(body []byte, rec *record, in *stringInterner) error {
 	if len(body) == 0 {
 		return errShortPayload
 	}
@@ -183,6 +204,10 @@ func decodeBody(body []byte, rec *record, in stringInterner) error {
 	switch rec.typ {
 	case recPublish:
 		rec.id = r.uvarint()
+		if r.err == nil && rec.id == 0 {
+			// Ids start at 1; 0 means "none" in the store's accounting.
+			return errors.New("publish: message id 0")
+		}
 		count := r.uvarint()
 		// Every queue key takes at least one byte, which bounds count by what is left.
 		if r.err == nil && count > uint64(len(r.b)) {
@@ -226,6 +251,17 @@ func decodeBody(body []byte, rec *record, in stringInterner) error {
 		}
 		if len(r.b) != 0 {
 			return fmt.Errorf("drop-queue: %w", errTrailingBytes)
+		}
+		rec.queue = in.intern(q)
+	case recAckRange:
+		q := r.bytes()
+		rec.after = r.uvarint()
+		rec.upTo = r.uvarint()
+		if r.err != nil {
+			return fmt.Errorf("ack-range: %w", r.err)
+		}
+		if len(r.b) != 0 {
+			return fmt.Errorf("ack-range: %w", errTrailingBytes)
 		}
 		rec.queue = in.intern(q)
 	default:

@@ -24,16 +24,23 @@ type segment struct {
 	path string
 	size int64 // bytes handed to the file (for the active segment: including the batch in flight)
 
-	// liveMsgs counts messages whose current publish record lives here and that some queue
-	// still holds; liveBytes is the size of those records. A segment is reclaimable when
-	// liveMsgs is zero; it is worth compacting when liveBytes is a small part of size.
-	liveMsgs  int64
-	liveBytes int64
+	// liveRefs counts (queue, message) references whose current publish record lives here;
+	// totalRefs is how many this segment's records ever carried. A segment is reclaimable
+	// when liveRefs is zero and worth compacting when it is a small part of totalRefs.
+	liveRefs  int64
+	totalRefs int64
+	records   int64 // original publish records, and the bytes of their data,
+	dataBytes int64 // for QueueInfo.Bytes estimates
+	marks     []mark
 
 	// reclaimAfterBatch delays deletion of a compacted segment until the batch carrying the
 	// re-appended copies of its live messages is durable.
 	reclaimAfterBatch uint64
-	noCompact         bool // compaction failed once; do not retry in a loop
+	// blockedBy/blockedID defer compaction while a queue has not read a message of this
+	// segment back yet (copying it would put it out of order for the queue's reader).
+	blockedBy *queueState
+	blockedID uint64
+	noCompact bool // compaction failed once; do not retry in a loop
 }
 
 func segmentFileName(name uint64) string {
@@ -114,7 +121,7 @@ type scanResult struct {
 // run of zeros; a zero length at a record boundary followed only by zeros is a clean end.
 // Anything else that is short, oversized, fails its checksum or does not decode stops
 // the scan and is reported as bad. I/O errors and errors from visit are returned as err.
-func scanSegment(path string, in stringInterner, visit func(off int64, rec *record) error) (scanResult, error) {
+func scanSegment(path string, in *stringInterner, visit func(off int64, rec *record) error) (scanResult, error) {
 	var res scanResult
 	f, err := os.Open(path)
 	if err != nil {
@@ -128,10 +135,10 @@ func scanSegment(path string, in stringInterner, visit func(off int64, rec *reco
 	res.size = info.Size()
 	br := bufio.NewReaderSize(f, 1<<20)
 	var (
-		header [recordHeaderSize]byte
-		body   []byte
-		rec    record
-		off    int64
+		header  [recordHeaderSize]byte
+		bodyBuf []byte
+		rec     record
+		off     int64
 	)
 	// stop ends the scan at off: clean if everything from off on is zero.
 	stop := func(consumed []byte, reason string) (scanResult, error) {
@@ -169,14 +176,31 @@ func scanSegment(path string, in stringInterner, visit func(off int64, rec *reco
 		if length == 0 || length > maxRecordBody || length > left-recordHeaderSize {
 			return stop(header[:], fmt.Sprintf("record length %d does not fit (%d bytes left)", length, left-recordHeaderSize))
 		}
-		if int64(cap(body)) < length {
-			body = make([]byte, length)
+		// A record that fits the read buffer is used in place (Peek), not copied out: the
+		// scan of a multi-GB log at start-up is mostly memory bandwidth.
+		var body []byte
+		peeked := length <= int64(br.Size())
+		if peeked {
+			if body, err = br.Peek(int(length)); err != nil {
+				return res, fmt.Errorf("read segment at offset %d: %w", off, err)
+			}
+		} else {
+			if int64(cap(bodyBuf)) < length {
+				bodyBuf = make([]byte, length)
+			}
+			body = bodyBuf[:length]
+			if _, err := io.ReadFull(br, body); err != nil {
+				return res, fmt.Errorf("read segment at offset %d: %w", off, err)
+			}
 		}
-		body = body[:length]
-		if _, err := io.ReadFull(br, body); err != nil {
-			return res, fmt.Errorf("read segment at offset %d: %w", off, err)
+		// consumed copies the record and moves the reader past it, for stop.
+		consumed := func() []byte {
+			c := append(header[:], body...)
+			if peeked {
+				_, _ = br.Discard(int(length))
+			}
+			return c
 		}
-		consumed := func() []byte { return append(header[:], body...) }
 		if want, got := binary.LittleEndian.Uint32(header[4:]), crc32.Checksum(body, castagnoli); want != got {
 			return stop(consumed(), fmt.Sprintf("checksum mismatch (stored %#08x, computed %#08x)", want, got))
 		}
@@ -186,6 +210,11 @@ func scanSegment(path string, in stringInterner, visit func(off int64, rec *reco
 		rec.size = recordHeaderSize + length
 		if err := visit(off, &rec); err != nil {
 			return res, err
+		}
+		if peeked {
+			if _, err := br.Discard(int(length)); err != nil {
+				return res, fmt.Errorf("read segment at offset %d: %w", off, err)
+			}
 		}
 		off += recordHeaderSize + length
 	}

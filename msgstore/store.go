@@ -7,7 +7,9 @@
 // journal a file-size change; the zero tail this leaves is recognised as a clean end.
 //
 // The store does not interpret queue keys or message bodies; the queue layer decides what
-// to persist and keeps its own in-memory queues, using Open's Recovered to refill them.
+// to persist. It keeps exact per-queue membership in compact id sets (bits per message), so
+// a queue far larger than RAM can leave its backlog here and read it back in publish order
+// (ReadQueue), after a restart too: recovery scans record headers and loads no bodies.
 package msgstore
 
 import (
@@ -46,15 +48,26 @@ type Options struct {
 
 // Recovered is what Open found on disk.
 type Recovered struct {
-	// Queues maps queue key (opaque to the store) to its live messages in publish (id)
-	// order. A message held by several queues shares one Data slice among them.
-	Queues map[string][]Message
+	// Queues maps queue key (opaque to the store) to what it still holds. The messages
+	// themselves stay on disk: read them in publish order with ReadQueue, so a node with a
+	// backlog far larger than its RAM still starts (and starts fast).
+	Queues map[string]QueueInfo
 	// TruncatedBytes counts the bytes of a torn/corrupt tail of the last segment that were
 	// dropped, up to the last non-zero byte (zeros are preallocated space, not damage).
 	TruncatedBytes int64
 	Segments       int   // segment files scanned
 	Records        int64 // valid records read
 	Duration       time.Duration
+}
+
+// QueueInfo describes one queue's live messages after recovery.
+type QueueInfo struct {
+	Messages int64
+	// Bytes estimates the size of their data (from per-segment averages): a gauge for
+	// length limits and flow control, not an exact sum.
+	Bytes int64
+	// LastID is the highest id the queue holds; ReadQueue(key, 0, LastID, …) reads them all.
+	LastID uint64
 }
 
 // Message is one live message. Data is opaque to the store and must not be modified.
@@ -73,25 +86,58 @@ type Stats struct {
 	RecordsPerFsync float64
 }
 
-// msgMeta is the running store's accounting for one live message.
-type msgMeta struct {
-	seg  uint64 // segment holding its current publish record; 0 while not yet in a batch
-	size int32  // size of that record
-	refs int32  // queues still holding it
+// queueState is the store's whole accounting for one queue key: which ids it holds (a
+// compact set, not a map), how many of them each segment carries (so dropping a queue
+// costs one step per segment, not per message), and its paging cursor.
+type queueState struct {
+	live    idSet
+	segRefs map[uint64]int64 // segment name (0: the pending batch) → ids of this queue whose current record is there
+	// published counts publish records naming this queue since Open (or its last drop); a
+	// paging queue compares it with the messages it was handed to know none is in flight.
+	published uint64
+	rd        *reader // non-nil while the queue reads its messages from the log
+	touched   uint64  // batch number in which segRefs[0] was last counted, to list it once per batch
+}
+
+// movedLoc is where a compaction copy lives. Compaction copies are the only records out of
+// id order, and only messages a queue holds in RAM are copied, so this map stays small.
+type movedLoc struct {
+	seg  uint64 // 0 while the copy is in the pending batch (off is then into its buffer)
+	off  int64
+	refs int32 // queues still holding the message
+}
+
+// idRange says which segment holds the original publish records of ids lo..hi: ids are
+// handed out in log order, so a binary search over these finds any message.
+type idRange struct {
+	lo, hi uint64
+	seg    *segment
+}
+
+// pubRec is one publish record in a batch buffer.
+type pubRec struct {
+	id   uint64
+	off  int
+	copy bool
 }
 
 // batch is a group of encoded records committed with one write and one fdatasync.
 type batch struct {
-	buf     []byte
-	dones   []func(error) // publish callbacks, in record order
-	ids     []uint64      // ids of publish records, to tag them with their segment
-	records int64
+	buf       []byte
+	dones     []func(error) // publish callbacks, in record order
+	pubs      []pubRec      // publish records, to place them in their segment at commit
+	firstOrig uint64        // id of the first original publish record in buf (0: none)
+	touched   []*queueState // queues with references counted in the pending batch
+	records   int64
 }
 
 func (b *batch) reset() {
 	clear(b.dones) // drop the closures so they can be collected
 	b.dones = b.dones[:0]
-	b.ids = b.ids[:0]
+	b.pubs = b.pubs[:0]
+	clear(b.touched)
+	b.touched = b.touched[:0]
+	b.firstOrig = 0
 	b.records = 0
 	// Keep the buffer for reuse unless a burst (or a compaction) blew it up.
 	if cap(b.buf) > 16<<20 {
@@ -121,26 +167,31 @@ type Store struct {
 	activeFile   *os.File // owned by the writer goroutine
 	activeOffset int64    // end of the records in activeFile; owned by the writer
 
-	mu         sync.Mutex
-	nextID     uint64
-	pending    *batch // accumulating; the next group commit
-	spare      *batch // the other buffer, nil while the writer commits it
-	batchSeq   uint64 // number of the pending batch
-	syncedSeq  uint64 // highest batch number that is durable
-	waiters    []syncWaiter
-	closing    bool
-	broken     error // first write/sync failure: the store refuses all further work
-	msgs       map[uint64]msgMeta
-	queues     map[string]map[uint64]struct{}
-	segments   []*segment // oldest first; the last one is the active segment
-	segByName  map[uint64]*segment
-	stats      Stats
-	ackScratch []uint64
+	mu        sync.Mutex
+	nextID    uint64
+	pending   *batch // accumulating; the next group commit
+	spare     *batch // the other buffer, nil while the writer commits it
+	writing   *batch // the batch being written (its records are read from here meanwhile)
+	writingAt int64  // its offset in the active segment
+	batchSeq  uint64 // number of the pending batch
+	syncedSeq uint64 // highest batch number that is durable
+	waiters   []syncWaiter
+	closing   bool
+	broken    error // first write/sync failure: the store refuses all further work
+	queues    map[string]*queueState
+	moved     map[uint64]movedLoc
+	ranges    []idRange
+	pendLive  int64 // references held by records of the pending batch
+	pendTotal int64
+	segments  []*segment // oldest first; the last one is the active segment
+	segByName map[uint64]*segment
+	stats     Stats
+	ackIDs    []uint64
 }
 
 // Open recovers the store: scans every segment in order, verifies each record's checksum,
 // truncates a torn or corrupt tail of the LAST segment (and reports it), and returns what is
-// still live: for each queue, its unacked messages in publish order.
+// still live per queue. Bodies are not loaded: ReadQueue reads them when they are needed.
 func Open(opts Options) (*Store, *Recovered, error) {
 	if opts.Dir == "" {
 		return nil, nil, errors.New("msgstore: Options.Dir is empty")
@@ -170,10 +221,6 @@ func Open(opts Options) (*Store, *Recovered, error) {
 }
 
 func openLocked(opts Options, log *slog.Logger) (*Store, *Recovered, error) {
-	st, segs, rec, err := recoverDir(opts.Dir, log)
-	if err != nil {
-		return nil, nil, fmt.Errorf("msgstore: open %s: %w", opts.Dir, err)
-	}
 	s := &Store{
 		dir:          opts.Dir,
 		segmentBytes: opts.SegmentBytes,
@@ -184,30 +231,22 @@ func openLocked(opts Options, log *slog.Logger) (*Store, *Recovered, error) {
 		pending:      &batch{},
 		spare:        &batch{},
 		batchSeq:     1,
-		msgs:         make(map[uint64]msgMeta, len(st.msgs)),
-		queues:       st.queues,
-		segments:     segs,
-		segByName:    make(map[uint64]*segment, len(segs)),
+		queues:       make(map[string]*queueState),
+		moved:        make(map[uint64]movedLoc),
+		segByName:    make(map[uint64]*segment),
 	}
-	for id, m := range st.msgs {
-		s.msgs[id] = msgMeta{seg: m.seg, size: m.size, refs: int32(len(m.queues))}
-	}
-	for q, set := range s.queues {
-		if len(set) == 0 {
-			delete(s.queues, q)
-		}
+	rec, maxID, err := s.recoverDir()
+	if err != nil {
+		return nil, nil, fmt.Errorf("msgstore: open %s: %w", opts.Dir, err)
 	}
 	// Ids keep increasing across restarts even when every segment holding the highest id
 	// was reclaimed: a segment is named at creation after the next id to be assigned, and
 	// the active segment is never deleted.
-	s.nextID = max(st.maxID+1, 1)
-	if len(segs) > 0 {
-		s.nextID = max(s.nextID, segs[len(segs)-1].name)
+	s.nextID = max(maxID+1, 1)
+	if len(s.segments) > 0 {
+		s.nextID = max(s.nextID, s.segments[len(s.segments)-1].name)
 	}
-	for _, sg := range segs {
-		s.segByName[sg.name] = sg
-	}
-	if len(segs) == 0 {
+	if len(s.segments) == 0 {
 		sg, f, err := s.createSegment(s.nextID)
 		if err != nil {
 			return nil, nil, err
@@ -216,7 +255,7 @@ func openLocked(opts Options, log *slog.Logger) (*Store, *Recovered, error) {
 		s.segByName[sg.name] = sg
 		s.activeFile = f
 	} else {
-		active := segs[len(segs)-1]
+		active := s.segments[len(s.segments)-1]
 		f, err := os.OpenFile(active.path, os.O_WRONLY, 0)
 		if err != nil {
 			return nil, nil, fmt.Errorf("msgstore: open active segment: %w", err)
@@ -227,7 +266,7 @@ func openLocked(opts Options, log *slog.Logger) (*Store, *Recovered, error) {
 	}
 	s.stats.Segments = int64(len(s.segments))
 	s.log.Info("msgstore: recovered", "dir", opts.Dir, "segments", rec.Segments, "records", rec.Records,
-		"live_messages", len(s.msgs), "queues", len(rec.Queues), "truncated_bytes", rec.TruncatedBytes,
+		"live_messages", s.liveMessagesLocked(), "queues", len(rec.Queues), "truncated_bytes", rec.TruncatedBytes,
 		"duration", rec.Duration)
 	return s, rec, nil
 }
@@ -292,24 +331,18 @@ func (s *Store) Publish(queues []string, data []byte, done func(error)) uint64 {
 	}
 	s.nextID++
 	b := s.pending
+	b.pubs = append(b.pubs, pubRec{id: id, off: len(b.buf)})
+	if b.firstOrig == 0 {
+		b.firstOrig = id
+	}
 	b.buf = appendPublish(b.buf, id, queues, data)
 	b.dones = append(b.dones, done)
-	b.ids = append(b.ids, id)
 	b.records++
-	var refs int32
 	for _, q := range queues {
-		set := s.queues[q]
-		if set == nil {
-			set = make(map[uint64]struct{})
-			s.queues[q] = set
+		qs := s.queueLocked(q)
+		if s.holdLocked(qs, id, 0) {
+			qs.published++
 		}
-		if _, dup := set[id]; !dup {
-			set[id] = struct{}{}
-			refs++
-		}
-	}
-	if refs > 0 {
-		s.msgs[id] = msgMeta{size: int32(size), refs: refs}
 	}
 	s.mu.Unlock()
 	s.signal()
@@ -322,95 +355,72 @@ func (s *Store) Publish(queues []string, data []byte, done func(error)) uint64 {
 // never the other way round. Acks for ids the queue does not hold are ignored.
 func (s *Store) Ack(queue string, id uint64) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closing || s.broken != nil {
-		s.mu.Unlock()
 		return
 	}
-	if s.releaseLocked(queue, id) {
-		s.ackScratch = append(s.ackScratch[:0], id)
-		s.pending.buf = appendAck(s.pending.buf, queue, s.ackScratch)
+	if qs := s.queues[queue]; qs != nil && s.releaseLocked(qs, id) {
+		s.ackIDs = append(s.ackIDs[:0], id)
+		s.pending.buf = appendAck(s.pending.buf, queue, s.ackIDs)
 		s.pending.records++
+		s.signal()
 	}
-	s.mu.Unlock()
-	s.signal()
 }
 
 // AckMany is Ack for a batch (one lock acquisition, one record).
 func (s *Store) AckMany(queue string, ids []uint64) {
 	s.mu.Lock()
-	if s.closing || s.broken != nil {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	qs := s.queues[queue]
+	if s.closing || s.broken != nil || qs == nil {
 		return
 	}
-	held := s.ackScratch[:0]
+	held := s.ackIDs[:0]
 	for _, id := range ids {
-		if s.releaseLocked(queue, id) {
+		if s.releaseLocked(qs, id) {
 			held = append(held, id)
 		}
 	}
 	if len(held) > 0 {
 		s.pending.buf = appendAck(s.pending.buf, queue, held)
 		s.pending.records++
+		s.signal()
 	}
 	if cap(held) <= 4096 {
-		s.ackScratch = held[:0]
+		s.ackIDs = held[:0]
 	}
-	s.mu.Unlock()
-	s.signal()
 }
 
-// DropQueue records that a queue was deleted or purged: all its messages are gone for good.
+// AckRange releases every message queue holds with an id in (after, upTo]: a purge of
+// messages that were never read back into memory, written as one small record however
+// many messages it covers.
+func (s *Store) AckRange(queue string, after, upTo uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	qs := s.queues[queue]
+	if s.closing || s.broken != nil || qs == nil || upTo <= after {
+		return
+	}
+	if s.releaseRangeLocked(qs, after, upTo) > 0 {
+		s.pending.buf = appendAckRange(s.pending.buf, queue, after, upTo)
+		s.pending.records++
+		s.signal()
+	}
+}
+
+// DropQueue records that a queue was deleted: all its messages are gone for good.
 // Messages published to the same key afterwards belong to the new queue.
 func (s *Store) DropQueue(queue string) {
 	s.mu.Lock()
-	if s.closing || s.broken != nil {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	qs := s.queues[queue]
+	if s.closing || s.broken != nil || qs == nil {
 		return
 	}
-	set, ok := s.queues[queue]
-	if !ok {
-		s.mu.Unlock()
-		return
-	}
-	for id := range set {
-		s.unrefLocked(id)
-	}
-	delete(s.queues, queue)
+	s.dropLocked(queue, qs)
 	s.pending.buf = appendDropQueue(s.pending.buf, queue)
 	s.pending.records++
-	s.mu.Unlock()
 	s.signal()
-}
-
-// releaseLocked removes id from queue and reports whether the queue held it.
-func (s *Store) releaseLocked(queue string, id uint64) bool {
-	set := s.queues[queue]
-	if _, ok := set[id]; !ok {
-		return false
-	}
-	delete(set, id)
-	if len(set) == 0 {
-		delete(s.queues, queue)
-	}
-	s.unrefLocked(id)
-	return true
-}
-
-func (s *Store) unrefLocked(id uint64) {
-	m, ok := s.msgs[id]
-	if !ok {
-		return
-	}
-	m.refs--
-	if m.refs > 0 {
-		s.msgs[id] = m
-		return
-	}
-	delete(s.msgs, id)
-	if sg := s.segByName[m.seg]; sg != nil {
-		sg.liveMsgs--
-		sg.liveBytes -= int64(m.size)
-	}
 }
 
 // signal wakes the writer without blocking; one pending wake-up is enough because the
@@ -447,7 +457,7 @@ func (s *Store) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Segments = int64(len(s.segments))
-	st.LiveMessages = int64(len(s.msgs))
+	st.LiveMessages = s.liveMessagesLocked()
 	if st.Fsyncs > 0 {
 		st.RecordsPerFsync = float64(st.Records) / float64(st.Fsyncs)
 	}

@@ -42,8 +42,8 @@ func TestRoundTrip(t *testing.T) {
 		"b": {{m6, data(6)}},
 		"c": {{m5, data(5)}},
 	}
-	if !sameQueues(rec.Queues, want) {
-		t.Fatalf("recovered:\n%v\nwant:\n%v", model(rec.Queues), want)
+	if !sameQueues(readAll(t, s, rec), want) {
+		t.Fatalf("recovered:\n%v\nwant:\n%v", model(readAll(t, s, rec)), want)
 	}
 	if got := s.Stats().LiveMessages; got != 3 {
 		t.Errorf("LiveMessages after reopen = %d, want 3", got)
@@ -73,8 +73,8 @@ func TestPublishCopiesCallerBuffers(t *testing.T) {
 	s, rec := openT(t, Options{Dir: dir})
 	defer closeT(t, s)
 	want := model{"q": {{id, []byte("original")}}}
-	if !sameQueues(rec.Queues, want) {
-		t.Fatalf("recovered:\n%v\nwant:\n%v", model(rec.Queues), want)
+	if !sameQueues(readAll(t, s, rec), want) {
+		t.Fatalf("recovered:\n%v\nwant:\n%v", model(readAll(t, s, rec)), want)
 	}
 }
 
@@ -91,8 +91,8 @@ func TestDuplicateQueueAndEmptyPublish(t *testing.T) {
 	closeT(t, s)
 	s, rec := openT(t, Options{Dir: dir})
 	defer closeT(t, s)
-	if got := rec.Queues["q"]; len(got) != 1 || got[0].ID != empty || len(got[0].Data) != 0 {
-		t.Fatalf("recovered %v, want only empty message %d", model(rec.Queues), empty)
+	if got := readAll(t, s, rec)["q"]; len(got) != 1 || got[0].ID != empty || len(got[0].Data) != 0 {
+		t.Fatalf("recovered %v, want only empty message %d", model(readAll(t, s, rec)), empty)
 	}
 }
 
@@ -102,7 +102,7 @@ func TestIDsIncreaseAcrossRestartsAfterReclaim(t *testing.T) {
 	for round := range 4 {
 		s, rec := openT(t, Options{Dir: dir, SegmentBytes: 512})
 		if len(rec.Queues) != 0 {
-			t.Fatalf("round %d: recovered %v, everything was acked", round, model(rec.Queues))
+			t.Fatalf("round %d: recovered %v, everything was acked", round, model(readAll(t, s, rec)))
 		}
 		for range 50 {
 			id := publishWait(t, s, []string{"q"}, bytes.Repeat([]byte("z"), 40))
@@ -133,8 +133,40 @@ func TestRandomOperationsMatchModel(t *testing.T) {
 	opts := Options{Dir: dir, SegmentBytes: 2048, NoSync: true}
 	s, _ := openT(t, opts)
 	var compacted bool
+	cursor := map[string]uint64{} // how far each queue has read its messages back
+	var lastID uint64
 	for op := range 6000 {
-		switch r := rng.IntN(100); {
+		switch r := rng.IntN(110); {
+		case r >= 100 && r < 107:
+			// Read a queue's messages back from where it stopped: exactly the next ones the
+			// model holds, in order, also those still in the pending batch.
+			q := queueNames[rng.IntN(len(queueNames))]
+			if rng.IntN(4) == 0 {
+				s.StartPaging(q, cursor[q])
+			}
+			msgs, through, err := s.ReadQueue(q, cursor[q], lastID, 1+rng.IntN(20), 1<<20)
+			if err != nil {
+				t.Fatalf("op %d: ReadQueue: %v", op, err)
+			}
+			var expect []Message
+			for _, m := range want[q] {
+				if m.ID > cursor[q] && m.ID <= through {
+					expect = append(expect, m)
+				}
+			}
+			if !sameQueues(model{q: msgs}, model{q: expect}) {
+				t.Fatalf("op %d (seed %d): ReadQueue(%s, %d, %d) through %d returned\n%v\nwant\n%v", op, seed, q, cursor[q], lastID, through, model{q: msgs}, model{q: expect})
+			}
+			cursor[q] = through
+		case r >= 107:
+			q := queueNames[rng.IntN(len(queueNames))]
+			if len(want[q]) == 0 {
+				continue
+			}
+			a := want[q][rng.IntN(len(want[q]))].ID - 1
+			b := a + uint64(rng.IntN(40))
+			s.AckRange(q, a, b)
+			want[q] = slices.DeleteFunc(want[q], func(m Message) bool { return m.ID > a && m.ID <= b })
 		case r < 45:
 			var qs []string
 			for _, q := range queueNames {
@@ -147,6 +179,7 @@ func TestRandomOperationsMatchModel(t *testing.T) {
 				data[i] = byte(rng.IntN(256))
 			}
 			id := publishNoWait(t, s, qs, data)
+			lastID = id
 			for _, q := range qs {
 				want[q] = append(want[q], Message{id, data})
 			}
@@ -172,6 +205,7 @@ func TestRandomOperationsMatchModel(t *testing.T) {
 			q := queueNames[rng.IntN(len(queueNames))]
 			s.DropQueue(q)
 			delete(want, q)
+			cursor[q] = 0
 		case r < 97:
 			if err := s.Sync(); err != nil {
 				t.Fatalf("op %d: Sync: %v", op, err)
@@ -180,8 +214,9 @@ func TestRandomOperationsMatchModel(t *testing.T) {
 			closeT(t, s)
 			var rec *Recovered
 			s, rec = openT(t, opts)
-			if !sameQueues(rec.Queues, want) {
-				t.Fatalf("op %d (seed %d): recovered\n%v\nwant\n%v", op, seed, model(rec.Queues), want)
+			clear(cursor)
+			if !sameQueues(readAll(t, s, rec), want) {
+				t.Fatalf("op %d (seed %d): recovered\n%v\nwant\n%v", op, seed, model(readAll(t, s, rec)), want)
 			}
 		}
 		if !compacted {
@@ -195,8 +230,8 @@ func TestRandomOperationsMatchModel(t *testing.T) {
 	closeT(t, s)
 	s, rec := openT(t, opts)
 	defer closeT(t, s)
-	if !sameQueues(rec.Queues, want) {
-		t.Fatalf("final (seed %d): recovered\n%v\nwant\n%v", seed, model(rec.Queues), want)
+	if !sameQueues(readAll(t, s, rec), want) {
+		t.Fatalf("final (seed %d): recovered\n%v\nwant\n%v", seed, model(readAll(t, s, rec)), want)
 	}
 	var live int
 	seen := map[uint64]bool{}

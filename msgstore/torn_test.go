@@ -57,9 +57,9 @@ func expectTornRecovery(t *testing.T, dir string, ids []uint64, data [][]byte, m
 	for i := range len(ids) - 1 {
 		want["q"] = append(want["q"], Message{ids[i], data[i]})
 	}
-	if !sameQueues(rec.Queues, want) {
+	if !sameQueues(readAll(t, s, rec), want) {
 		closeT(t, s)
-		t.Fatalf("recovered\n%v\nwant\n%v", model(rec.Queues), want)
+		t.Fatalf("recovered\n%v\nwant\n%v", model(readAll(t, s, rec)), want)
 	}
 	// Zero bytes at the very end of the damage are indistinguishable from preallocated
 	// space and are not counted.
@@ -75,8 +75,8 @@ func expectTornRecovery(t *testing.T, dir string, ids []uint64, data [][]byte, m
 	s, rec = openT(t, Options{Dir: dir, SegmentBytes: tornSegmentBytes, NoSync: true})
 	defer closeT(t, s)
 	want["q"] = append(want["q"], Message{extra, []byte("after recovery")})
-	if !sameQueues(rec.Queues, want) || rec.TruncatedBytes != 0 {
-		t.Fatalf("after appending post-recovery: recovered (truncated %d)\n%v\nwant\n%v", rec.TruncatedBytes, model(rec.Queues), want)
+	if !sameQueues(readAll(t, s, rec), want) || rec.TruncatedBytes != 0 {
+		t.Fatalf("after appending post-recovery: recovered (truncated %d)\n%v\nwant\n%v", rec.TruncatedBytes, model(readAll(t, s, rec)), want)
 	}
 }
 
@@ -136,11 +136,12 @@ func TestZeroTailIsACleanEnd(t *testing.T) {
 	}} {
 		prepare()
 		s, rec := openT(t, Options{Dir: src, SegmentBytes: tornSegmentBytes, NoSync: true})
+		got := readAll(t, s, rec)["q"]
 		closeT(t, s)
-		if rec.TruncatedBytes != 0 || len(rec.Queues["q"]) != len(ids) {
-			t.Fatalf("round %d: recovered %d messages (want %d), truncated %d (want 0)", round, len(rec.Queues["q"]), len(ids), rec.TruncatedBytes)
+		if rec.TruncatedBytes != 0 || len(got) != len(ids) {
+			t.Fatalf("round %d: recovered %d messages (want %d), truncated %d (want 0)", round, len(got), len(ids), rec.TruncatedBytes)
 		}
-		if string(rec.Queues["q"][len(ids)-1].Data) != string(data[len(ids)-1]) {
+		if string(got[len(ids)-1].Data) != string(data[len(ids)-1]) {
 			t.Fatalf("round %d: last message damaged", round)
 		}
 	}
@@ -161,8 +162,8 @@ func TestGarbageAfterZerosIsTornNotClean(t *testing.T) {
 	f.Close()
 	s, rec := openT(t, Options{Dir: src, SegmentBytes: tornSegmentBytes, NoSync: true})
 	defer closeT(t, s)
-	if rec.TruncatedBytes != 108 || len(rec.Queues["q"]) != len(ids) {
-		t.Fatalf("recovered %d messages (want %d), truncated %d (want 108)", len(rec.Queues["q"]), len(ids), rec.TruncatedBytes)
+	if rec.TruncatedBytes != 108 || len(readAll(t, s, rec)["q"]) != len(ids) {
+		t.Fatalf("recovered %d messages (want %d), truncated %d (want 108)", len(readAll(t, s, rec)["q"]), len(ids), rec.TruncatedBytes)
 	}
 	_ = data
 }

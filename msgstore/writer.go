@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 )
 
 // runWriter is the single goroutine that owns the active segment file. Each turn it takes
@@ -46,17 +47,31 @@ func (s *Store) takeBatch() (b *batch, seq uint64, stop bool) {
 	s.pending, s.spare = s.spare, nil
 	seq = s.batchSeq
 	s.batchSeq++
+	// Only now is it certain which file the batch goes to: place its records there.
 	active := s.segments[len(s.segments)-1]
-	for _, id := range b.ids {
-		// Messages acked before their first commit are already gone; compaction copies
-		// arrive here with seg reset to 0 as well.
-		if m, ok := s.msgs[id]; ok && m.seg == 0 {
-			m.seg = active.name
-			s.msgs[id] = m
-			active.liveMsgs++
-			active.liveBytes += int64(m.size)
+	base := active.size
+	for _, p := range b.pubs {
+		off := base + int64(p.off)
+		if !p.copy {
+			s.placeLocked(active, p.id, off)
+			continue
+		}
+		// A copy acked before its first commit is already gone from moved.
+		if mv, ok := s.moved[p.id]; ok && mv.seg == 0 {
+			mv.seg, mv.off = active.name, off
+			s.moved[p.id] = mv
 		}
 	}
+	for _, qs := range b.touched {
+		if n := qs.segRefs[0]; n != 0 {
+			qs.segRefs[active.name] += n
+			delete(qs.segRefs, 0)
+		}
+	}
+	active.liveRefs += s.pendLive
+	active.totalRefs += s.pendTotal
+	s.pendLive, s.pendTotal = 0, 0
+	s.writing, s.writingAt = b, base
 	active.size += int64(len(b.buf))
 	s.mu.Unlock()
 	return b, seq, false
@@ -105,6 +120,7 @@ func (s *Store) fail(err error) error {
 // publish's callback has run.
 func (s *Store) finishBatch(b *batch, seq uint64, err error) {
 	s.mu.Lock()
+	s.writing = nil
 	if err == nil {
 		s.syncedSeq = seq
 		if len(b.buf) > 0 {
@@ -192,7 +208,7 @@ func (s *Store) reclaim() {
 	s.mu.Lock()
 	var dead []*segment
 	for _, sg := range s.segments[:len(s.segments)-1] {
-		if sg.liveMsgs != 0 || sg.reclaimAfterBatch > s.syncedSeq {
+		if sg.liveRefs != 0 || sg.reclaimAfterBatch > s.syncedSeq {
 			break
 		}
 		dead = append(dead, sg)
@@ -220,6 +236,13 @@ func (s *Store) reclaim() {
 	for _, sg := range s.segments[:removed] {
 		delete(s.segByName, sg.name)
 	}
+	gone := 0
+	for gone < len(s.ranges) && s.segByName[s.ranges[gone].seg.name] != s.ranges[gone].seg {
+		gone++
+	}
+	k := copy(s.ranges, s.ranges[gone:])
+	clear(s.ranges[k:])
+	s.ranges = s.ranges[:k]
 	n := copy(s.segments, s.segments[removed:])
 	clear(s.segments[n:])
 	s.segments = s.segments[:n]
@@ -229,13 +252,22 @@ func (s *Store) reclaim() {
 }
 
 // compactLiveFraction: the oldest segment is rewritten when less than 1/compactLiveFraction
-// of its bytes are live, bounding the write amplification of compaction to ~10%.
+// of the references its records carried are still live, bounding the write amplification
+// of compaction to ~10%.
 const compactLiveFraction = 10
+
+// errCompactionDeferred stops a compaction scan at a message a queue has not read yet.
+var errCompactionDeferred = errors.New("segment holds unread messages")
 
 // maybeCompact stops a few long-lived messages from pinning the whole log: when the oldest
 // (non-active) segment is mostly dead, its live messages are re-appended to the active
 // segment under their original ids, and the segment is deleted once the copies are synced.
 // Recovery treats a later publish record of an id as superseding the earlier one.
+//
+// Only messages every holding queue has already read into memory are copied: a copy lands
+// after younger messages, and a queue reading its backlog from the log must find it in id
+// order. A segment holding unread messages is retried later; it is reclaimed anyway once
+// those messages are consumed.
 func (s *Store) maybeCompact() {
 	s.mu.Lock()
 	if s.broken != nil || len(s.segments) < 2 {
@@ -243,49 +275,69 @@ func (s *Store) maybeCompact() {
 		return
 	}
 	old := s.segments[0]
-	worth := !old.noCompact && old.liveMsgs > 0 && old.liveBytes*compactLiveFraction < old.size
+	if q := old.blockedBy; q != nil && (q.rd == nil || q.rd.through >= old.blockedID || !q.live.has(old.blockedID)) {
+		old.blockedBy = nil
+	}
+	worth := !old.noCompact && old.blockedBy == nil && old.liveRefs > 0 &&
+		old.liveRefs*compactLiveFraction < old.totalRefs
 	s.mu.Unlock()
 	if !worth {
 		return
 	}
 	var (
-		moved int
-		live  []string
+		moved   int
+		holders []string
+		qss     []*queueState
 	)
 	// The segment is immutable, so it is read without the lock; each live message is then
 	// re-checked and re-appended under the lock, after every ack already applied to it, so
 	// the copy lists exactly the queues that still hold the message.
-	res, err := scanSegment(old.path, make(stringInterner), func(_ int64, rec *record) error {
+	res, err := scanSegment(old.path, newInterner(), func(off int64, rec *record) error {
 		if rec.typ != recPublish {
 			return nil
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		m, ok := s.msgs[rec.id]
-		if !ok || m.seg != old.name {
+		if mv, ok := s.moved[rec.id]; ok {
+			if mv.seg != old.name || mv.off != off {
+				return nil // superseded by a later copy
+			}
+		} else if seg, ok := s.locateLocked(rec.id); !ok || seg != old.name {
 			return nil
 		}
-		live = live[:0]
+		holders, qss = holders[:0], qss[:0]
 		for _, q := range rec.queues {
-			if _, held := s.queues[q][rec.id]; held {
-				live = append(live, q)
+			if qs := s.queues[q]; qs != nil && qs.live.has(rec.id) && !slices.Contains(holders, q) {
+				if qs.rd != nil && rec.id > qs.rd.through {
+					old.blockedBy, old.blockedID = qs, rec.id
+					return errCompactionDeferred
+				}
+				holders = append(holders, q)
+				qss = append(qss, qs)
 			}
 		}
+		if len(holders) == 0 {
+			return nil
+		}
 		b := s.pending
-		start := len(b.buf)
-		b.buf = appendPublish(b.buf, rec.id, live, rec.data)
-		b.ids = append(b.ids, rec.id)
+		b.pubs = append(b.pubs, pubRec{id: rec.id, off: len(b.buf), copy: true})
+		s.moved[rec.id] = movedLoc{seg: 0, off: int64(len(b.buf)), refs: int32(len(holders))}
+		b.buf = appendPublish(b.buf, rec.id, holders, rec.data)
 		b.records++
-		old.liveMsgs--
-		old.liveBytes -= int64(m.size)
-		m.seg = 0
-		m.size = int32(len(b.buf) - start)
-		s.msgs[rec.id] = m
+		for _, qs := range qss {
+			s.countRefLocked(qs, old.name, -1)
+			s.countRefLocked(qs, 0, 1)
+		}
+		s.pendTotal += int64(len(holders))
 		moved++
 		return nil
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if errors.Is(err, errCompactionDeferred) {
+		s.log.Debug("msgstore: compaction deferred: a queue has not read the segment's messages yet", "file", old.path, "moved", moved)
+		return
+	}
 	if err != nil || res.bad != nil {
 		old.noCompact = true
 		s.log.Error("msgstore: compaction could not read segment; leaving it in place",
@@ -293,5 +345,5 @@ func (s *Store) maybeCompact() {
 		return
 	}
 	old.reclaimAfterBatch = s.batchSeq
-	s.log.Debug("msgstore: compacted oldest segment", "file", old.path, "moved", moved, "still_live", old.liveMsgs)
+	s.log.Debug("msgstore: compacted oldest segment", "file", old.path, "moved", moved, "still_live", old.liveRefs)
 }

@@ -5,19 +5,17 @@ import (
 	"github.com/warrenmq/warren/msgstore"
 )
 
-// recoverMessages loads what the message store kept into the durable queues this node owns,
-// once Raft has replayed the topology (so the queues exist).
+// recoverMessages hands what the message store kept to the durable queues this node owns,
+// once Raft has replayed the topology (so the queues exist). Bodies stay on disk: queues read
+// them back as they drain.
 func (n *Node) recoverMessages(rec *msgstore.Recovered) {
-	log := n.log
-	stored := make(map[string][]broker.StoredMessage, len(rec.Queues))
-	for key, ms := range rec.Queues {
-		for _, m := range ms {
-			stored[key] = append(stored[key], broker.StoredMessage{ID: m.ID, Data: m.Data})
-		}
+	queues := make(map[string]broker.RecoveredQueue, len(rec.Queues))
+	for key, info := range rec.Queues {
+		queues[key] = broker.RecoveredQueue{Messages: info.Messages, Bytes: info.Bytes, LastID: info.LastID}
 	}
-	restored, err := n.Broker.Recover(stored)
+	restored, err := n.Broker.Recover(queues)
 	if err != nil {
-		log.Error("some stored messages could not be decoded and were dropped", "err", err)
+		n.log.Error("some stored messages could not be read back and were dropped", "err", err)
 	}
-	log.Info("messages recovered", "messages", restored, "segments", rec.Segments, "records", rec.Records, "took", rec.Duration)
+	n.log.Info("messages recovered", "messages", restored, "segments", rec.Segments, "records", rec.Records, "took", rec.Duration)
 }

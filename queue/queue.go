@@ -1,12 +1,14 @@
 // Package queue owns the messages of one queue on its owner node: the ready list (with
 // priorities), dispatch round-robin over consumers within their credit, unacknowledged
-// accounting, requeue, TTL expiry, length limits and the hand-off of dead letters. It knows
+// accounting, requeue, TTL expiry, length limits, the hand-off of dead letters, and for
+// durable queues the paging of a long backlog to the message store (paging.go). It knows
 // nothing of sockets or AMQP frames: consumers are an interface the AMQP server implements.
 package queue
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -55,9 +57,14 @@ type Config struct {
 	MaxPriority    uint8
 	AutoDelete     bool
 	// Store and StoreKey are set for durable queues: messages with a StoreID are acked in
-	// Store under StoreKey when they leave the queue.
+	// Store under StoreKey when they leave the queue. A Store that is also a PagingStore
+	// makes the queue keep only a window of them in memory (see paging.go).
 	Store    Store
 	StoreKey string
+	// PageWindow and PageWindowBytes bound that window (0: DefaultPageWindow(Bytes)).
+	PageWindow      int
+	PageWindowBytes int64
+	Logger          *slog.Logger // nil: slog.Default()
 }
 
 // DeadLetterReason follows RabbitMQ's x-death "reason" values.
@@ -136,7 +143,8 @@ type Queue struct {
 
 	mu           sync.Mutex
 	levels       []ring[entry] // index = priority; one level when MaxPriority is 0
-	ready        int
+	pg           *pagingState  // nil: every ready message is in levels
+	ready        int           // including the paging tail
 	readyBytes   int64
 	unacked      int
 	expiring     int // ready entries with an expiry: when 0 the clock is never read
@@ -157,6 +165,7 @@ type Queue struct {
 func New(cfg Config, hooks Hooks) *Queue {
 	q := &Queue{cfg: cfg, hooks: hooks, now: func() int64 { return time.Now().UnixNano() }}
 	q.levels = make([]ring[entry], int(cfg.MaxPriority)+1)
+	q.pg = newPaging(cfg)
 	q.mu.Lock()
 	q.armExpiresLocked()
 	q.mu.Unlock()
@@ -196,6 +205,9 @@ const (
 func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 	var dead []DeadLetter
 	q.mu.Lock()
+	if q.pg != nil && m.StoreID != 0 {
+		q.pg.announced++ // also when refused or deleted: the store counted it
+	}
 	if q.deleted {
 		q.mu.Unlock()
 		return true, nil // routed just before the delete: gone with the queue, as in RabbitMQ
@@ -221,11 +233,15 @@ func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 		}
 		q.expiring++
 	}
-	q.pushReadyLocked(e, false)
+	q.enqueueLocked(e)
 	q.dispatchLocked(&now, &dead)
 	if q.cfg.Overflow == DropHead {
 		for q.overLimitLocked() {
-			old := q.popHeadLocked()
+			lvl := q.headLocked()
+			if lvl < 0 {
+				break
+			}
+			old := q.popLevelLocked(lvl)
 			q.discardLocked(old.msg, ReasonMaxLen, &dead)
 		}
 	}
@@ -342,8 +358,6 @@ func (q *Queue) popLevelLocked(i int) entry {
 	return e
 }
 
-func (q *Queue) popHeadLocked() entry { return q.popLevelLocked(q.headLevelLocked()) }
-
 func (q *Queue) expired(e *entry, now *int64) bool {
 	if e.expiresAt == 0 {
 		return false
@@ -359,7 +373,10 @@ func (q *Queue) expired(e *entry, now *int64) bool {
 // dispatchLocked hands ready messages to consumers round-robin until no consumer has credit.
 func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
 	for q.ready > 0 && len(q.consumers) > 0 {
-		lvl := q.headLevelLocked()
+		lvl := q.headLocked()
+		if lvl < 0 {
+			return
+		}
 		e := q.levels[lvl].front()
 		if q.expired(e, now) {
 			old := q.popLevelLocked(lvl)
@@ -398,7 +415,13 @@ func (q *Queue) expireLocked(now *int64, dead *[]DeadLetter) {
 	}
 	for i := range q.levels {
 		l := &q.levels[i]
-		for l.len() > 0 && q.expired(l.front(), now) {
+		for {
+			if l.len() == 0 && q.pg != nil && q.pg.tail.len() > 0 {
+				q.fillLocked() // the head expired away: the next ones come from the tail
+			}
+			if l.len() == 0 || !q.expired(l.front(), now) {
+				break
+			}
 			old := q.popLevelLocked(i)
 			q.discardLocked(old.msg, ReasonExpired, dead)
 		}
@@ -572,8 +595,8 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 	q.mu.Lock()
 	q.armExpiresLocked()
 	q.expireLocked(&now, &dead)
-	if q.ready > 0 {
-		e := q.popHeadLocked()
+	if lvl := q.headLocked(); lvl >= 0 {
+		e := q.popLevelLocked(lvl)
 		d = Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready}
 		ok = true
 		if noAck {
@@ -666,58 +689,6 @@ func sortSettledDesc(msgs []Settled) {
 	}
 }
 
-// Purge removes every ready message and returns how many there were.
-func (q *Queue) Purge() int {
-	q.mu.Lock()
-	n := q.ready
-	if q.cfg.Store != nil {
-		var ids []uint64
-		for i := range q.levels {
-			l := &q.levels[i]
-			for j := 0; j < l.len(); j++ {
-				if id := l.buf[(l.head+j)%len(l.buf)].msg.StoreID; id != 0 {
-					ids = append(ids, id)
-				}
-			}
-		}
-		if len(ids) > 0 {
-			q.cfg.Store.AckMany(q.cfg.StoreKey, ids)
-		}
-	}
-	for i := range q.levels {
-		q.levels[i].clear()
-	}
-	q.ready, q.readyBytes, q.expiring = 0, 0, 0
-	q.releaseFlowLocked()
-	q.mu.Unlock()
-	return n
-}
-
-// Restore loads messages recovered from the store at start-up, in their original order. They
-// are marked redelivered: the broker cannot know whether a consumer saw them before the restart.
-func (q *Queue) Restore(msgs []*Message) {
-	var dead []DeadLetter
-	var now int64
-	q.mu.Lock()
-	for _, m := range msgs {
-		e := entry{msg: m, seq: q.nextSeq, redelivered: true}
-		q.nextSeq++
-		if ttl := q.ttlFor(m); ttl >= 0 {
-			// The TTL counts again from the restart: the publish time was not stored.
-			if now == 0 {
-				now = q.now()
-			}
-			e.expiresAt = now + ttl
-			q.expiring++
-		}
-		q.pushReadyLocked(e, false)
-	}
-	q.dispatchLocked(&now, &dead)
-	q.armTTLLocked()
-	q.mu.Unlock()
-	q.sendDeadLetters(dead)
-}
-
 // CheckDelete reports whether a delete with if-unused / if-empty may proceed.
 func (q *Queue) CheckDelete(ifUnused, ifEmpty bool) error {
 	q.mu.Lock()
@@ -745,6 +716,10 @@ func (q *Queue) Delete() int {
 	q.consumers = nil
 	for i := range q.levels {
 		q.levels[i].clear()
+	}
+	if q.pg != nil {
+		q.pg.tail.clear() // the node drops the queue's messages from the store
+		q.pg.tailCount, q.pg.tailBytes = 0, 0
 	}
 	q.ready, q.readyBytes, q.expiring = 0, 0, 0
 	q.releaseFlowLocked()

@@ -42,6 +42,9 @@ func (r *ring[T]) pushFront(v T) {
 // front returns a pointer to the oldest element; the ring must not be empty.
 func (r *ring[T]) front() *T { return &r.buf[r.head] }
 
+// back returns a pointer to the newest element; the ring must not be empty.
+func (r *ring[T]) back() *T { return &r.buf[(r.head+r.n-1)%len(r.buf)] }
+
 func (r *ring[T]) popFront() T {
 	var zero T
 	v := r.buf[r.head]
@@ -53,6 +56,18 @@ func (r *ring[T]) popFront() T {
 		if len(r.buf) > 1024 {
 			r.buf = nil // give back the memory of a queue that was long once
 		}
+	}
+	return v
+}
+
+func (r *ring[T]) popBack() T {
+	var zero T
+	i := (r.head + r.n - 1) % len(r.buf)
+	v := r.buf[i]
+	r.buf[i] = zero
+	r.n--
+	if r.n == 0 {
+		r.head = 0
 	}
 	return v
 }
