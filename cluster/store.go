@@ -435,19 +435,36 @@ func (s *Store) applyAsLeader(cmd []byte, timeout time.Duration) (index uint64, 
 // and waits until the local FSM has caught up with it; when the leader cannot be asked it falls
 // back to the commit index this node knows.
 func (s *Store) Barrier(timeout time.Duration) error {
-	if s.r().State() == raft.Leader {
-		return s.r().Barrier(timeout).Error()
-	}
 	deadline := time.Now().Add(timeout)
-	target := s.r().CommitIndex()
-	if _, leaderID := s.r().LeaderWithID(); leaderID != "" && leaderID != raft.ServerID(s.id) {
-		if addr, err := s.resolveForward(string(leaderID)); err == nil {
-			index, err := s.forwardPool.barrier(addr, deadline)
-			if err != nil {
-				return fmt.Errorf("barrier via leader %s: %w", leaderID, err)
+	var target uint64
+	for {
+		if s.r().State() == raft.Leader {
+			err := s.r().Barrier(time.Until(deadline)).Error()
+			if err == nil || !(errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost)) || time.Now().After(deadline) {
+				return err
 			}
-			target = max(target, index)
+			continue // lost leadership meanwhile: ask the new leader
 		}
+		target = s.r().CommitIndex()
+		_, leaderID := s.r().LeaderWithID()
+		if leaderID == "" || leaderID == raft.ServerID(s.id) {
+			break
+		}
+		addr, err := s.resolveForward(string(leaderID))
+		if err != nil {
+			break
+		}
+		index, err := s.forwardPool.barrier(addr, deadline)
+		if err == nil {
+			target = max(target, index)
+			break
+		}
+		// The node we took for the leader is not it any more (an election is under way, as
+		// when this node restarts right after the leader died): look it up again.
+		if time.Now().After(deadline) {
+			return fmt.Errorf("barrier via leader %s: %w", leaderID, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	for s.r().AppliedIndex() < target {
 		if time.Now().After(deadline) {
