@@ -509,3 +509,41 @@ func TestForgetDeadNode(t *testing.T) {
 		t.Fatalf("raft configuration after forget: %v %v", servers, err)
 	}
 }
+
+// TestLeaderDeathRehomesItsTransientQueues: when the node that dies is the Raft leader, the
+// failure event reaches the others before any of them leads; the new leader still re-homes the
+// dead node's transient queues (its periodic look at dead members).
+func TestLeaderDeathRehomesItsTransientQueues(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	waitAllAlive(t, nodes)
+	var leader *node.Node
+	var rest []*node.Node
+	for _, n := range nodes {
+		if n.Store.IsLeader() {
+			leader = n
+		} else {
+			rest = append(rest, n)
+		}
+	}
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	ch := dialNode(t, leader)
+	if _, err := ch.QueueDeclare("on-leader", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitDigests(t, nodes)
+	dead := leader.Broker.ID()
+	_ = leader.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		q, ok := rest[0].FSM.Queue("/", "on-leader")
+		if ok && q.Owner != dead {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead leader's transient queue was never re-homed: %+v %v", q, ok)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/warrenmq/warren/cluster"
@@ -15,8 +16,14 @@ import (
 // queues re-homed, empty, to the live node owning the fewest queues (clients that re-declare
 // and re-subscribe, as oslo.messaging does, are served again). Durable queues stay with the dead
 // node: it may come back with their messages.
+//
+// Events reach every node, but only the leader acts, and a failure seen while this node was not
+// yet leading (the dead node was the leader) would be missed: so every second the leader also
+// looks for dead members whose queues still need re-homing.
 func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan struct{}) {
 	defer close(n.failDone)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-stop:
@@ -25,17 +32,41 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 			if !ok {
 				return
 			}
-			if ev.Kind != cluster.MemberFailed || !n.Store.IsLeader() {
+			if ev.Kind == cluster.MemberFailed && n.Store.IsLeader() {
+				n.rehome(ev.Member.ID)
+			}
+		case <-tick.C:
+			if !n.Store.IsLeader() {
 				continue
 			}
-			cmd := n.rehomePlan(ev.Member.ID, false)
-			if _, err := n.Broker.Apply(cmd); err != nil {
-				n.log.Warn("re-home queues of a dead node", "dead", ev.Member.ID, "err", err)
-				continue
+			for _, m := range n.Members.Members() {
+				if m.State == cluster.MemberDead && n.needsRehome(m.ID) {
+					n.rehome(m.ID)
+				}
 			}
-			n.log.Info("dead node's transient queues re-homed", "dead", ev.Member.ID, "queues", len(cmd.Rehome))
 		}
 	}
+}
+
+func (n *Node) rehome(dead string) {
+	cmd := n.rehomePlan(dead, false)
+	if _, err := n.Broker.Apply(cmd); err != nil {
+		n.log.Warn("re-home queues of a dead node", "dead", dead, "err", err)
+		return
+	}
+	n.log.Info("dead node's transient queues re-homed", "dead", dead, "queues", len(cmd.Rehome))
+}
+
+// needsRehome reports whether a dead node still owns queues that NodeFailed would move or
+// delete: non-durable or exclusive ones, or exclusive queues of its connections.
+func (n *Node) needsRehome(dead string) bool {
+	prefix := dead + "/"
+	for _, q := range n.FSM.Queues("") {
+		if q.Owner == dead && (!q.Durable || q.Exclusive) || q.Exclusive && strings.HasPrefix(q.ExclusiveConn, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // rehomePlan picks a new owner for every non-durable (with forget: every), non-exclusive queue
