@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // brokerCase is one test of the suite every broker runs.
@@ -48,6 +50,7 @@ func libraryCases() []brokerCase {
 		{"ServerRestartMidCall", testServerRestartMidCall},
 		{"FailoverToSecondHost", testFailover},
 		{"ReconnectAfterDrop", testReconnectAfterDrop},
+		{"ResubscribeAfterCancel", testResubscribeAfterCancel},
 		{"Notify", testNotify},
 		{"NotifyRequeue", testNotifyRequeue},
 	}
@@ -518,6 +521,48 @@ func testReconnectAfterDrop(t *testing.T, broker string) {
 	var sum int
 	if err := client.CallInto(ctx, "add", addArgs{A: 2, B: 2}, &sum); err != nil || sum != 4 {
 		t.Fatalf("call after connections dropped = %d, %v; want 4", sum, err)
+	}
+}
+
+// testResubscribeAfterCancel: the server's queues are deleted under it (as a cluster does when
+// it re-homes the queues of a dead node), the broker cancels its consumers with basic.cancel on
+// an open channel, and the server declares and subscribes again, so calls are served again.
+func testResubscribeAfterCancel(t *testing.T, broker string) {
+	tr := newTestTransport(t, broker)
+	topic := uniqueName("cancel")
+	startServer(t, tr, Target{Topic: topic, Server: "s1"}, &testEndpoint{server: "s1"}, "")
+	client := newTestClient(tr, Target{Topic: topic})
+	ctx := testContext(t, 40*time.Second)
+	if _, err := client.Call(ctx, "add", addArgs{A: 1, B: 1}); err != nil {
+		t.Fatalf("call before the cancel: %v", err)
+	}
+	conn, err := amqp.Dial(broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{topic, topic + ".s1"} {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			t.Fatalf("delete %s: %v", q, err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		var sum int
+		err := client.CallInto(callCtx, "add", addArgs{A: 20, B: 22}, &sum)
+		cancel()
+		if err == nil && sum == 42 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no call served after the server's consumers were cancelled: last %d, %v", sum, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

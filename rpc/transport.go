@@ -378,6 +378,9 @@ func (t *Transport) publish(ctx context.Context, d declaration, routingKey strin
 	}
 }
 
+// errConsumerCancelled ends one consumer session when the broker sent basic.cancel.
+var errConsumerCancelled = errors.New("consumer cancelled by the broker")
+
 // errConnectionLost marks failures worth retrying on a new connection.
 var errConnectionLost = errors.New("connection lost")
 
@@ -514,6 +517,10 @@ func (t *Transport) consumeOnce(ctx context.Context, setup consumerSetup, handle
 		return fmt.Errorf("open consumer channel: %w", err)
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	// A broker cancels a consumer (basic.cancel) when its queue is deleted or moved, e.g. a
+	// cluster re-homing the queues of a dead node: the channel stays open but its delivery
+	// stream ends, so the consumer must declare and subscribe again.
+	cancelled := ch.NotifyCancel(make(chan string, 8))
 	streams, err := setup(ch)
 	if err != nil {
 		_ = ch.Close()
@@ -543,6 +550,9 @@ func (t *Transport) consumeOnce(ctx context.Context, setup consumerSetup, handle
 		if ok && e != nil {
 			reason = e
 		}
+	case tag := <-cancelled:
+		reason = fmt.Errorf("%w (consumer %s)", errConsumerCancelled, tag)
+		_ = ch.Close()
 	}
 	readers.Wait()
 	return reason
