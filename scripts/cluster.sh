@@ -26,7 +26,14 @@ http_addr() { echo "127.0.0.1:$((15671 + off + $1))"; }
 gossip_addr() { echo "127.0.0.1:$((7200 + off + $1))"; }
 count() { cat "$dir/size" 2>/dev/null || echo 0; }
 pid_of() { cat "$dir/n$1/pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+# A killed node nobody reaped yet is a zombie: kill -0 still succeeds on it, so check its state.
+pid_alive() {
+  local st
+  [[ -n $1 ]] && kill -0 "$1" 2>/dev/null || return 1
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $st != Z* ]]
+}
+alive() { pid_alive "$(pid_of "$1")"; }
 
 start_node() {
   local i=$1 join=""
@@ -85,7 +92,7 @@ down)
   done
   for ((i = 1; i <= $(count); i++)); do
     p=$(pid_of "$i")
-    for _ in $(seq 1 50); do [[ -n $p ]] && kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 50); do pid_alive "$p" || break; sleep 0.1; done
     [[ -n $p ]] && kill -KILL "$p" 2>/dev/null || true
   done
   rm -rf "$dir"
@@ -115,8 +122,8 @@ leave)
   alive "$i" || die "node $i is not running"
   "$bin" leave --http "$(http_addr "$i")" || die "node $i refused to leave"
   p=$(pid_of "$i")
-  for _ in $(seq 1 600); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && die "node $i accepted the leave but is still running after 60s"
+  for _ in $(seq 1 600); do pid_alive "$p" || break; sleep 0.1; done
+  pid_alive "$p" && die "node $i accepted the leave but is still running after 60s"
   rm -f "$dir/n$i/pid"
   ;;
 status)
