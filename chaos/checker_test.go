@@ -1,0 +1,202 @@
+package chaos
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// cleanHistory: two queues, 50 confirmed messages each, every one received once, a few
+// unconfirmed ones (one of them received anyway), good RPC calls, equal digests.
+func cleanHistory() History {
+	var h History
+	for _, q := range []string{"q1", "q2"} {
+		for i := 1; i <= 50; i++ {
+			id := fmt.Sprintf("p-%s-%d", q, i)
+			h.Sent = append(h.Sent, Sent{ID: id, Queue: q, Via: "n2", At: t0, Outcome: Confirmed})
+			h.Received = append(h.Received, Received{ID: id, Queue: q, Via: "n3", At: t0})
+		}
+		h.Sent = append(h.Sent,
+			Sent{ID: "p-" + q + "-51", Queue: q, Outcome: Nacked},
+			Sent{ID: "p-" + q + "-52", Queue: q, Outcome: Unconfirmed},
+			Sent{ID: "p-" + q + "-53", Queue: q, Outcome: Returned})
+	}
+	h.Received = append(h.Received, Received{ID: "p-q1-52", Queue: "q1", Redelivered: true})
+	h.RPC = []RPCCall{{Want: "3", Got: "3", Replied: true}, {Want: "5", Replied: false}}
+	h.Nodes = []string{"n1", "n2", "n3"}
+	h.Digests = map[string]string{"n1": "abc", "n2": "abc", "n3": "abc"}
+	return h
+}
+
+func mustCheck(t *testing.T, h History) Result {
+	t.Helper()
+	r, err := Check(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestCleanHistoryPasses(t *testing.T) {
+	r := mustCheck(t, cleanHistory())
+	if !r.OK() {
+		t.Fatalf("clean history failed: %v", r.Summary())
+	}
+	if r.Sent != 106 || r.Confirmed != 100 || r.Received != 101 || r.Recovered != 1 {
+		t.Fatalf("counts: sent=%d confirmed=%d received=%d recovered=%d", r.Sent, r.Confirmed, r.Received, r.Recovered)
+	}
+	if r.RPCOK != 1 || r.RPCTimeout != 1 || r.RPCWrong != 0 {
+		t.Fatalf("rpc: ok=%d timeout=%d wrong=%d", r.RPCOK, r.RPCTimeout, r.RPCWrong)
+	}
+	want := "chaos: duration=60s kills=2 pauses=3 partitions=0 sent=106 confirmed=100 received=101 lost=0 unexpected=0 " +
+		"duplicated=0 rpc_ok=1 rpc_timeout=1 rpc_wrong=0 digest=equal"
+	if got := r.FinalLine(60*time.Second+200*time.Millisecond, Faults{Kills: 2, Pauses: 3}); got != want {
+		t.Fatalf("final line\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestLossIsCaught(t *testing.T) {
+	h := cleanHistory()
+	// Drop the receipt of confirmed message p-q2-17.
+	for i, d := range h.Received {
+		if d.ID == "p-q2-17" {
+			h.Received = append(h.Received[:i], h.Received[i+1:]...)
+			break
+		}
+	}
+	r := mustCheck(t, h)
+	if r.OK() || len(r.Lost) != 1 || r.Lost[0].ID != "p-q2-17" || r.Lost[0].Queue != "q2" {
+		t.Fatalf("lost = %+v, ok = %v", r.Lost, r.OK())
+	}
+	if !strings.Contains(r.FinalLine(time.Second, Faults{}), " lost=1 ") {
+		t.Fatalf("final line: %s", r.FinalLine(time.Second, Faults{}))
+	}
+	if !strings.Contains(strings.Join(r.Summary(), "\n"), "lost 1 confirmed messages of queue q2: p-q2-17") {
+		t.Fatalf("summary does not name the lost message: %v", r.Summary())
+	}
+}
+
+func TestUnconfirmedNeverReceivedIsNotLost(t *testing.T) {
+	h := cleanHistory()
+	h.Sent = append(h.Sent, Sent{ID: "p-q1-99", Queue: "q1", Outcome: Nacked})
+	if r := mustCheck(t, h); !r.OK() || len(r.Lost) != 0 {
+		t.Fatalf("a nacked message counted as lost: %v", r.Summary())
+	}
+}
+
+func TestForeignMessageIsCaught(t *testing.T) {
+	for name, d := range map[string]Received{
+		"never sent":    {ID: "p-q9-1", Queue: "q1"},
+		"no id":         {ID: "", Queue: "q1"},
+		"another queue": {ID: "p-q1-3", Queue: "q2", Redelivered: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := cleanHistory()
+			h.Received = append(h.Received, d)
+			r := mustCheck(t, h)
+			if r.OK() || len(r.Unexpected) != 1 || r.Unexpected[0] != d {
+				t.Fatalf("unexpected = %+v, ok = %v", r.Unexpected, r.OK())
+			}
+		})
+	}
+}
+
+func TestRedeliveredDuplicateIsCountedNotFailed(t *testing.T) {
+	h := cleanHistory()
+	h.Received = append(h.Received, Received{ID: "p-q1-7", Queue: "q1", Redelivered: true})
+	r := mustCheck(t, h)
+	if !r.OK() || r.Duplicated != 1 || len(r.Suspicious) != 0 {
+		t.Fatalf("duplicated=%d suspicious=%v ok=%v", r.Duplicated, r.Suspicious, r.OK())
+	}
+	if !strings.Contains(r.FinalLine(time.Second, Faults{}), " duplicated=1 ") {
+		t.Fatalf("final line: %s", r.FinalLine(time.Second, Faults{}))
+	}
+}
+
+func TestDuplicateWithoutRedeliveredFlagFails(t *testing.T) {
+	h := cleanHistory()
+	// The second copy arrives first in the history and is the unflagged one: order must not
+	// matter, only that two copies claim to be first deliveries.
+	h.Received = append([]Received{{ID: "p-q2-30", Queue: "q2"}}, h.Received...)
+	r := mustCheck(t, h)
+	if r.OK() || r.Duplicated != 1 || len(r.Suspicious) != 1 || r.Suspicious[0] != "p-q2-30" {
+		t.Fatalf("duplicated=%d suspicious=%v ok=%v", r.Duplicated, r.Suspicious, r.OK())
+	}
+}
+
+func TestWrongRPCResultFails(t *testing.T) {
+	h := cleanHistory()
+	h.RPC = append(h.RPC, RPCCall{Want: "7", Got: "8", Replied: true, Detail: "server s2"})
+	r := mustCheck(t, h)
+	if r.OK() || r.RPCWrong != 1 || r.WrongCalls[0].Got != "8" {
+		t.Fatalf("rpc wrong=%d ok=%v", r.RPCWrong, r.OK())
+	}
+}
+
+func TestDigests(t *testing.T) {
+	for name, tc := range map[string]struct {
+		digests map[string]string
+		equal   bool
+	}{
+		"equal":     {map[string]string{"n1": "a", "n2": "a", "n3": "a"}, true},
+		"different": {map[string]string{"n1": "a", "n2": "b", "n3": "a"}, false},
+		"missing":   {map[string]string{"n1": "a", "n2": "a"}, false},
+		"empty":     {map[string]string{"n1": "", "n2": "", "n3": ""}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := cleanHistory()
+			h.Digests = tc.digests
+			r := mustCheck(t, h)
+			if r.DigestEqual != tc.equal || r.OK() != tc.equal {
+				t.Fatalf("digest equal = %v, ok = %v", r.DigestEqual, r.OK())
+			}
+			wantWord := "digest=equal"
+			if !tc.equal {
+				wantWord = "digest=DIFFERENT"
+			}
+			if !strings.HasSuffix(r.FinalLine(time.Second, Faults{}), wantWord) {
+				t.Fatalf("final line: %s", r.FinalLine(time.Second, Faults{}))
+			}
+		})
+	}
+}
+
+func TestMalformedHistoryIsAnError(t *testing.T) {
+	h := cleanHistory()
+	h.Sent = append(h.Sent, h.Sent[0])
+	if _, err := Check(h); err == nil || !strings.Contains(err.Error(), "sent twice") {
+		t.Fatalf("id sent twice: err = %v", err)
+	}
+	h = cleanHistory()
+	h.Sent = append(h.Sent, Sent{Queue: "q1"})
+	if _, err := Check(h); err == nil {
+		t.Fatal("a sent message without id was accepted")
+	}
+}
+
+func TestLostOrderedByNumber(t *testing.T) {
+	var h History
+	for _, n := range []int{100, 9, 17} {
+		h.Sent = append(h.Sent, Sent{ID: fmt.Sprintf("p3-%d", n), Queue: "q", Outcome: Confirmed})
+	}
+	r := mustCheck(t, h)
+	got := []string{r.Lost[0].ID, r.Lost[1].ID, r.Lost[2].ID}
+	if strings.Join(got, ",") != "p3-9,p3-17,p3-100" {
+		t.Fatalf("lost order: %v", got)
+	}
+}
+
+func TestNodeCrashFails(t *testing.T) {
+	h := cleanHistory()
+	h.Crashes = []string{"n1 was down at 11:40:55.000 though the nemesis had not left it down"}
+	r := mustCheck(t, h)
+	if r.OK() {
+		t.Fatal("a run with a crashed node passed")
+	}
+	if !strings.Contains(strings.Join(r.Summary(), "\n"), "FAIL node crash: n1 was down") {
+		t.Fatalf("summary does not report the crash: %v", r.Summary())
+	}
+}
