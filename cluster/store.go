@@ -28,6 +28,10 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
+// raftIOTimeout bounds one Raft dial or RPC. A peer whose container vanished does not refuse
+// the connection, it times out: a long timeout kept a node's shutdown waiting on dead peers.
+const raftIOTimeout = 3 * time.Second
+
 // ErrNoLeader is returned when a topology change cannot be committed because the cluster has no
 // leader (no quorum) within the apply timeout.
 var ErrNoLeader = errors.New("no raft leader: topology changes need a quorum of nodes")
@@ -180,7 +184,7 @@ func Open(cfg Config) (*Store, error) {
 		case addr.Port != 0:
 			advertise = addr
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, raftIOTimeout, rc.Logger)
 		if err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
@@ -196,7 +200,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		adv, _ := net.ResolveTCPAddr("tcp", string(tcp.LocalAddr()))
 		s.newTransport = func() (*raft.NetworkTransport, error) {
-			return raft.NewTCPTransportWithLogger(bind, adv, 3, 10*time.Second, rc.Logger)
+			return raft.NewTCPTransportWithLogger(bind, adv, 3, raftIOTimeout, rc.Logger)
 		}
 	}
 	s.transport = trans

@@ -131,13 +131,17 @@ func Start(cfg Config) (*Node, error) {
 		joinWait = 60 * time.Second
 	}
 	if cfg.GossipAddr != "" {
+		optional := store.Restarted() || store.Bootstrapped()
+		if optional {
+			joinWait = 0 // one attempt now; the rejoin loop keeps dialling in the background
+		}
 		// After Raft listens, so the leader can add this node as soon as gossip announces it.
 		n.Members, err = cluster.StartMembership(cluster.MembershipConfig{
 			NodeID: cfg.ID, GossipAddr: cfg.GossipAddr, Join: cfg.Join, Secret: cfg.ClusterSecret, Logger: log,
 			AdvertiseHost: cfg.AdvertiseHost,
 			// A new node must find the cluster; one that has state, or starts a new cluster,
 			// comes up alone if need be and keeps dialling the seeds.
-			JoinWait: joinWait, JoinOptional: store.Restarted() || store.Bootstrapped(),
+			JoinWait: joinWait, JoinOptional: optional,
 			Meta: cluster.Meta{AMQPAddr: cfg.AMQPAddr, RaftAddr: store.RaftAddr(), HTTPAddr: cfg.HTTPAddr, ForwardAddr: store.ForwardAddr()},
 			// DataAddr follows in the UpdateMeta below, once the data link listens.
 		})
