@@ -4,9 +4,13 @@
 #   2. every Go test with the race detector: in-process Warren nodes driven by the real
 #      amqp091-go client, and the rpc package against both a Warren node process and Debian's
 #      RabbitMQ (the library must be broker-neutral), including Python oslo.messaging interop;
-#   3. Python interop (pika, kombu/py-amqp, oslo.messaging) against the Warren node process.
-# Needs Go and Debian's python3-pika python3-kombu python3-oslo.messaging rabbitmq-server
-# (.ci/run installs them).
+#   3. Python interop (pika, kombu/py-amqp, oslo.messaging) against the Warren node process;
+#   4. the chaos suite on a 3-process cluster (scripts/chaos.sh, 60 s);
+#   5. the container image and the compose cluster's smoke test (scripts/docker-smoke.sh);
+#   6. the chaos suite on the compose cluster (scripts/chaos.sh --docker, 60 s).
+# Needs Go, Debian's python3-pika python3-kombu python3-oslo.messaging rabbitmq-server, and a
+# Docker engine with docker-compose (.ci/run installs and checks them). The chaos seed is
+# $CHAOS_SEED (default: a new one each run, printed, so a failure can be replayed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,3 +51,15 @@ go test -race -count=1 -timeout 20m ./... || { node_log; exit 1; }
 
 echo "== python interop against Warren"
 bash tests/interop/run.sh "amqp://guest:guest@127.0.0.1:$warren_port/" || { node_log; exit 1; }
+cleanup
+trap - EXIT
+
+seed=${CHAOS_SEED:-$((RANDOM % 1000))}
+echo "== chaos suite, 3 node processes, 60 s, seed $seed (replay: scripts/chaos.sh --seed $seed)"
+bash scripts/chaos.sh --duration 60 --seed "$seed"
+
+echo "== container image and compose cluster smoke test"
+bash scripts/docker-smoke.sh
+
+echo "== chaos suite, 3 containers, 60 s, seed $seed (replay: scripts/chaos.sh --docker --seed $seed)"
+bash scripts/chaos.sh --docker --duration 60 --seed "$seed"
