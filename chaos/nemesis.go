@@ -50,7 +50,8 @@ func (f Fault) String() string {
 
 // Schedule draws count faults from seed: a kind among kinds, a node among 1..nodes, a hold
 // of 2–5 s (kill: time until restart; pause) or 5–10 s (partition) and a quiet gap of 3–6 s
-// before each. The same seed gives the same schedule.
+// before each. The first faults are one of each kind, in a seeded order, so even a short run
+// exercises every kind. The same seed gives the same schedule.
 func Schedule(seed uint64, nodes int, kinds []FaultKind, count int) []Fault {
 	rng := rand.New(rand.NewPCG(seed, 0x6e656d65736973))
 	between := func(lo, hi time.Duration) time.Duration {
@@ -58,8 +59,13 @@ func Schedule(seed uint64, nodes int, kinds []FaultKind, count int) []Fault {
 		return time.Duration(ms) * time.Millisecond
 	}
 	out := make([]Fault, 0, count)
-	for range count {
-		f := Fault{Kind: kinds[rng.IntN(len(kinds))], Node: 1 + rng.IntN(nodes)}
+	first := rng.Perm(len(kinds))
+	for i := range count {
+		kind := kinds[rng.IntN(len(kinds))]
+		if i < len(first) {
+			kind = kinds[first[i]]
+		}
+		f := Fault{Kind: kind, Node: 1 + rng.IntN(nodes)}
 		if f.Kind == Partition {
 			f.Hold = between(5*time.Second, 10*time.Second)
 		} else {

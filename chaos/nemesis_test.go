@@ -41,6 +41,15 @@ func TestScheduleIsSeededAndBounded(t *testing.T) {
 	if len(seen) != 3 || len(nodes) != 3 {
 		t.Fatalf("200 faults used kinds %v and nodes %v", seen, nodes)
 	}
+	for seed := range uint64(20) {
+		first := map[FaultKind]bool{}
+		for _, f := range Schedule(seed, 3, kinds, 3) {
+			first[f.Kind] = true
+		}
+		if len(first) != 3 {
+			t.Fatalf("seed %d: the first three faults are not one of each kind: %v", seed, first)
+		}
+	}
 	for _, f := range Schedule(7, 3, []FaultKind{Kill, Pause}, 200) {
 		if f.Kind == Partition {
 			t.Fatal("a process schedule holds a partition")
