@@ -59,27 +59,7 @@ func TestClusterOwnerKill9KeepsConfirmedMessages(t *testing.T) {
 	procs[0].start(t, bin, nil)
 	procs[1].start(t, bin, []string{procs[0].gossip})
 	procs[2].start(t, bin, []string{procs[0].gossip})
-	url := func(p *clusterProc) string { return "amqp://guest:guest@" + p.amqp + "/" }
-	dial := func(p *clusterProc) *amqp.Channel {
-		t.Helper()
-		var c *amqp.Connection
-		var err error
-		for deadline := time.Now().Add(30 * time.Second); ; {
-			if c, err = amqp.Dial(url(p)); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("dial %s: %v", p.id, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		ch, err := c.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ch
-	}
+	dial := func(p *clusterProc) *amqp.Channel { return dialProc(t, p) }
 	owner := dial(procs[1])
 	if _, err := owner.QueueDeclare("orders", true, false, false, false, nil); err != nil {
 		t.Fatalf("declare on n2 (joined through n1): %v", err)

@@ -13,9 +13,7 @@ import (
 func runForget(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("node forget", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("http", envDefault("http", "127.0.0.1:15672"), "HTTP API of any running node (env WARREN_HTTP)")
-	user := fs.String("user", envDefault("user", "guest"), "API user (env WARREN_USER)")
-	pass := fs.String("password", envDefault("password", "guest"), "API password (env WARREN_PASSWORD)")
+	api := apiFlags(fs, "any running node")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -25,8 +23,8 @@ func runForget(args []string, stdout, stderr io.Writer) int {
 	}
 	id := fs.Arg(0)
 	var nodes []map[string]any
-	if err := (apiClient{*addr, *user, *pass}).get("/api/nodes", &nodes); err != nil {
-		fmt.Fprintf(stderr, "node forget: cannot read the node at %s: %v\n", *addr, err)
+	if err := api.get("/api/nodes", &nodes); err != nil {
+		fmt.Fprintf(stderr, "node forget: cannot read the node at %s: %v\n", api.addr, err)
 		return 1
 	}
 	leader := ""
@@ -39,7 +37,7 @@ func runForget(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "node forget: the cluster has no leader (no quorum?): nothing changed")
 		return 1
 	}
-	if err := (apiClient{leader, *user, *pass}).do(http.MethodPost, "/api/cluster/forget/"+url.PathEscape(id), nil); err != nil {
+	if err := api.at(leader).do(http.MethodPost, "/api/cluster/forget/"+url.PathEscape(id), nil); err != nil {
 		fmt.Fprintf(stderr, "node forget: %v\n", err)
 		return 1
 	}

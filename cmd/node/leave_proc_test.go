@@ -113,6 +113,10 @@ func TestClusterLeaveAndJoinCLI(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 
+	// Ports picked now, not at the start: ports free a minute ago may since have been handed
+	// out as ephemeral ports of the test's own connections.
+	a := freePorts(t, 6)
+	procs[3].amqp, procs[3].http, procs[3].raft, procs[3].gossip, procs[3].forward, procs[3].data = a[0], a[1], a[2], a[3], a[4], a[5]
 	procs[3].start(t, bin, nil)
 	out.Reset()
 	errb.Reset()
