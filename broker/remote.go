@@ -259,13 +259,18 @@ func (h linkHandler) Settle(from string, id uint64, key string, kind datalink.Se
 	if len(msgs) == 0 {
 		return
 	}
+	settleOn(p.q, kind, msgs)
+}
+
+// settleOn applies a remote node's ack, requeue or reject to messages of q.
+func settleOn(q *queue.Queue, kind datalink.SettleKind, msgs []queue.Settled) {
 	switch kind {
 	case datalink.SettleAck:
-		p.q.Ack(msgs)
+		q.Ack(msgs)
 	case datalink.SettleRequeue:
-		p.q.Requeue(msgs)
+		q.Requeue(msgs)
 	default:
-		p.q.Reject(msgs)
+		q.Reject(msgs)
 	}
 }
 

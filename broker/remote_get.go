@@ -122,14 +122,7 @@ func (n *Node) settleGets(from, key string, kind datalink.SettleKind, seqs []uin
 	if len(msgs) == 0 {
 		return
 	}
-	switch kind {
-	case datalink.SettleAck:
-		g.q.Ack(msgs)
-	case datalink.SettleRequeue:
-		g.q.Requeue(msgs)
-	default:
-		g.q.Reject(msgs)
-	}
+	settleOn(g.q, kind, msgs)
 }
 
 // requeueGets returns what a node that went away got and never settled.

@@ -21,6 +21,14 @@ type clusterProc struct {
 	cmd                                     *exec.Cmd
 }
 
+// newClusterProc names node i and picks its data dir and free ports (just before it starts:
+// ports free long before may since have become ephemeral ports of the test's connections).
+func newClusterProc(t *testing.T, i int) *clusterProc {
+	a := freePorts(t, 6)
+	return &clusterProc{id: fmt.Sprintf("n%d", i), dataDir: t.TempDir(),
+		amqp: a[0], http: a[1], raft: a[2], gossip: a[3], forward: a[4], data: a[5]}
+}
+
 func (p *clusterProc) start(t *testing.T, bin string, join []string) {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "--id", p.id, "--data-dir", p.dataDir, "--amqp-addr", p.amqp,
@@ -52,9 +60,7 @@ func TestClusterOwnerKill9KeepsConfirmedMessages(t *testing.T) {
 	bin := nodeBinary(t)
 	procs := make([]*clusterProc, 3)
 	for i := range procs {
-		a := freePorts(t, 6)
-		procs[i] = &clusterProc{id: fmt.Sprintf("n%d", i+1), dataDir: t.TempDir(),
-			amqp: a[0], http: a[1], raft: a[2], gossip: a[3], forward: a[4], data: a[5]}
+		procs[i] = newClusterProc(t, i+1)
 	}
 	procs[0].start(t, bin, nil)
 	procs[1].start(t, bin, []string{procs[0].gossip})

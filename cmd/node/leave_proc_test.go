@@ -40,11 +40,9 @@ func dialProc(t *testing.T, p *clusterProc) *amqp.Channel {
 // three running nodes.
 func TestClusterLeaveAndJoinCLI(t *testing.T) {
 	bin := nodeBinary(t)
-	procs := make([]*clusterProc, 4)
+	procs := make([]*clusterProc, 3)
 	for i := range procs {
-		a := freePorts(t, 6)
-		procs[i] = &clusterProc{id: fmt.Sprintf("n%d", i+1), dataDir: t.TempDir(),
-			amqp: a[0], http: a[1], raft: a[2], gossip: a[3], forward: a[4], data: a[5]}
+		procs[i] = newClusterProc(t, i+1)
 	}
 	procs[0].start(t, bin, nil)
 	procs[1].start(t, bin, []string{procs[0].gossip})
@@ -113,10 +111,7 @@ func TestClusterLeaveAndJoinCLI(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 
-	// Ports picked now, not at the start: ports free a minute ago may since have been handed
-	// out as ephemeral ports of the test's own connections.
-	a := freePorts(t, 6)
-	procs[3].amqp, procs[3].http, procs[3].raft, procs[3].gossip, procs[3].forward, procs[3].data = a[0], a[1], a[2], a[3], a[4], a[5]
+	procs = append(procs, newClusterProc(t, 4))
 	procs[3].start(t, bin, nil)
 	out.Reset()
 	errb.Reset()
