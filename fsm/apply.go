@@ -88,6 +88,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.nodeFailed(ctx, c)
 	case MoveQueues:
 		return f.moveQueues(ctx, c)
+	case SetInSync:
+		return f.setInSync(ctx, c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}
@@ -250,6 +252,10 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 	if refusal := validateQueueArgs(c.Vhost, c.Name, args); refusal != nil {
 		return refusal
 	}
+	typ := queueType(args)
+	if refusal := validateTypedQueue(c, typ, args); refusal != nil {
+		return refusal
+	}
 	if q := vh.queues[c.Name]; q != nil {
 		what := resourceName("queue", c.Name, c.Vhost)
 		switch {
@@ -264,8 +270,16 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 		if err != nil {
 			return errBadArgs(err)
 		}
+		if refusal := compareQueueType(what, typ, q.Type, args, curArgs); refusal != nil {
+			return refusal
+		}
 		if refusal := compareArgKeys(what, queueEquivalenceKeys, args, curArgs); refusal != nil {
 			return refusal
+		}
+		if typ == QueueTypeQuorum {
+			if refusal := compareArgKeys(what, quorumEquivalenceKeys, args, curArgs); refusal != nil {
+				return refusal
+			}
 		}
 		existing := *q
 		ctx.res.Queue = &existing
@@ -275,6 +289,11 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 		Vhost: c.Vhost, Name: c.Name,
 		Durable: c.Durable, Exclusive: c.Exclusive, AutoDelete: c.AutoDelete,
 		Args: slices.Clone(c.Args), ExclusiveConn: c.ExclusiveConn, Owner: c.Owner,
+	}
+	if typ == QueueTypeQuorum {
+		q.Type, q.Epoch = typ, 1
+		q.Replicas = initialReplicas(c.Owner, c.Replicas)
+		q.InSync = q.Replicas
 	}
 	vh.queues[c.Name] = q
 	created := *q
@@ -418,14 +437,15 @@ func (f *FSM) nodeFailed(ctx *applyCtx, c NodeFailed) *Error {
 	f.removeQueuesWhere(ctx, func(q *Queue) bool {
 		return q.Exclusive && strings.HasPrefix(q.ExclusiveConn, connPrefix)
 	})
+	f.failoverReplicated(ctx, c)
 	for _, r := range c.Rehome {
 		vh := f.vhosts[r.Vhost]
 		if vh == nil || r.Owner == "" || r.Owner == c.Node {
 			continue
 		}
 		q := vh.queues[r.Name]
-		if q == nil || q.Owner != c.Node || (q.Durable && !c.Forget) || q.Exclusive {
-			continue // changed since the leader looked: leave it
+		if q == nil || q.Owner != c.Node || (q.Durable && !c.Forget) || q.Exclusive || q.Type == QueueTypeQuorum {
+			continue // changed since the leader looked (or replicated: failoverReplicated): leave it
 		}
 		// Seen by observers as the queue leaving its old owner and appearing, empty, on the new one.
 		ctx.events = append(ctx.events, Event{Kind: QueueDeleted, Queue: *q})
@@ -442,8 +462,8 @@ func (f *FSM) moveQueues(ctx *applyCtx, c MoveQueues) *Error {
 			continue
 		}
 		q := vh.queues[r.Name]
-		if q == nil || q.Owner != c.From || q.Exclusive {
-			continue // changed since the move was planned: leave it
+		if q == nil || q.Owner != c.From || q.Exclusive || q.Type == QueueTypeQuorum {
+			continue // changed since the move was planned (replicated queues fail over instead): leave it
 		}
 		q.Owner = r.Owner
 		ctx.events = append(ctx.events, Event{Kind: QueueMoved, Queue: *q, From: c.From})

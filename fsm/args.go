@@ -214,9 +214,9 @@ func validateQueueArgs(vhost, name string, args map[string]any) *Error {
 		return err
 	} else if present {
 		switch s {
-		case "classic":
-		case "quorum", "stream":
-			return invalid("x-queue-type", fmt.Sprintf("\"queue type '%s' is not supported by this broker (only classic)\"", s))
+		case "classic", "quorum":
+		case "stream":
+			return invalid("x-queue-type", fmt.Sprintf("\"queue type '%s' is not supported by this broker (only classic and quorum)\"", s))
 		default:
 			return invalid("x-queue-type", fmt.Sprintf("\"unsupported queue type '%s'\"", s))
 		}

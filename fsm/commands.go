@@ -28,6 +28,7 @@ const (
 	OpNodeStarted
 	OpNodeFailed
 	OpMoveQueues
+	OpSetInSync
 )
 
 var opNames = map[Op]string{
@@ -36,7 +37,7 @@ var opNames = map[Op]string{
 	OpDeclareExchange: "DeclareExchange", OpDeleteExchange: "DeleteExchange",
 	OpDeclareQueue: "DeclareQueue", OpDeleteQueue: "DeleteQueue", OpBind: "Bind",
 	OpUnbind: "Unbind", OpDropConnection: "DropConnection", OpNodeStarted: "NodeStarted",
-	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues",
+	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues", OpSetInSync: "SetInSync",
 }
 
 func (o Op) String() string {
@@ -85,6 +86,8 @@ type DeclareQueue struct {
 	Args                           []byte
 	ExclusiveConn                  string
 	Owner                          string
+	// Replicas of a replicated (quorum) queue, Owner first, chosen by the proposer.
+	Replicas []string `json:",omitempty"`
 }
 
 // DeleteQueue: IfUnused/IfEmpty are checked by the caller, which knows the
@@ -131,10 +134,16 @@ type NodeStarted struct {
 //
 // With Forget (an operator's `node forget`: the node will never return), durable
 // queues are re-homed too, empty: their messages are lost with the node.
+//
+// Replicated queues: Node leaves the in-sync set of every queue it replicates; a queue it led
+// gets the leader named in Rehome if that node is in sync (epoch bumped, messages kept). With
+// Forget, Repair names for each replicated queue the live node that takes Node's place in its
+// replica set (it starts out of sync and is filled by the leader).
 type NodeFailed struct {
 	Node   string
 	Rehome []QueueRef
-	Forget bool `json:",omitempty"`
+	Forget bool       `json:",omitempty"`
+	Repair []QueueRef `json:",omitempty"`
 }
 
 // MoveQueues hands queues of a live node (From) to other nodes: `node leave` and rebalancing.
@@ -161,6 +170,7 @@ func (DropConnection) op() Op  { return OpDropConnection }
 func (NodeStarted) op() Op     { return OpNodeStarted }
 func (NodeFailed) op() Op      { return OpNodeFailed }
 func (MoveQueues) op() Op      { return OpMoveQueues }
+func (SetInSync) op() Op       { return OpSetInSync }
 
 // Encode serialises a command as its op byte followed by JSON. Struct fields
 // marshal in declaration order, so the bytes are deterministic.
@@ -214,6 +224,8 @@ func Decode(b []byte) (Command, error) {
 		c, err = decodeInto[NodeFailed](body)
 	case OpMoveQueues:
 		c, err = decodeInto[MoveQueues](body)
+	case OpSetInSync:
+		c, err = decodeInto[SetInSync](body)
 	default:
 		return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
 	}

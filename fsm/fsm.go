@@ -80,6 +80,12 @@ type Queue struct {
 	Durable, Exclusive, AutoDelete bool
 	Args                           []byte
 	ExclusiveConn, Owner           string
+
+	// Replicated (quorum) queues only; see quorum.go. Owner is the leader replica.
+	Type     string   `json:",omitempty"` // QueueTypeQuorum, or "" for a classic queue
+	Replicas []string `json:",omitempty"` // every node holding a copy, leader included
+	InSync   []string `json:",omitempty"` // replicas known to hold every committed message
+	Epoch    uint64   `json:",omitempty"` // leader epoch: bumped on every leader change
 }
 
 // BindingInfo is a binding as recorded in the FSM.
@@ -107,6 +113,9 @@ const (
 	QueueDeleted
 	// QueueMoved: Queue.Owner is the new owner, From the old one; the queue keeps existing.
 	QueueMoved
+	// QueueReplicasChanged: a replicated queue's leader, epoch, replicas or in-sync set
+	// changed; From is the previous leader. Its messages stay where they are.
+	QueueReplicasChanged
 )
 
 func (k EventKind) String() string {
@@ -117,6 +126,8 @@ func (k EventKind) String() string {
 		return "QueueDeleted"
 	case QueueMoved:
 		return "QueueMoved"
+	case QueueReplicasChanged:
+		return "QueueReplicasChanged"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -125,7 +136,7 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind  EventKind
 	Queue Queue
-	From  string // QueueMoved: the previous owner
+	From  string // QueueMoved, QueueReplicasChanged: the previous owner
 }
 
 // DefaultVhost exists in a new FSM.

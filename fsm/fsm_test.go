@@ -140,7 +140,7 @@ func TestQueueArgValidation(t *testing.T) {
 		{map[string]any{"x-dead-letter-routing-key": "a"}, "x-dead-letter-routing-key|routing_key_but_no_dlx_defined"},
 		{map[string]any{"x-dead-letter-exchange": "a", "x-dead-letter-routing-key": int32(5)}, "x-dead-letter-routing-key|{unacceptable_type,signedint}"},
 		{map[string]any{"x-queue-type": "foo"}, "x-queue-type|\"unsupported queue type 'foo'\""},
-		{map[string]any{"x-queue-type": "quorum"}, "x-queue-type|\"queue type 'quorum' is not supported by this broker (only classic)\""},
+		{map[string]any{"x-queue-type": "stream"}, "x-queue-type|\"queue type 'stream' is not supported by this broker (only classic and quorum)\""},
 		{map[string]any{"x-queue-type": int32(5)}, "x-queue-type|{unacceptable_type,signedint}"},
 		{map[string]any{"x-queue-mode": "foo"}, "x-queue-mode|\"unsupported queue mode 'foo'\""},
 		{map[string]any{"x-single-active-consumer": int32(1)}, "x-single-active-consumer|{unacceptable_type,signedint}"},

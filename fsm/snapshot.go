@@ -247,7 +247,14 @@ func queueDiff(before, after map[string]*vhostState) []Event {
 	for _, vname := range sortedKeys(before) {
 		for _, name := range sortedKeys(before[vname].queues) {
 			old := before[vname].queues[name]
-			if nu := lookup(after, vname, name); nu == nil || nu.Owner != old.Owner {
+			nu := lookup(after, vname, name)
+			if nu != nil && bothReplicated(old, nu) {
+				if !sameReplication(old, nu) {
+					events = append(events, Event{Kind: QueueReplicasChanged, Queue: *nu, From: old.Owner})
+				}
+				continue
+			}
+			if nu == nil || nu.Owner != old.Owner {
 				events = append(events, Event{Kind: QueueDeleted, Queue: *old})
 			}
 		}
@@ -255,10 +262,22 @@ func queueDiff(before, after map[string]*vhostState) []Event {
 	for _, vname := range sortedKeys(after) {
 		for _, name := range sortedKeys(after[vname].queues) {
 			nu := after[vname].queues[name]
-			if old := lookup(before, vname, name); old == nil || old.Owner != nu.Owner {
+			old := lookup(before, vname, name)
+			if old != nil && bothReplicated(old, nu) {
+				continue // reported above
+			}
+			if old == nil || old.Owner != nu.Owner {
 				events = append(events, Event{Kind: QueueCreated, Queue: *nu})
 			}
 		}
 	}
 	return events
+}
+
+// bothReplicated: a restore that keeps a replicated queue replicated changes its configuration,
+// never its messages, so it is reported as QueueReplicasChanged rather than deleted and created.
+func bothReplicated(a, b *Queue) bool { return a.Type == QueueTypeQuorum && b.Type == QueueTypeQuorum }
+
+func sameReplication(a, b *Queue) bool {
+	return a.Owner == b.Owner && a.Epoch == b.Epoch && slices.Equal(a.Replicas, b.Replicas) && slices.Equal(a.InSync, b.InSync)
 }

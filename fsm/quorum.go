@@ -1,0 +1,205 @@
+package fsm
+
+import (
+	"slices"
+
+	"github.com/warrenmq/warren/exchange"
+)
+
+// Replicated ("quorum") queues keep their configuration here, in the metadata Raft log, as
+// Kafka keeps a partition's under KRaft: the replica set, the leader (Queue.Owner), the leader
+// epoch and the in-sync set. The messages themselves travel leader → followers over the data
+// links (package replica, broker/quorum*.go); see docs/replication.md for the protocol and its
+// invariants. The FSM enforces the parts of those invariants that are about configuration:
+//
+//   - the leader is always a member of the in-sync set, and the in-sync set a subset of the
+//     replicas;
+//   - only an in-sync replica can become leader, and every leader change bumps the epoch;
+//   - the in-sync set is changed only by the current leader of the current epoch (SetInSync
+//     with a stale epoch or leader is refused), or by NodeFailed removing a dead node.
+//
+// Slices of a Queue are never modified in place once stored (they are replaced), so copies
+// handed out by Queue/Queues and events may share them.
+
+// Queue types (x-queue-type).
+const (
+	QueueTypeClassic = "classic"
+	QueueTypeQuorum  = "quorum"
+)
+
+// DefaultReplicas is the replica count of a replicated queue declared without
+// x-quorum-initial-group-size (fewer when the cluster has fewer live nodes).
+const DefaultReplicas = 3
+
+// Majority is how many replicas of n must hold a message before it is confirmed.
+func Majority(n int) int { return n/2 + 1 }
+
+// SetInSync replaces a replicated queue's in-sync set. Only the leader of the current epoch
+// proposes it: to add a follower that caught up, or drop one that fell behind or went away.
+type SetInSync struct {
+	Vhost, Name string
+	Leader      string
+	Epoch       uint64
+	InSync      []string
+}
+
+// queueType reads x-queue-type (validateQueueArgs has refused unknown types); "" is classic.
+func queueType(args map[string]any) string {
+	if s, _ := args["x-queue-type"].(string); s == QueueTypeQuorum {
+		return QueueTypeQuorum
+	}
+	return ""
+}
+
+// validateTypedQueue refuses what a queue type does not support, with RabbitMQ 3.10's texts.
+func validateTypedQueue(c DeclareQueue, typ string, args map[string]any) *Error {
+	what := resourceName("queue", c.Name, c.Vhost)
+	unsupported := func(keys []string, typeName string) *Error {
+		for _, k := range keys {
+			if _, ok := args[k]; ok {
+				return refuse(CodePreconditionFailed, "invalid arg '%s' for %s of queue type %s", k, what, typeName)
+			}
+		}
+		return nil
+	}
+	if typ != QueueTypeQuorum {
+		return unsupported([]string{"x-delivery-limit", "x-quorum-initial-group-size"}, "rabbit_classic_queue")
+	}
+	if err := unsupported([]string{"x-max-priority", "x-queue-mode"}, "rabbit_quorum_queue"); err != nil {
+		return err
+	}
+	if v, ok := args["x-quorum-initial-group-size"]; ok {
+		n, isInt := exchange.AsInt(v)
+		switch {
+		case !isInt:
+			return refuse(CodePreconditionFailed, "invalid arg 'x-quorum-initial-group-size' for %s: \"expected integer, got %s\"", what, exchange.TypeName(v))
+		case n < 0:
+			return refuse(CodePreconditionFailed, "invalid arg 'x-quorum-initial-group-size' for %s: {value_negative,%d}", what, n)
+		case n == 0:
+			return refuse(CodePreconditionFailed, "invalid arg 'x-quorum-initial-group-size' for %s: {value_zero,0}", what)
+		}
+	}
+	switch {
+	case c.AutoDelete:
+		return refuse(CodePreconditionFailed, "invalid property 'auto-delete' for %s", what)
+	case c.Exclusive:
+		return refuse(CodePreconditionFailed, "invalid property 'exclusive-owner' for %s", what)
+	case !c.Durable:
+		return refuse(CodePreconditionFailed, "invalid property 'non-durable' for %s", what)
+	}
+	return nil
+}
+
+// compareQueueType refuses a redeclare that names another queue type (absent = classic).
+func compareQueueType(what string, typ, curType string, args, curArgs map[string]any) *Error {
+	if typ == curType {
+		return nil
+	}
+	return compareArgKeys(what, []string{"x-queue-type"}, args, curArgs)
+}
+
+// quorumEquivalenceKeys are compared on a redeclare of a replicated queue, besides the classic ones.
+var quorumEquivalenceKeys = []string{"x-quorum-initial-group-size", "x-delivery-limit"}
+
+// initialReplicas is the replica set a new replicated queue starts with: the proposer's
+// choice, the leader first, without duplicates. Every replica is in sync (all are empty).
+func initialReplicas(owner string, proposed []string) []string {
+	out := []string{owner}
+	for _, r := range proposed {
+		if r != "" && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func without(set []string, node string) []string {
+	out := make([]string, 0, len(set))
+	for _, s := range set {
+		if s != node {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func replicasChanged(ctx *applyCtx, q *Queue, from string) {
+	ctx.events = append(ctx.events, Event{Kind: QueueReplicasChanged, Queue: *q, From: from})
+}
+
+func (f *FSM) setInSync(ctx *applyCtx, c SetInSync) *Error {
+	vh := f.vhosts[c.Vhost]
+	if vh == nil {
+		return errNoVhost(c.Vhost)
+	}
+	q := vh.queues[c.Name]
+	if q == nil {
+		return errNoQueue(c.Vhost, c.Name)
+	}
+	switch {
+	case q.Type != QueueTypeQuorum:
+		return refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", c.Name, c.Vhost)
+	case q.Epoch != c.Epoch || q.Owner != c.Leader:
+		return refuse(CodePreconditionFailed, "stale leader epoch %d of %s for queue '%s' in vhost '%s' (now %d of %s)",
+			c.Epoch, c.Leader, c.Name, c.Vhost, q.Epoch, q.Owner)
+	case !slices.Contains(c.InSync, c.Leader):
+		return refuse(CodePreconditionFailed, "the in-sync set of queue '%s' must contain its leader", c.Name)
+	}
+	var set []string
+	for _, r := range q.Replicas { // keep replica order, drop strangers and duplicates
+		if slices.Contains(c.InSync, r) {
+			set = append(set, r)
+		}
+	}
+	if slices.Equal(set, q.InSync) {
+		return nil
+	}
+	q.InSync = set
+	replicasChanged(ctx, q, q.Owner)
+	return nil
+}
+
+// failoverReplicated applies NodeFailed to replicated queues (see NodeFailed).
+func (f *FSM) failoverReplicated(ctx *applyCtx, c NodeFailed) {
+	choice := func(list []QueueRef, vhost, name string) string {
+		for _, r := range list {
+			if r.Vhost == vhost && r.Name == name {
+				return r.Owner
+			}
+		}
+		return ""
+	}
+	for _, vname := range f.vhostNamesLocked() {
+		vh := f.vhosts[vname]
+		for _, name := range sortedKeys(vh.queues) {
+			q := vh.queues[name]
+			if q.Type != QueueTypeQuorum || !slices.Contains(q.Replicas, c.Node) {
+				continue
+			}
+			from := q.Owner
+			changed := false
+			if q.Owner == c.Node {
+				if next := choice(c.Rehome, vname, name); next != c.Node && slices.Contains(q.InSync, next) {
+					q.Owner = next
+					q.Epoch++
+					changed = true
+				}
+			}
+			if q.Owner != c.Node && slices.Contains(q.InSync, c.Node) {
+				q.InSync = without(q.InSync, c.Node)
+				changed = true
+			}
+			if c.Forget && q.Owner != c.Node {
+				replicas := without(q.Replicas, c.Node)
+				if r := choice(c.Repair, vname, name); r != "" && r != c.Node && !slices.Contains(replicas, r) {
+					replicas = append(replicas, r)
+				}
+				q.Replicas = replicas
+				changed = true
+			}
+			if changed {
+				replicasChanged(ctx, q, from)
+			}
+		}
+	}
+}
