@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
 )
 
@@ -53,9 +55,17 @@ type RecoveredQueue struct {
 // queue also drops its messages from the store.
 func (n *Node) Recover(recovered map[string]RecoveredQueue) (restored int64, err error) {
 	var errs []error
+	n.lastIDs = make(map[string]uint64, len(recovered))
+	for key, rq := range recovered {
+		n.lastIDs[key] = rq.LastID
+	}
 	for key, rq := range recovered {
 		vhost, name, ok := splitStoreKey(key)
 		qd, exists := n.fsm.Queue(vhost, name)
+		if ok && exists && qd.Type == fsm.QueueTypeQuorum && slices.Contains(qd.Replicas, n.id) {
+			restored += rq.Messages // read into the replica's index below
+			continue
+		}
 		lq := n.LocalQueue(vhost, name)
 		if !ok || !exists || !qd.Durable || qd.Owner != n.id || lq == nil {
 			n.msgs.DropQueue(key)
@@ -73,6 +83,7 @@ func (n *Node) Recover(recovered map[string]RecoveredQueue) (restored int64, err
 		lq.Restore(msgs)
 		restored += int64(len(msgs))
 	}
+	errs = append(errs, n.loadReplicas())
 	n.recovered.Store(true)
 	return restored, errors.Join(errs...)
 }

@@ -57,6 +57,13 @@ type Node struct {
 	once    sync.Once
 
 	handOffs handOffStats
+
+	// Replicated queues this node holds a replica of (quorum*.go), by store key.
+	qmu         sync.RWMutex
+	quorum      map[string]*replicated
+	quorumWake  chan struct{}
+	startQuorum sync.Once
+	lastIDs     map[string]uint64 // what Recover found per store key (read-only after it)
 }
 
 // New creates the node runtime around f and registers as f's observer, so every queue the FSM
@@ -65,7 +72,8 @@ func New(id string, f *fsm.FSM, log *slog.Logger) *Node {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{id: id, fsm: f, log: log, queues: make(map[queueKey]*queue.Queue), closing: make(chan struct{})}
+	n := &Node{id: id, fsm: f, log: log, queues: make(map[queueKey]*queue.Queue), closing: make(chan struct{}),
+		quorum: map[string]*replicated{}, quorumWake: make(chan struct{}, 1)}
 	f.SetObserver(n.onFSMEvent)
 	return n
 }
@@ -167,6 +175,10 @@ func (n *Node) LocalQueue(vhost, name string) *queue.Queue {
 func (n *Node) onFSMEvent(ev fsm.Event) {
 	qd := ev.Queue
 	key := queueKey{qd.Vhost, qd.Name}
+	if qd.Type == fsm.QueueTypeQuorum {
+		n.onReplicatedEvent(ev)
+		return
+	}
 	switch ev.Kind {
 	case fsm.QueueCreated:
 		if qd.Owner == n.id {
@@ -207,8 +219,15 @@ func (n *Node) createLocalQueue(qd fsm.Queue) {
 		// The FSM validated the arguments; reaching here means the two disagree.
 		n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", err)
 	}
+	var rep *replicated
 	if qd.Durable && n.msgs != nil {
 		cfg.Store, cfg.StoreKey = n.msgs, StoreKey(qd.Vhost, qd.Name)
+		if qd.Type == fsm.QueueTypeQuorum {
+			rep = n.replicatedFor(cfg.StoreKey)
+			if ps, ok := n.msgs.(*pagedStore); ok && rep != nil {
+				cfg.Store = &quorumStore{pagedStore: ps, r: rep}
+			}
+		}
 	}
 	cfg.Logger = n.log
 	q := queue.New(cfg, queue.Hooks{
@@ -220,6 +239,9 @@ func (n *Node) createLocalQueue(qd fsm.Queue) {
 	old := n.queues[key]
 	n.queues[key] = q
 	n.mu.Unlock()
+	if rep != nil {
+		rep.attachQueue(q)
+	}
 	if old != nil {
 		old.Delete()
 	}
@@ -277,6 +299,7 @@ func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[s
 	}
 	res := PublishResult{Routed: len(refs)}
 	qs := sc.queues[:0]
+	unserved := false
 	var remote map[string][]string // owner → its target queues' store keys
 	for _, r := range refs {
 		if q := n.LocalQueue(r.Vhost, r.Name); q != nil {
@@ -288,20 +311,27 @@ func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[s
 				remote = map[string][]string{}
 			}
 			remote[r.Owner] = append(remote[r.Owner], StoreKey(r.Vhost, r.Name))
+			continue
 		}
-		// Owned here but gone: deleted meanwhile, the message goes with it, as in RabbitMQ.
+		// Owned here but gone: deleted meanwhile, the message goes with it, as in RabbitMQ;
+		// but a replicated queue this node leads and does not serve yet (it is claiming a new
+		// epoch after a restart) refuses it: the publisher gets a nack, not a silent loss.
+		if n.replicatedFor(StoreKey(r.Vhost, r.Name)) != nil {
+			unserved = true
+		}
 	}
 	if onDone == nil {
 		onDone = func(error) {}
 	}
 	var join *confirmJoin
-	needJoin := remote != nil || (msg.Persistent && n.msgs != nil && anyDurable(qs))
+	needJoin := remote != nil || (msg.Persistent && n.msgs != nil && anyDurable(qs)) || n.anyReplicated(qs)
 	if needJoin {
 		join = newConfirmJoin(onDone)
 		res.Deferred = true
 	}
 	var data []byte
 	rejected, throttle := n.deliverLocal(qs, msg, &data, sc, join)
+	rejected = rejected || unserved
 	res.Rejected, res.Throttle = rejected, throttle
 	for owner, keys := range remote {
 		n.forward(owner, keys, msg, &data, join)
@@ -316,6 +346,20 @@ func (n *Node) Publish(vhost, exchange string, msg *queue.Message, headers map[s
 	clear(qs)
 	sc.queues = qs[:0]
 	return res, nil
+}
+
+func isReplicated(q *queue.Queue) bool {
+	_, ok := q.Store().(*quorumStore)
+	return ok
+}
+
+func (n *Node) anyReplicated(qs []*queue.Queue) bool {
+	for _, q := range qs {
+		if isReplicated(q) {
+			return true
+		}
+	}
+	return false
 }
 
 func anyDurable(qs []*queue.Queue) bool {
@@ -333,7 +377,7 @@ func (n *Node) deliverLocal(qs []*queue.Queue, msg *queue.Message, data *[]byte,
 	keys := sc.keys[:0]
 	if msg.Persistent && n.msgs != nil {
 		for _, q := range qs {
-			if key, durable := q.StoreKey(); durable {
+			if key, durable := q.StoreKey(); durable && !isReplicated(q) {
 				keys = append(keys, key)
 			}
 		}
@@ -347,7 +391,22 @@ func (n *Node) deliverLocal(qs []*queue.Queue, msg *queue.Message, data *[]byte,
 	}
 	sc.keys = keys[:0]
 	for _, q := range qs {
-		ok, t := q.Publish(msg)
+		m := msg
+		if isReplicated(q) {
+			// Every message of a replicated queue is stored (as RabbitMQ's quorum queues do),
+			// under its own identity, and waits for the followers before its confirm.
+			if *data == nil {
+				*data = EncodeStored(msg)
+			}
+			cp, err := q.Store().(*quorumStore).r.publish(msg, *data, join)
+			if err != nil {
+				n.log.Debug("replicated queue refused a publish", "queue", q.Name(), "err", err)
+				rejected = true
+				continue
+			}
+			m = cp
+		}
+		ok, t := q.Publish(m)
 		if !ok {
 			rejected = true // the queue already released its store reference
 		}

@@ -22,6 +22,16 @@ type clientLink struct {
 type pendingPublish struct {
 	reqID uint64
 	done  func(rejected bool, err error)
+	// replied, for a replication request, gets the reply's body (a copy) instead of done.
+	replied func(body []byte, err error)
+}
+
+func (pp pendingPublish) fail(err error) {
+	if pp.replied != nil {
+		pp.replied(nil, err)
+		return
+	}
+	pp.done(false, err)
 }
 
 type pendingRequest struct {
@@ -86,13 +96,13 @@ func (cl *clientLink) settle(consumerID uint64, queue string, kind SettleKind, s
 // publishOnBrokenLink handles a publish that found the link failed. Until the reader has
 // called every earlier callback, done joins that queue, so callbacks keep publish order even
 // on failure; afterwards the caller reports the error itself.
-func (cl *clientLink) publishOnBrokenLink(done func(bool, error)) error {
+func (cl *clientLink) publishOnBrokenLink(pp pendingPublish) error {
 	cl.l.mu.Lock()
 	defer cl.l.mu.Unlock()
 	if cl.flushed {
 		return cl.p.linkDownError(cl)
 	}
-	cl.publishes = append(cl.publishes, pendingPublish{done: done})
+	cl.publishes = append(cl.publishes, pp)
 	return nil
 }
 
@@ -139,7 +149,7 @@ func (cl *clientLink) flushPending(err error) {
 			return
 		}
 		cl.l.mu.Unlock()
-		pp.done(false, err)
+		pp.fail(err)
 	}
 }
 
@@ -166,8 +176,16 @@ func (cl *clientLink) readLoop(fr *frameReader) error {
 				return fmt.Errorf("%w: %s sent a publish reply nobody waits for", errProtocol, cl.remoteID)
 			}
 			if pp.reqID != f.reqID {
-				pp.done(false, fmt.Errorf("%w: reply out of order", ErrLinkDown))
+				pp.fail(fmt.Errorf("%w: reply out of order", ErrLinkDown))
 				return fmt.Errorf("%w: %s answered publish %d, expected %d", errProtocol, cl.remoteID, f.reqID, pp.reqID)
+			}
+			if pp.replied != nil {
+				var body []byte
+				if f.flags&flagReplyBody != 0 {
+					body = append([]byte(nil), f.msg...)
+				}
+				pp.replied(body, remoteErr(&f))
+				continue
 			}
 			pp.done(f.flags&flagRejected != 0, remoteErr(&f))
 		case frameConsumeReply:

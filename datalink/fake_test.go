@@ -269,6 +269,18 @@ func (fb *fakeBroker) Purge(from string, queue string) (int, error) {
 	return n, nil
 }
 
+// Replicate answers with the stream name and payload joined, or refuses an empty payload.
+func (fb *fakeBroker) Replicate(from string, stream string, payload []byte, reply func([]byte, error)) {
+	fb.mu.Lock()
+	fb.calls++
+	fb.mu.Unlock()
+	if len(payload) == 0 {
+		reply(nil, &RemoteError{Code: 406, Text: "empty"})
+		return
+	}
+	reply(append([]byte(stream+":"), payload...), nil)
+}
+
 func (fb *fakeBroker) PeerDown(from string) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()

@@ -39,7 +39,9 @@ const (
 // Flag bits. Decoding refuses unknown bits so that a frame re-encodes to the same bytes.
 const (
 	flagPersistent  = 1 << 0 // publish
+	flagReplicate   = 1 << 1 // publish: a replication request for the stream named as its one queue
 	flagRejected    = 1 << 0 // publish reply
+	flagReplyBody   = 1 << 1 // publish reply: the rest of the frame is the reply's body
 	flagNoAck       = 1 << 0 // consume, get
 	flagExclusive   = 1 << 1 // consume
 	flagOK          = 1 << 0 // get reply: a message was returned
@@ -118,6 +120,9 @@ func appendFrame(b []byte, f *frame) []byte {
 		b = append(b, f.flags)
 		b = binary.BigEndian.AppendUint16(b, f.errCode)
 		b = appendStr16(b, f.errText)
+		if f.flags&flagReplyBody != 0 {
+			b = append(b, f.msg...)
+		}
 	case frameConsume:
 		b = binary.BigEndian.AppendUint64(b, f.reqID)
 		b = binary.BigEndian.AppendUint64(b, f.consumerID)
@@ -302,7 +307,7 @@ func decodeFrame(body []byte, f *frame, in *interner) error {
 	case frameWelcome, frameHeartbeat:
 	case framePublish:
 		f.reqID = d.u64()
-		f.flags = d.flags(flagPersistent)
+		f.flags = d.flags(flagPersistent | flagReplicate)
 		n := int(d.u16())
 		// Each name takes at least its 2-byte length: refuse counts the body cannot hold
 		// before allocating for them.
@@ -318,9 +323,12 @@ func decodeFrame(body []byte, f *frame, in *interner) error {
 		f.msg = d.rest()
 	case framePublishReply:
 		f.reqID = d.u64()
-		f.flags = d.flags(flagRejected)
+		f.flags = d.flags(flagRejected | flagReplyBody)
 		f.errCode = d.u16()
 		f.errText = string(d.bytes16())
+		if f.flags&flagReplyBody != 0 {
+			f.msg = d.rest()
+		}
 	case frameConsume:
 		f.reqID = d.u64()
 		f.consumerID = d.u64()

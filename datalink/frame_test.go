@@ -19,6 +19,8 @@ func sampleFrames() []frame {
 		{typ: framePublish, reqID: 1<<40 + 3, flags: flagPersistent, queues: []string{"q1", "", "amq.gen-xyz"}, msg: []byte("body bytes")},
 		{typ: framePublish, reqID: 2, queues: []string{}, msg: []byte{}},
 		{typ: framePublishReply, reqID: 7, flags: flagRejected, errCode: 404, errText: "no queue"},
+		{typ: framePublish, reqID: 3, flags: flagReplicate, queues: []string{"/\x00qq"}, msg: []byte("batch")},
+		{typ: framePublishReply, reqID: 3, flags: flagReplyBody, msg: []byte("position")},
 		{typ: frameConsume, reqID: 8, consumerID: 99, n: 250, flags: flagNoAck | flagExclusive, queue: "work"},
 		{typ: frameConsumeReply, reqID: 8, errCode: 403, errText: "exclusive"},
 		{typ: frameCancel, consumerID: 5},

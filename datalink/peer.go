@@ -328,9 +328,9 @@ func (p *Peer) Publish(ctx context.Context, queues []string, msg []byte, persist
 		err      error
 	}
 	ch := make(chan result, 1)
-	err = p.enqueuePublish(ctx, queues, msg, persistent, func(rejected bool, err error) {
+	err = p.enqueuePublish(ctx, queues, msg, publishFlags(persistent), pendingPublish{done: func(rejected bool, err error) {
 		ch <- result{rejected, err}
-	})
+	}})
 	if err != nil {
 		return false, err
 	}
@@ -349,14 +349,32 @@ func (p *Peer) Publish(ctx context.Context, queues []string, msg []byte, persist
 // (on the link's reader goroutine, so they must not block) and msg may be reused once
 // PublishAsync returns.
 func (p *Peer) PublishAsync(queues []string, msg []byte, persistent bool, done func(rejected bool, err error)) {
-	if err := p.enqueuePublish(context.Background(), queues, msg, persistent, done); err != nil {
+	if err := p.enqueuePublish(context.Background(), queues, msg, publishFlags(persistent), pendingPublish{done: done}); err != nil {
 		done(false, err)
 	}
 }
 
-// enqueuePublish queues the publish frame and registers done; on error done was not
-// registered and the caller reports the error.
-func (p *Peer) enqueuePublish(ctx context.Context, queues []string, msg []byte, persistent bool, done func(bool, error)) error {
+// ReplicateAsync sends a replication request for stream (opaque here: package replica encodes
+// it) to the peer's Handler.Replicate, on the same ordered path as publishes: requests reach
+// the Handler in the order they were sent, and replied is called exactly once, in that order,
+// with the reply's body or an error (wrapping ErrLinkDown if the link broke first). It blocks
+// and reuses payload as PublishAsync does.
+func (p *Peer) ReplicateAsync(stream string, payload []byte, replied func(body []byte, err error)) {
+	if err := p.enqueuePublish(context.Background(), []string{stream}, payload, flagReplicate, pendingPublish{replied: replied}); err != nil {
+		replied(nil, err)
+	}
+}
+
+func publishFlags(persistent bool) uint8 {
+	if persistent {
+		return flagPersistent
+	}
+	return 0
+}
+
+// enqueuePublish queues the publish frame and registers pp; on error pp was not registered
+// and the caller reports the error.
+func (p *Peer) enqueuePublish(ctx context.Context, queues []string, msg []byte, flags uint8, pp pendingPublish) error {
 	if len(msg) > MaxMessageSize {
 		return fmt.Errorf("datalink: message of %d bytes exceeds %d", len(msg), MaxMessageSize)
 	}
@@ -372,15 +390,13 @@ func (p *Peer) enqueuePublish(ctx context.Context, queues []string, msg []byte, 
 	case errWaitAborted:
 		return fmt.Errorf("datalink: publish to %s waiting for buffer space: %w", p.addr, ctx.Err())
 	default:
-		return cl.publishOnBrokenLink(done)
+		return cl.publishOnBrokenLink(pp)
 	}
 	reqID := cl.nextReq
 	cl.nextReq++
-	cl.publishes = append(cl.publishes, pendingPublish{reqID: reqID, done: done})
-	f := frame{typ: framePublish, reqID: reqID, queues: queues, msg: msg}
-	if persistent {
-		f.flags = flagPersistent
-	}
+	pp.reqID = reqID
+	cl.publishes = append(cl.publishes, pp)
+	f := frame{typ: framePublish, reqID: reqID, queues: queues, msg: msg, flags: flags}
 	cl.l.out = appendFrame(cl.l.out, &f)
 	cl.l.release()
 	return nil

@@ -11,6 +11,8 @@ type replySlot struct {
 	rejected bool
 	errCode  uint16
 	errText  string
+	body     []byte
+	hasBody  bool
 }
 
 // replyQueue holds the publish replies not yet sent, oldest first. Slot numbers count every
@@ -68,25 +70,36 @@ func (sl *serverLink) reservePublish(reqID uint64) uint64 {
 // replyFunc returns the Handler's reply callback for one publish; calls after the first are
 // ignored, as are calls after the link broke (the publisher already got ErrLinkDown).
 func (sl *serverLink) replyFunc(slot uint64) func(rejected bool, err error) {
-	return func(rejected bool, err error) {
-		l := sl.l
-		if l.acquire(sendControl, nil) != nil {
-			return
-		}
-		s := sl.replies.at(slot)
-		if s == nil || s.done {
-			l.mu.Unlock()
-			return
-		}
-		s.done, s.rejected = true, rejected
-		s.errCode, s.errText = toRemoteError(err)
-		sl.replies.popReady(func(s *replySlot) {
-			f := frame{typ: framePublishReply, reqID: s.reqID, errCode: s.errCode, errText: s.errText}
-			if s.rejected {
-				f.flags = flagRejected
-			}
-			l.out = appendFrame(l.out, &f)
-		})
-		l.release()
+	return func(rejected bool, err error) { sl.answer(slot, rejected, nil, false, err) }
+}
+
+// replyBodyFunc is replyFunc for a replication request, whose reply carries a body.
+func (sl *serverLink) replyBodyFunc(slot uint64) func(body []byte, err error) {
+	return func(body []byte, err error) { sl.answer(slot, false, body, true, err) }
+}
+
+func (sl *serverLink) answer(slot uint64, rejected bool, body []byte, hasBody bool, err error) {
+	l := sl.l
+	if l.acquire(sendControl, nil) != nil {
+		return
 	}
+	s := sl.replies.at(slot)
+	if s == nil || s.done {
+		l.mu.Unlock()
+		return
+	}
+	s.done, s.rejected, s.body, s.hasBody = true, rejected, body, hasBody
+	s.errCode, s.errText = toRemoteError(err)
+	sl.replies.popReady(func(s *replySlot) {
+		f := frame{typ: framePublishReply, reqID: s.reqID, errCode: s.errCode, errText: s.errText}
+		if s.rejected {
+			f.flags = flagRejected
+		}
+		if s.hasBody && s.errCode == 0 && s.errText == "" {
+			f.flags |= flagReplyBody
+			f.msg = s.body
+		}
+		l.out = appendFrame(l.out, &f)
+	})
+	l.release()
 }

@@ -36,6 +36,10 @@ type Handler interface {
 	Get(from string, queue string, noAck bool) (d Delivery, ok bool, err error)
 	// Purge drops the queue's ready messages (queue.purge) and says how many.
 	Purge(from string, queue string) (count int, err error)
+	// Replicate hands a replication request (package replica's encoding, opaque here) for one
+	// stream (a replicated queue) to the Handler; reply exactly once, possibly later, with a
+	// body (may be nil) or an error. Requests and replies share the publishes' order.
+	Replicate(from string, stream string, payload []byte, reply func(body []byte, err error))
 	// PeerDown says the link to that peer broke: drop its consumers and requeue their unacked
 	// messages. For one peer, PeerDown of an old link always happens before any call from its
 	// next link.
@@ -258,6 +262,13 @@ func (sl *serverLink) readLoop(fr *frameReader) error {
 		case frameHeartbeat:
 		case framePublish:
 			slot := sl.reservePublish(f.reqID)
+			if f.flags&flagReplicate != 0 {
+				if len(f.queues) != 1 {
+					return fmt.Errorf("%w: %s sent a replication request for %d streams", errProtocol, sl.from, len(f.queues))
+				}
+				h.Replicate(sl.from, f.queues[0], f.msg, sl.replyBodyFunc(slot))
+				continue
+			}
 			h.Publish(sl.from, f.queues, f.msg, f.flags&flagPersistent != 0, sl.replyFunc(slot))
 		case frameConsume:
 			sl.consume(&f)

@@ -90,6 +90,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.moveQueues(ctx, c)
 	case SetInSync:
 		return f.setInSync(ctx, c)
+	case ElectLeader:
+		return f.electLeader(ctx, c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}

@@ -29,6 +29,7 @@ const (
 	OpNodeFailed
 	OpMoveQueues
 	OpSetInSync
+	OpElectLeader
 )
 
 var opNames = map[Op]string{
@@ -37,7 +38,7 @@ var opNames = map[Op]string{
 	OpDeclareExchange: "DeclareExchange", OpDeleteExchange: "DeleteExchange",
 	OpDeclareQueue: "DeclareQueue", OpDeleteQueue: "DeleteQueue", OpBind: "Bind",
 	OpUnbind: "Unbind", OpDropConnection: "DropConnection", OpNodeStarted: "NodeStarted",
-	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues", OpSetInSync: "SetInSync",
+	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues", OpSetInSync: "SetInSync", OpElectLeader: "ElectLeader",
 }
 
 func (o Op) String() string {
@@ -171,6 +172,7 @@ func (NodeStarted) op() Op     { return OpNodeStarted }
 func (NodeFailed) op() Op      { return OpNodeFailed }
 func (MoveQueues) op() Op      { return OpMoveQueues }
 func (SetInSync) op() Op       { return OpSetInSync }
+func (ElectLeader) op() Op     { return OpElectLeader }
 
 // Encode serialises a command as its op byte followed by JSON. Struct fields
 // marshal in declaration order, so the bytes are deterministic.
@@ -226,6 +228,8 @@ func Decode(b []byte) (Command, error) {
 		c, err = decodeInto[MoveQueues](body)
 	case OpSetInSync:
 		c, err = decodeInto[SetInSync](body)
+	case OpElectLeader:
+		c, err = decodeInto[ElectLeader](body)
 	default:
 		return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
 	}

@@ -43,6 +43,15 @@ type SetInSync struct {
 	InSync      []string
 }
 
+// ElectLeader makes Leader, an in-sync replica, lead the queue in a new epoch (Epoch is the
+// epoch the proposer saw; a stale one is refused). A leader that restarted proposes it for
+// itself, so it never numbers messages again within an epoch it may have used before.
+type ElectLeader struct {
+	Vhost, Name string
+	Leader      string
+	Epoch       uint64
+}
+
 // queueType reads x-queue-type (validateQueueArgs has refused unknown types); "" is classic.
 func queueType(args map[string]any) string {
 	if s, _ := args["x-queue-type"].(string); s == QueueTypeQuorum {
@@ -156,6 +165,29 @@ func (f *FSM) setInSync(ctx *applyCtx, c SetInSync) *Error {
 	}
 	q.InSync = set
 	replicasChanged(ctx, q, q.Owner)
+	return nil
+}
+
+func (f *FSM) electLeader(ctx *applyCtx, c ElectLeader) *Error {
+	vh := f.vhosts[c.Vhost]
+	if vh == nil {
+		return errNoVhost(c.Vhost)
+	}
+	q := vh.queues[c.Name]
+	switch {
+	case q == nil:
+		return errNoQueue(c.Vhost, c.Name)
+	case q.Type != QueueTypeQuorum:
+		return refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", c.Name, c.Vhost)
+	case q.Epoch != c.Epoch:
+		return refuse(CodePreconditionFailed, "stale leader epoch %d for queue '%s' in vhost '%s' (now %d)", c.Epoch, c.Name, c.Vhost, q.Epoch)
+	case !slices.Contains(q.InSync, c.Leader):
+		return refuse(CodePreconditionFailed, "node '%s' is not an in-sync replica of queue '%s' in vhost '%s'", c.Leader, c.Name, c.Vhost)
+	}
+	from := q.Owner
+	q.Owner = c.Leader
+	q.Epoch++
+	replicasChanged(ctx, q, from)
 	return nil
 }
 

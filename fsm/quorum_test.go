@@ -149,3 +149,18 @@ func TestReplicatedQueueSurvivesSnapshotRestoreAsReplicasChanged(t *testing.T) {
 		t.Fatal("restored state differs")
 	}
 }
+
+func TestElectLeaderNeedsAnInSyncReplicaAndTheCurrentEpoch(t *testing.T) {
+	h := newHarness(t)
+	declareReplicated(h, "qq", "a", "b", "c")
+	h.ok(SetInSync{Vhost: "/", Name: "qq", Leader: "a", Epoch: 1, InSync: []string{"a", "b"}})
+	h.refused(ElectLeader{Vhost: "/", Name: "qq", Leader: "c", Epoch: 1}, CodePreconditionFailed,
+		"PRECONDITION_FAILED - node 'c' is not an in-sync replica of queue 'qq' in vhost '/'")
+	h.ok(ElectLeader{Vhost: "/", Name: "qq", Leader: "a", Epoch: 1}) // a restarted leader
+	h.refused(ElectLeader{Vhost: "/", Name: "qq", Leader: "b", Epoch: 1}, CodePreconditionFailed,
+		"PRECONDITION_FAILED - stale leader epoch 1 for queue 'qq' in vhost '/' (now 2)")
+	h.ok(ElectLeader{Vhost: "/", Name: "qq", Leader: "b", Epoch: 2})
+	if q, _ := h.f.Queue("/", "qq"); q.Owner != "b" || q.Epoch != 3 {
+		t.Fatalf("%+v", q)
+	}
+}

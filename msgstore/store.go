@@ -451,6 +451,18 @@ func (s *Store) Sync() error {
 	return <-ch
 }
 
+// Published counts the publish records naming queue since Open (or since its last drop): a
+// queue that takes over messages written for it by someone else (a replica promoted to
+// leader) starts its StopPaging accounting from here.
+func (s *Store) Published(queue string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if qs := s.queues[queue]; qs != nil {
+		return qs.published
+	}
+	return 0
+}
+
 // Stats returns current counters.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()

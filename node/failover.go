@@ -3,12 +3,14 @@ package node
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/placement"
 )
 
 // watchFailures runs while the node is up: when gossip declares a node dead and this node
@@ -61,12 +63,46 @@ func (n *Node) rehome(dead string) {
 // delete: non-durable or exclusive ones, or exclusive queues of its connections.
 func (n *Node) needsRehome(dead string) bool {
 	prefix := dead + "/"
+	alive := n.aliveSet()
 	for _, q := range n.FSM.Queues("") {
+		if q.Type == fsm.QueueTypeQuorum {
+			if replicatedNeedsFailover(q, dead, alive) {
+				return true
+			}
+			continue
+		}
 		if q.Owner == dead && (!q.Durable || q.Exclusive) || q.Exclusive && strings.HasPrefix(q.ExclusiveConn, prefix) {
 			return true
 		}
 	}
 	return false
+}
+
+// replicatedNeedsFailover: NodeFailed would change a replicated queue (drop the dead node from
+// its in-sync set, or elect a live in-sync leader in its place).
+func replicatedNeedsFailover(q fsm.Queue, dead string, alive map[string]bool) bool {
+	if !slices.Contains(q.InSync, dead) {
+		return false
+	}
+	if q.Owner != dead {
+		return true
+	}
+	for _, r := range q.InSync {
+		if r != dead && alive[r] {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) aliveSet() map[string]bool {
+	alive := map[string]bool{}
+	for _, m := range n.Members.Members() {
+		if m.State == cluster.MemberAlive {
+			alive[m.ID] = true
+		}
+	}
+	return alive
 }
 
 // rehomePlan picks a new owner for every non-durable (with forget: every), non-exclusive queue
@@ -91,8 +127,43 @@ func (n *Node) rehomePlan(dead string, forget bool) fsm.NodeFailed {
 	if len(live) == 0 {
 		return cmd
 	}
+	alive := map[string]bool{}
+	for _, id := range live {
+		alive[id] = true
+	}
+	replicaLoad := map[string]int{}
 	for _, q := range queues {
-		if q.Owner != dead || (q.Durable && !forget) || q.Exclusive {
+		for _, r := range q.Replicas {
+			replicaLoad[r]++
+		}
+	}
+	for _, q := range queues {
+		if q.Type != fsm.QueueTypeQuorum || !slices.Contains(q.Replicas, dead) {
+			continue
+		}
+		if q.Owner == dead {
+			// Only an in-sync replica holds every confirmed message: the new leader is one of
+			// them, the one leading the fewest queues.
+			var candidates []string
+			for _, r := range q.InSync {
+				if r != dead && alive[r] {
+					candidates = append(candidates, r)
+				}
+			}
+			if best := placement.LeastLoaded(candidates, owned); best != "" {
+				owned[best]++
+				cmd.Rehome = append(cmd.Rehome, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: best})
+			}
+		}
+		if forget {
+			if r := placement.Replacement(q.Replicas, live, replicaLoad); r != "" {
+				replicaLoad[r]++
+				cmd.Repair = append(cmd.Repair, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: r})
+			}
+		}
+	}
+	for _, q := range queues {
+		if q.Owner != dead || (q.Durable && !forget) || q.Exclusive || q.Type == fsm.QueueTypeQuorum {
 			continue
 		}
 		best := live[0]

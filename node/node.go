@@ -181,6 +181,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 	}
 	n.recoverMessages(rec)
+	n.Broker.StartReplication()
 	scfg := cfg.Server
 	scfg.Node = n.Broker
 	scfg.Logger = log

@@ -183,6 +183,9 @@ func (q *Queue) StoreKey() (string, bool) { return q.cfg.StoreKey, q.cfg.Store !
 // Config returns the queue's configuration.
 func (q *Queue) Config() Config { return q.cfg }
 
+// Store is the store the queue reports settlements to (nil for a queue without one).
+func (q *Queue) Store() Store { return q.cfg.Store }
+
 // Counts returns ready messages, unacknowledged messages and consumers.
 func (q *Queue) Counts() (ready, unacked, consumers int) {
 	q.mu.Lock()

@@ -38,6 +38,10 @@ type Config struct {
 	// MemoryHighWatermark is the heap size (bytes) above which publishers are blocked
 	// (connection.blocked); default 40% of physical memory, as RabbitMQ.
 	MemoryHighWatermark uint64
+	// DefaultQueueType "quorum" makes durable, non-exclusive, non-auto-delete queues declared
+	// without x-queue-type replicated (unmodified applications get replication); "" or
+	// "classic" keeps RabbitMQ 3.10's default.
+	DefaultQueueType string
 }
 
 func (c *Config) setDefaults() {

@@ -77,21 +77,35 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		}
 		return ch.declareOk(m.NoWait, name)
 	}
+	args := ch.withDefaultQueueType(m)
+	replicated := broker.StringArg(args, "x-queue-type") == fsm.QueueTypeQuorum
 	if name == "" {
+		if replicated {
+			return errorf(wire.PreconditionFailed, "Cannot declare a server-named queue for type rabbit_quorum_queue")
+		}
 		name = "amq.gen-" + randomName()
 	} else if strings.HasPrefix(name, "amq.") {
 		return errorf(wire.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", name)
 	}
 	cmd := fsm.DeclareQueue{
 		Vhost: c.vhost, Name: name, Durable: m.Durable, Exclusive: m.Exclusive,
-		AutoDelete: m.AutoDelete, Args: encodeArgs(m.Arguments), Owner: c.s.node.ID(),
+		AutoDelete: m.AutoDelete, Args: encodeArgs(args), Owner: c.s.node.ID(),
 	}
 	if m.Exclusive {
 		cmd.ExclusiveConn = c.id
 		c.hasExclusive = true
-	} else if m.Queue != "" && broker.StringArg(m.Arguments, "x-queue-leader-locator") == "balanced" {
+	} else if m.Queue != "" && broker.StringArg(args, "x-queue-leader-locator") == "balanced" {
 		// Exclusive and server-named queues always stay on the client's node.
 		cmd.Owner = c.s.node.BalancedOwner()
+	}
+	if replicated {
+		size := int64(fsm.DefaultReplicas)
+		if v, ok := broker.IntArg(args, "x-quorum-initial-group-size"); ok && v > 0 {
+			size = min(v, 64)
+		}
+		if _, exists := c.s.node.FSM().Queue(c.vhost, name); !exists {
+			cmd.Replicas = c.s.node.ReplicaSet(cmd.Owner, int(size))
+		}
 	}
 	res, err := c.s.node.Apply(cmd)
 	if err != nil {
@@ -103,6 +117,24 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		}
 	}
 	return ch.declareOk(m.NoWait, name)
+}
+
+// withDefaultQueueType adds x-queue-type: quorum to the arguments of a queue that
+// --default-queue-type quorum makes replicated (durable, not exclusive, not auto-delete,
+// client-named, no x-queue-type of its own).
+func (ch *channel) withDefaultQueueType(m *wire.QueueDeclare) wire.Table {
+	if ch.c.s.cfg.DefaultQueueType != fsm.QueueTypeQuorum || !m.Durable || m.Exclusive || m.AutoDelete || m.Queue == "" {
+		return m.Arguments
+	}
+	if _, set := m.Arguments["x-queue-type"]; set {
+		return m.Arguments
+	}
+	args := make(wire.Table, len(m.Arguments)+1)
+	for k, v := range m.Arguments {
+		args[k] = v
+	}
+	args["x-queue-type"] = fsm.QueueTypeQuorum
+	return args
 }
 
 func lockedErr(name, vhost string) error {

@@ -126,8 +126,13 @@ func runNode(args []string, stderr io.Writer) int {
 	reapAfter := fs.Duration("reap-after", durationEnv("reap-after"), "remove a node dead this long from Raft (0: never; env WARREN_REAP_AFTER)")
 	logLevel := str("log-level", "info", "debug, info, warn or error")
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
+	defaultQueueType := str("default-queue-type", "classic", "classic or quorum: the type of durable, non-exclusive, non-auto-delete queues declared without x-queue-type")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *defaultQueueType != "classic" && *defaultQueueType != "quorum" {
+		fmt.Fprintf(stderr, "node: bad --default-queue-type %q: want classic or quorum\n", *defaultQueueType)
 		return 2
 	}
 	var level slog.Level
@@ -155,7 +160,7 @@ func runNode(args []string, stderr io.Writer) int {
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
-		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers)},
+		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers), DefaultQueueType: *defaultQueueType},
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)

@@ -1,0 +1,174 @@
+package node_test
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/node"
+)
+
+var quorumArgs = amqp.Table{"x-queue-type": "quorum"}
+
+// publishConfirmed publishes bodies prefix0..prefix(n-1) in confirm mode and returns the ones
+// the broker acked; it fails the test on a closed confirm channel (a dead channel is not a nack).
+func publishConfirmed(t *testing.T, ch *amqp.Channel, queue, prefix string, n int) []string {
+	t.Helper()
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, n+1))
+	for i := 0; i < n; i++ {
+		if err := ch.Publish("", queue, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(prefix + strconv.Itoa(i))}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	var acked []string
+	for i := 0; i < n; i++ {
+		select {
+		case c, ok := <-confirms:
+			if !ok {
+				t.Fatalf("confirm channel closed after %d confirms", i)
+			}
+			if c.Ack {
+				acked = append(acked, prefix+strconv.Itoa(int(c.DeliveryTag)-1))
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no confirm for publish %d within 20 s", i)
+		}
+	}
+	return acked
+}
+
+// waitQueue polls a node's FSM until cond holds for the queue (10 s at most).
+func waitQueue(t *testing.T, n *node.Node, name string, what string, cond func(fsm.Queue) bool) fsm.Queue {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, ok := n.FSM.Queue("/", name)
+		if ok && cond(q) {
+			return q
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %q never got %s: %+v", name, what, q)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// drain consumes (with acks) until want distinct bodies arrived, then a short quiet spell.
+func drain(t *testing.T, ch *amqp.Channel, queue string, want int) (bodies map[string]int, order []string, redelivered int) {
+	t.Helper()
+	if err := ch.Qos(200, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("drain-%d", time.Now().UnixNano())
+	msgs, err := ch.Consume(queue, tag, false, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("consume %s: %v", queue, err)
+	}
+	defer func() { _ = ch.Cancel(tag, false) }()
+	bodies = map[string]int{}
+	deadline := time.After(20 * time.Second)
+	for len(bodies) < want {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("consumer of %s closed after %d of %d", queue, len(bodies), want)
+			}
+			bodies[string(m.Body)]++
+			order = append(order, string(m.Body))
+			if m.Redelivered {
+				redelivered++
+			}
+			if err := m.Ack(false); err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatalf("only %d of %d messages of %s arrived in 20 s", len(bodies), want, queue)
+		}
+	}
+	return bodies, order, redelivered
+}
+
+func TestQuorumQueueDeclaredOnOneNodeIsReplicatedEverywhere(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	ch1 := dialNode(t, nodes[0])
+	if _, err := ch1.QueueDeclare("qq", true, false, false, false, quorumArgs); err != nil {
+		t.Fatal(err)
+	}
+	q := waitQueue(t, nodes[2], "qq", "three replicas", func(q fsm.Queue) bool { return len(q.Replicas) == 3 })
+	if q.Owner != "c1" || q.Epoch != 1 || !slices.Equal(q.InSync, q.Replicas) {
+		t.Fatalf("declared on c1: %+v", q)
+	}
+	// RabbitMQ's rules, from another node.
+	ch2 := dialNode(t, nodes[1])
+	_, err := ch2.QueueDeclare("qq-transient", false, false, false, false, quorumArgs)
+	if e, ok := err.(*amqp.Error); !ok || e.Code != 406 || e.Reason != "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'qq-transient' in vhost '/'" {
+		t.Fatalf("non-durable quorum queue: %v", err)
+	}
+	ch2 = dialNode(t, nodes[1])
+	_, err = ch2.QueueDeclare("", true, false, false, false, quorumArgs)
+	if e, ok := err.(*amqp.Error); !ok || e.Code != 406 || e.Reason != "PRECONDITION_FAILED - Cannot declare a server-named queue for type rabbit_quorum_queue" {
+		t.Fatalf("server-named quorum queue: %v", err)
+	}
+}
+
+// TestQuorumQueueKeepsConfirmedMessagesWhenItsLeaderDies: messages confirmed through c2 into a
+// queue led by c1 are all consumed through c3 after c1 dies, a follower takes over, publishes
+// through c2 keep being confirmed, and settled messages do not come back.
+func TestQuorumQueueKeepsConfirmedMessagesWhenItsLeaderDies(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	ch1 := dialNode(t, nodes[0])
+	if _, err := ch1.QueueDeclare("orders", true, false, false, false, quorumArgs); err != nil {
+		t.Fatal(err)
+	}
+	waitQueue(t, nodes[1], "orders", "its declaration", func(q fsm.Queue) bool { return q.Owner == "c1" })
+	ch2 := dialNode(t, nodes[1])
+	acked := publishConfirmed(t, ch2, "orders", "m", 400)
+	if len(acked) != 400 {
+		t.Fatalf("%d of 400 publishes confirmed with every node up", len(acked))
+	}
+	// Settle the first 100 through c3 (a remote consumer of c1's queue).
+	ch3 := dialNode(t, nodes[2])
+	first, _, _ := drain(t, ch3, "orders", 100)
+	for i := 0; i < 100; i++ {
+		if first["m"+strconv.Itoa(i)] != 1 {
+			t.Fatalf("first 100: m%d arrived %d times (order broken?)", i, first["m"+strconv.Itoa(i)])
+		}
+	}
+
+	_ = nodes[0].Close()
+	q := waitQueue(t, nodes[1], "orders", "a new leader", func(q fsm.Queue) bool { return q.Owner != "c1" })
+	if q.Epoch < 2 || !slices.Contains([]string{"c2", "c3"}, q.Owner) {
+		t.Fatalf("after c1 died: %+v", q)
+	}
+	// Publishing through a live node goes on.
+	ch2 = dialNode(t, nodes[1])
+	more := publishConfirmed(t, ch2, "orders", "after", 50)
+	if len(more) != 50 {
+		t.Fatalf("%d of 50 publishes confirmed after the failover", len(more))
+	}
+	ch3 = dialNode(t, nodes[2])
+	rest, _, _ := drain(t, ch3, "orders", 350)
+	for i := 100; i < 400; i++ {
+		if rest["m"+strconv.Itoa(i)] == 0 {
+			t.Fatalf("confirmed message m%d lost in the failover", i)
+		}
+	}
+	for _, b := range more {
+		if rest[b] == 0 {
+			t.Fatalf("message %s confirmed after the failover is missing", b)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		if rest["m"+strconv.Itoa(i)] != 0 {
+			t.Fatalf("m%d was acked before the failover and delivered again", i)
+		}
+	}
+}
