@@ -519,3 +519,15 @@ func (n *Node) replicaLoad() map[string]int {
 	}
 	return load
 }
+
+// ReplicaMessages counts the messages this node's replica of a replicated queue holds (false
+// when it holds none: not a replica, or its index is not loaded yet).
+func (n *Node) ReplicaMessages(vhost, name string) (int, bool) {
+	r := n.replicatedFor(StoreKey(vhost, name))
+	if r == nil {
+		return 0, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.idx.Len(), r.loaded
+}
