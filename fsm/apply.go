@@ -92,6 +92,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.setInSync(ctx, c)
 	case ElectLeader:
 		return f.electLeader(ctx, c)
+	case AddReplica:
+		return f.addReplica(ctx, c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}

@@ -30,6 +30,7 @@ const (
 	OpMoveQueues
 	OpSetInSync
 	OpElectLeader
+	OpAddReplica
 )
 
 var opNames = map[Op]string{
@@ -38,7 +39,7 @@ var opNames = map[Op]string{
 	OpDeclareExchange: "DeclareExchange", OpDeleteExchange: "DeleteExchange",
 	OpDeclareQueue: "DeclareQueue", OpDeleteQueue: "DeleteQueue", OpBind: "Bind",
 	OpUnbind: "Unbind", OpDropConnection: "DropConnection", OpNodeStarted: "NodeStarted",
-	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues", OpSetInSync: "SetInSync", OpElectLeader: "ElectLeader",
+	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues", OpSetInSync: "SetInSync", OpElectLeader: "ElectLeader", OpAddReplica: "AddReplica",
 }
 
 func (o Op) String() string {
@@ -173,6 +174,7 @@ func (NodeFailed) op() Op      { return OpNodeFailed }
 func (MoveQueues) op() Op      { return OpMoveQueues }
 func (SetInSync) op() Op       { return OpSetInSync }
 func (ElectLeader) op() Op     { return OpElectLeader }
+func (AddReplica) op() Op      { return OpAddReplica }
 
 // Encode serialises a command as its op byte followed by JSON. Struct fields
 // marshal in declaration order, so the bytes are deterministic.
@@ -230,6 +232,8 @@ func Decode(b []byte) (Command, error) {
 		c, err = decodeInto[SetInSync](body)
 	case OpElectLeader:
 		c, err = decodeInto[ElectLeader](body)
+	case OpAddReplica:
+		c, err = decodeInto[AddReplica](body)
 	default:
 		return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
 	}

@@ -52,6 +52,13 @@ type ElectLeader struct {
 	Epoch       uint64
 }
 
+// AddReplica gives a replicated queue one more replica (out of sync: its leader fills it), to
+// bring a queue that lost one back to its size once a node is there to take it.
+type AddReplica struct {
+	Vhost, Name string
+	Node        string
+}
+
 // queueType reads x-queue-type (validateQueueArgs has refused unknown types); "" is classic.
 func queueType(args map[string]any) string {
 	if s, _ := args["x-queue-type"].(string); s == QueueTypeQuorum {
@@ -188,6 +195,25 @@ func (f *FSM) electLeader(ctx *applyCtx, c ElectLeader) *Error {
 	q.Owner = c.Leader
 	q.Epoch++
 	replicasChanged(ctx, q, from)
+	return nil
+}
+
+func (f *FSM) addReplica(ctx *applyCtx, c AddReplica) *Error {
+	vh := f.vhosts[c.Vhost]
+	if vh == nil {
+		return errNoVhost(c.Vhost)
+	}
+	q := vh.queues[c.Name]
+	switch {
+	case q == nil:
+		return errNoQueue(c.Vhost, c.Name)
+	case q.Type != QueueTypeQuorum:
+		return refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", c.Name, c.Vhost)
+	case c.Node == "" || slices.Contains(q.Replicas, c.Node):
+		return nil
+	}
+	q.Replicas = append(slices.Clone(q.Replicas), c.Node)
+	replicasChanged(ctx, q, q.Owner)
 	return nil
 }
 

@@ -164,3 +164,14 @@ func TestElectLeaderNeedsAnInSyncReplicaAndTheCurrentEpoch(t *testing.T) {
 		t.Fatalf("%+v", q)
 	}
 }
+
+func TestAddReplicaStartsOutOfSync(t *testing.T) {
+	h := newHarness(t)
+	declareReplicated(h, "qq", "a", "b")
+	h.ok(AddReplica{Vhost: "/", Name: "qq", Node: "c"})
+	h.ok(AddReplica{Vhost: "/", Name: "qq", Node: "c"}) // idempotent
+	q, _ := h.f.Queue("/", "qq")
+	if !slices.Equal(q.Replicas, []string{"a", "b", "c"}) || !slices.Equal(q.InSync, []string{"a", "b"}) {
+		t.Fatalf("%+v", q)
+	}
+}

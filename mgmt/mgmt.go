@@ -17,6 +17,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cluster"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/msgstore"
 )
 
@@ -267,7 +268,11 @@ func (s *Server) queues(w http.ResponseWriter, _ *http.Request) {
 	for _, q := range s.src.Node.FSM().Queues("") {
 		item := map[string]any{
 			"name": q.Name, "vhost": q.Vhost, "durable": q.Durable, "exclusive": q.Exclusive,
-			"auto_delete": q.AutoDelete, "node": q.Owner, "arguments": decodeArgs(q.Args),
+			"auto_delete": q.AutoDelete, "node": q.Owner, "arguments": decodeArgs(q.Args), "type": "classic",
+		}
+		if q.Type == fsm.QueueTypeQuorum {
+			// RabbitMQ's fields for quorum queues, and the in-sync set (docs/replication.md).
+			item["type"], item["leader"], item["members"], item["in_sync"], item["epoch"] = q.Type, q.Owner, q.Replicas, q.InSync, q.Epoch
 		}
 		if lq := s.src.Node.LocalQueue(q.Vhost, q.Name); lq != nil {
 			r, u, c := lq.Counts()

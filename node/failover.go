@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/placement"
@@ -46,6 +47,7 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 					n.rehome(m.ID)
 				}
 			}
+			n.repairReplicas()
 		}
 	}
 }
@@ -205,4 +207,49 @@ func (n *Node) Forget(id string) error {
 	}
 	n.log.Info("node forgotten", "node", id)
 	return nil
+}
+
+// repairReplicas gives every replicated queue with fewer replicas than its size (its
+// x-quorum-initial-group-size, or 3) one more on a live node that holds none, the one holding
+// the fewest replicas: a queue that lost a replica to `node forget` while no spare node was
+// up gets one as soon as a node joins. Run by the Raft leader every second; one replica per
+// queue per round, so a new node is filled queue by queue.
+func (n *Node) repairReplicas() {
+	var live []string
+	for id := range n.aliveSet() {
+		live = append(live, id)
+	}
+	sort.Strings(live)
+	queues := n.FSM.Queues("")
+	load := map[string]int{}
+	for _, q := range queues {
+		for _, r := range q.Replicas {
+			load[r]++
+		}
+	}
+	for _, q := range queues {
+		if q.Type != fsm.QueueTypeQuorum || len(q.Replicas) >= replicatedSize(q) {
+			continue
+		}
+		add := placement.Replacement(q.Replicas, live, load)
+		if add == "" {
+			continue
+		}
+		if _, err := n.Broker.Apply(fsm.AddReplica{Vhost: q.Vhost, Name: q.Name, Node: add}); err != nil {
+			n.log.Warn("add a replica", "queue", q.Name, "node", add, "err", err)
+			return
+		}
+		load[add]++
+		n.log.Info("replicated queue repaired", "queue", q.Name, "vhost", q.Vhost, "new_replica", add)
+	}
+}
+
+// replicatedSize is how many replicas a replicated queue should have.
+func replicatedSize(q fsm.Queue) int {
+	if args, err := broker.DecodeArgs(q.Args); err == nil {
+		if v, ok := broker.IntArg(args, "x-quorum-initial-group-size"); ok && v > 0 {
+			return int(v)
+		}
+	}
+	return fsm.DefaultReplicas
 }
