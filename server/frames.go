@@ -12,6 +12,9 @@ func (c *conn) handleFrame(f wire.Frame) error {
 		if f.Channel != 0 {
 			return errorf(wire.FrameError, "heartbeat frame on channel %d", f.Channel)
 		}
+		if len(f.Payload) != 0 {
+			return errorf(wire.FrameError, "heartbeat frame with %d bytes of payload", len(f.Payload))
+		}
 		return nil
 	case wire.FrameMethod:
 		if f.Channel == 0 {

@@ -161,6 +161,10 @@ func (c *conn) expect(m wire.Method) error {
 			return fmt.Errorf("read %s: %w", m.Name(), err)
 		}
 		if f.Type == wire.FrameHeartbeat {
+			if len(f.Payload) != 0 || f.Channel != 0 {
+				c.closeWithError(errorf(wire.FrameError, "heartbeat frame with %d bytes of payload on channel %d", len(f.Payload), f.Channel))
+				return fmt.Errorf("malformed heartbeat during handshake")
+			}
 			continue
 		}
 		if f.Type != wire.FrameMethod || f.Channel != 0 {

@@ -38,6 +38,13 @@ type Config struct {
 	// MemoryHighWatermark is the heap size (bytes) above which publishers are blocked
 	// (connection.blocked); default 40% of physical memory, as RabbitMQ.
 	MemoryHighWatermark uint64
+	// MaxAnnouncedBodyBytes bounds, per connection, the body bytes content headers announced
+	// that have not arrived yet; a header over it closes its channel with 406 (default 256 MiB,
+	// at least MaxMessageSize). Memory is only ever allocated for bytes that arrived.
+	MaxAnnouncedBodyBytes uint64
+	// BodyTimeout closes (406) a channel whose message body made no progress for this long
+	// (default 60 s).
+	BodyTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +74,13 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 128 << 20
+	}
+	if c.MaxAnnouncedBodyBytes == 0 {
+		c.MaxAnnouncedBodyBytes = 256 << 20
+	}
+	c.MaxAnnouncedBodyBytes = max(c.MaxAnnouncedBodyBytes, c.MaxMessageSize)
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 60 * time.Second
 	}
 }
 
