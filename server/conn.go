@@ -141,6 +141,7 @@ type conn struct {
 
 	frameMax      uint32
 	heartbeat     uint16
+	channelMax    uint16 // negotiated in tune-ok: the per-connection channel cap
 	user          string
 	vhost         string
 	cancelNotify  bool

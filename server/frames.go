@@ -138,8 +138,8 @@ func (c *conn) handleChannelMethod(id uint16, payload []byte) error {
 }
 
 func (c *conn) openChannel(id uint16) error {
-	if id > c.s.cfg.ChannelMax {
-		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, c.s.cfg.ChannelMax)
+	if id > c.channelMax {
+		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, c.channelMax)
 	}
 	ch := newChannel(c, id)
 	c.channels[id] = ch
