@@ -118,6 +118,10 @@ func (c *conn) authenticate(user, pass, mechanism string) error {
 	host := remoteHost(c.nc.RemoteAddr())
 	wait, reserved, refuse := c.s.logins.admit(host)
 	if refuse {
+		// Answered late, so a refused address cannot spin through connections either.
+		if !c.pause(c.s.cfg.FailedLoginMaxDelay) {
+			return fmt.Errorf("%w: server closing", errAuthFailed)
+		}
 		c.closeWithError(errorf(wire.AccessRefused,
 			"Login was refused using authentication mechanism %s. Too many failed logins from %s; try again later.", mechanism, host))
 		return fmt.Errorf("%w: user %q: too many failed logins from %s", errAuthFailed, user, host)

@@ -93,24 +93,14 @@ func (ch *channel) onBody(payload []byte) error {
 	if p.received+n > p.size {
 		return errorf(wire.FrameError, "body frames carry more than the %d bytes the content header announced", p.size)
 	}
-	total := p.propsLen + int(p.size)
-	need := p.propsLen + int(p.received+n)
 	if p.buf == nil {
-		// Exact when this frame completes the body; otherwise room for what arrived, doubled.
-		size := total
-		if need < total {
-			size = min(total, max(2*need, p.propsLen+minBodyGrowth))
-		}
-		p.buf = append(make([]byte, 0, size), ch.propsBuf...)
+		p.buf = firstBodyBuf(ch.propsBuf, payload, int(p.size))
 		if cap(ch.propsBuf) > maxKeptPropsBuf {
 			ch.propsBuf = nil
 		}
-	} else if need > cap(p.buf) {
-		grown := make([]byte, len(p.buf), min(total, max(2*cap(p.buf), need)))
-		copy(grown, p.buf)
-		p.buf = grown
+	} else {
+		p.buf = appendBody(p.buf, payload, p.propsLen+int(p.size))
 	}
-	p.buf = append(p.buf, payload...)
 	p.received += n
 	c := ch.c
 	c.announced -= n
@@ -120,6 +110,29 @@ func (ch *channel) onBody(payload []byte) error {
 	}
 	p.progress = c.dr.now
 	return nil
+}
+
+// firstBodyBuf allocates a message's buffer at its first body frame: exact when the frame
+// completes the body (one allocation per message), otherwise room for what arrived, doubled.
+func firstBodyBuf(props, payload []byte, size int) []byte {
+	total := len(props) + size
+	need := len(props) + len(payload)
+	c := total
+	if need < total {
+		c = min(total, max(2*need, len(props)+minBodyGrowth))
+	}
+	buf := append(make([]byte, 0, c), props...)
+	return append(buf, payload...)
+}
+
+// appendBody adds a later body frame, growing the buffer by doubling but never past total.
+func appendBody(buf, payload []byte, total int) []byte {
+	if need := len(buf) + len(payload); need > cap(buf) {
+		grown := make([]byte, len(buf), min(total, max(2*cap(buf), need)))
+		copy(grown, buf)
+		buf = grown
+	}
+	return append(buf, payload...)
 }
 
 // abandonPublish drops a half-received message (channel closed, connection gone) and returns
