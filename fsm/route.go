@@ -42,15 +42,20 @@ func (s *routeScratch) release() {
 	}
 	s.matched, s.queues = s.matched[:0], s.queues[:0]
 	clear(s.pending)
-	clear(s.seen)
-	s.pending, s.seen = s.pending[:0], s.seen[:0]
-	clear(s.seenSet)
+	s.pending = s.pending[:0]
+	if len(s.seen) > 0 {
+		clear(s.seen)
+		s.seen = s.seen[:0]
+	}
+	if len(s.seenSet) > 0 {
+		clear(s.seenSet)
+	}
 	scratchPool.Put(s)
 }
 
 // visit records x and reports whether it was new.
 func (s *routeScratch) visit(x *exchangeState) bool {
-	if s.seenSet != nil && len(s.seenSet) > 0 {
+	if len(s.seenSet) > 0 {
 		if _, ok := s.seenSet[x]; ok {
 			return false
 		}
@@ -104,8 +109,7 @@ func (f *FSM) Route(vhost, exchangeName, routingKey string, headers map[string]a
 
 	s := scratchPool.Get().(*routeScratch)
 	defer s.release()
-	s.visit(x)
-	s.pending = append(s.pending, x)
+	s.pending = append(s.pending, x) // visited once an exchange destination shows up
 	depth, levelEnd := 0, 1
 	for head := 0; head < len(s.pending); head++ {
 		if head == levelEnd {
@@ -123,7 +127,13 @@ func (f *FSM) Route(vhost, exchangeName, routingKey string, headers map[string]a
 				continue
 			}
 			next := vh.exchanges[d.Name]
-			if d.Name == "" || next == nil || !s.visit(next) {
+			if d.Name == "" || next == nil {
+				continue
+			}
+			if len(s.seen) == 0 {
+				s.visit(x) // the first exchange destination: the start counts as visited
+			}
+			if !s.visit(next) {
 				continue
 			}
 			if depth+1 > MaxRouteDepth {
