@@ -130,11 +130,6 @@ type entry struct {
 	redelivered bool
 }
 
-type consumerSlot struct {
-	c     Consumer
-	noAck bool
-}
-
 // Queue is safe for concurrent use; every operation holds its mutex briefly and dispatches to
 // consumers inline, so a publish to a queue with a waiting consumer costs no goroutine switch.
 type Queue struct {
@@ -148,9 +143,8 @@ type Queue struct {
 	readyBytes   int64
 	unacked      int
 	expiring     int // ready entries with an expiry: when 0 the clock is never read
-	consumers    []consumerSlot
+	consumers    consumerRing
 	exclusive    bool
-	rr           int
 	nextSeq      uint64
 	deleted      bool
 	hadConsumer  bool
@@ -190,7 +184,7 @@ func (q *Queue) Store() Store { return q.cfg.Store }
 func (q *Queue) Counts() (ready, unacked, consumers int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.ready, q.unacked, len(q.consumers)
+	return q.ready, q.unacked, q.consumers.len()
 }
 
 // Backlog marks for publisher flow control: a queue with consumers holding more than this many
@@ -251,7 +245,7 @@ func (q *Queue) Publish(m *Message) (accepted bool, throttle <-chan struct{}) {
 	q.armTTLLocked()
 	// Only a queue with consumers paces its publishers to them (a fast publisher feeding a slow
 	// consumer); a queue nobody consumes from just fills, bounded by the memory high watermark.
-	if q.flow == nil && len(q.consumers) > 0 && (q.readyBytes > FlowHighBytes || q.ready > FlowHighCount) {
+	if q.flow == nil && q.consumers.len() > 0 && (q.readyBytes > FlowHighBytes || q.ready > FlowHighCount) {
 		q.flow = make(chan struct{})
 	}
 	throttle = q.flow
@@ -375,7 +369,7 @@ func (q *Queue) expired(e *entry, now *int64) bool {
 
 // dispatchLocked hands ready messages to consumers round-robin until no consumer has credit.
 func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
-	for q.ready > 0 && len(q.consumers) > 0 {
+	for q.ready > 0 && q.consumers.len() > 0 {
 		lvl := q.headLocked()
 		if lvl < 0 {
 			return
@@ -386,14 +380,13 @@ func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
 			q.discardLocked(old.msg, ReasonExpired, dead)
 			continue
 		}
-		n := len(q.consumers)
+		n := q.consumers.len()
 		delivered := false
-		for i := 0; i < n; i++ {
-			idx := (q.rr + i) % n
-			slot := q.consumers[idx]
+		slot := q.consumers.next
+		for i := 0; i < n; i, slot = i+1, slot.next {
 			d := Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready - 1}
 			if slot.c.TryDeliver(d) {
-				q.rr = (idx + 1) % n
+				q.consumers.next = slot.next
 				taken := q.popLevelLocked(lvl) // e pointed into the ring: use the popped copy
 				if slot.noAck {
 					q.forget(taken.msg)
@@ -480,7 +473,7 @@ func (q *Queue) armExpiresLocked() {
 	if q.cfg.Expires <= 0 || q.deleted {
 		return
 	}
-	if len(q.consumers) > 0 {
+	if q.consumers.len() > 0 {
 		if q.expiresTimer != nil {
 			q.expiresTimer.Stop()
 		}
@@ -495,7 +488,7 @@ func (q *Queue) armExpiresLocked() {
 
 func (q *Queue) onExpiresTimer() {
 	q.mu.Lock()
-	fire := !q.deleted && len(q.consumers) == 0
+	fire := !q.deleted && q.consumers.len() == 0
 	q.mu.Unlock()
 	if fire && q.hooks.Expired != nil {
 		q.hooks.Expired(q)
@@ -533,11 +526,11 @@ func (q *Queue) AddConsumer(c Consumer, noAck, exclusive bool) error {
 	case q.exclusive:
 		q.mu.Unlock()
 		return ErrExclusiveConsumer
-	case exclusive && len(q.consumers) > 0:
+	case exclusive && q.consumers.len() > 0:
 		q.mu.Unlock()
 		return ErrHasConsumers
 	}
-	q.consumers = append(q.consumers, consumerSlot{c: c, noAck: noAck})
+	q.consumers.add(c, noAck)
 	q.exclusive = exclusive
 	q.hadConsumer = true
 	q.armExpiresLocked()
@@ -552,25 +545,15 @@ func (q *Queue) AddConsumer(c Consumer, noAck, exclusive bool) error {
 // to delete it.
 func (q *Queue) RemoveConsumer(c Consumer) {
 	q.mu.Lock()
-	found := false
-	for i, s := range q.consumers {
-		if s.c == c {
-			q.consumers = append(q.consumers[:i], q.consumers[i+1:]...)
-			found = true
-			break
-		}
-	}
+	found := q.consumers.remove(c)
 	if found {
 		q.exclusive = false
-		if q.rr >= len(q.consumers) {
-			q.rr = 0
-		}
-		if len(q.consumers) == 0 && q.flow != nil {
+		if q.consumers.len() == 0 && q.flow != nil {
 			close(q.flow) // nobody left to pace the publishers to
 			q.flow = nil
 		}
 	}
-	autoDelete := found && q.cfg.AutoDelete && q.hadConsumer && len(q.consumers) == 0 && !q.deleted
+	autoDelete := found && q.cfg.AutoDelete && q.hadConsumer && q.consumers.len() == 0 && !q.deleted
 	q.armExpiresLocked()
 	q.mu.Unlock()
 	if autoDelete && q.hooks.AutoDelete != nil {
@@ -583,7 +566,7 @@ func (q *Queue) Kick() {
 	var dead []DeadLetter
 	var now int64
 	q.mu.Lock()
-	if q.ready > 0 && len(q.consumers) > 0 {
+	if q.ready > 0 && q.consumers.len() > 0 {
 		q.dispatchLocked(&now, &dead)
 		q.armTTLLocked()
 	}
@@ -696,7 +679,7 @@ func sortSettledDesc(msgs []Settled) {
 func (q *Queue) CheckDelete(ifUnused, ifEmpty bool) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if ifUnused && len(q.consumers) > 0 {
+	if ifUnused && q.consumers.len() > 0 {
 		return ErrInUse
 	}
 	if ifEmpty && q.ready > 0 {
@@ -715,8 +698,7 @@ func (q *Queue) Delete() int {
 	}
 	q.deleted = true
 	n := q.ready
-	consumers := q.consumers
-	q.consumers = nil
+	consumers := q.consumers.takeAll()
 	for i := range q.levels {
 		q.levels[i].clear()
 	}
@@ -733,8 +715,8 @@ func (q *Queue) Delete() int {
 		q.expiresTimer.Stop()
 	}
 	q.mu.Unlock()
-	for _, s := range consumers {
-		s.c.Cancelled(q)
+	for _, c := range consumers {
+		c.Cancelled(q)
 	}
 	return n
 }

@@ -20,6 +20,7 @@ type channel struct {
 	closing bool // we sent channel.close; waiting for close-ok
 
 	pending   publishState
+	propsBuf  []byte // a publish's properties until its first body frame (reused)
 	scratch   broker.Scratch
 	lastQueue string // the queue an empty queue name means (RabbitMQ: last declared on this channel)
 
@@ -83,12 +84,12 @@ func (ch *channel) closeWithError(ae *amqpError) {
 	ch.flushConfirms()
 	ch.shutdown()
 	ch.closing = true
-	ch.pending = publishState{}
 	ch.c.sendMethod(ch.id, &wire.ChannelClose{ReplyCode: ae.code, ReplyText: truncate(ae.text), ClassId: ae.classID, MethodId: ae.methodID})
 }
 
 // shutdown cancels the channel's consumers and requeues its unacknowledged messages.
 func (ch *channel) shutdown() {
+	ch.abandonPublish()
 	ch.mu.Lock()
 	ch.confirmsClosed = true
 	cons := make([]*consumer, 0, len(ch.consumers))

@@ -62,18 +62,61 @@ func prefixed(code uint16, text string) string {
 }
 
 // deadlineReader extends the read deadline before each read from the socket (once per buffer
-// fill, not per frame) so a peer that stops sending, heartbeats included, is dropped.
+// fill, not per frame) so a peer that stops sending, heartbeats included, is dropped. It also
+// wakes the reader at wakeAt (a half-received body may have stalled) with errSweep, which leaves
+// the frame reader able to continue.
 type deadlineReader struct {
 	nc      net.Conn
 	timeout atomic.Int64 // nanoseconds; 0: no deadline
 	frozen  atomic.Bool  // set once a close is under way: the deadline no longer moves
+
+	// Owned by the reader goroutine.
+	now       int64 // monoNow at the start of the last read: the clock publish assembly uses
+	quietFrom int64 // monoNow when the current silence began (the last read that got data)
+	gotData   bool
+	wakeAt    int64 // monoNow at which to return errSweep; 0: never
+	sweepWake bool  // the deadline in force is wakeAt, not the heartbeat's
+	hasDL     bool  // a deadline is set on the socket
 }
 
+// errSweep reports that the read stopped early so stalled bodies can be timed out.
+var errSweep = errors.New("read paused for the body timeout sweep")
+
+// monoStart anchors monoNow, a monotonic clock in nanoseconds.
+var monoStart = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoStart)) }
+
 func (r *deadlineReader) Read(p []byte) (int, error) {
-	if t := r.timeout.Load(); t > 0 && !r.frozen.Load() {
-		_ = r.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
+	now := monoNow()
+	r.now = now
+	if r.gotData || r.quietFrom == 0 {
+		r.quietFrom = now
 	}
-	return r.nc.Read(p)
+	if !r.frozen.Load() {
+		var dl int64
+		if t := r.timeout.Load(); t > 0 {
+			dl = r.quietFrom + t
+		}
+		r.sweepWake = r.wakeAt != 0 && (dl == 0 || r.wakeAt < dl)
+		if r.sweepWake {
+			dl = r.wakeAt
+		}
+		if dl != 0 {
+			_ = r.nc.SetReadDeadline(monoStart.Add(time.Duration(dl)))
+			r.hasDL = true
+		} else if r.hasDL {
+			_ = r.nc.SetReadDeadline(time.Time{})
+			r.hasDL = false
+		}
+	}
+	n, err := r.nc.Read(p)
+	r.gotData = n > 0
+	if err != nil && r.sweepWake && !r.frozen.Load() && isTimeout(err) {
+		r.now = monoNow()
+		return n, errSweep
+	}
+	return n, err
 }
 
 // conn is one client connection. Its reader goroutine (serve) handles every frame in order;
@@ -98,6 +141,7 @@ type conn struct {
 
 	frameMax      uint32
 	heartbeat     uint16
+	channelMax    uint16 // negotiated in tune-ok: the per-connection channel cap
 	user          string
 	vhost         string
 	cancelNotify  bool
@@ -115,6 +159,11 @@ type conn struct {
 
 	pub  wire.BasicPublish // reused for every basic.publish
 	ackM wire.BasicAck
+
+	// Publish assembly across channels (reader goroutine only).
+	announced uint64 // body bytes announced by content headers and not yet received
+	partial   int    // channels holding a half-received body
+	nextSweep int64  // monoNow of the next stalled-body check while partial > 0
 }
 
 // outHighWater bounds the bytes queued for a slow client before no-ack deliveries pause.
@@ -149,11 +198,19 @@ func (c *conn) serve() {
 	c.applyHeartbeatDeadline()
 	for {
 		f, err := c.fr.ReadFrame()
+		if err == errSweep {
+			c.sweepBodies()
+			continue
+		}
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
-		if err := c.handleFrame(f); err != nil {
+		err = c.handleFrame(f)
+		if err == nil && c.partial > 0 && c.dr.now >= c.nextSweep {
+			c.sweepBodies()
+		}
+		if err != nil {
 			if errors.Is(err, errConnDone) {
 				return
 			}

@@ -167,6 +167,15 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 	if tag == "" {
 		tag = "amq.ctag-" + randomName()
 	}
+	if limit := ch.c.s.cfg.ConsumerMaxPerChannel; limit > 0 {
+		ch.mu.Lock()
+		_, dup := ch.consumers[tag]
+		n := len(ch.consumers)
+		ch.mu.Unlock()
+		if !dup && n >= limit {
+			return errorf(wire.NotAllowed, "reached maximum (%d) of consumers per channel", limit)
+		}
+	}
 	if qd, ok := ch.c.s.node.FSM().Queue(ch.c.vhost, m.Queue); ok && qd.Owner != ch.c.s.node.ID() &&
 		!(qd.Exclusive && qd.ExclusiveConn != ch.c.id) && ch.c.s.node.LocalQueue(ch.c.vhost, m.Queue) == nil {
 		return ch.consumeRemote(m, qd, tag)

@@ -12,6 +12,9 @@ func (c *conn) handleFrame(f wire.Frame) error {
 		if f.Channel != 0 {
 			return errorf(wire.FrameError, "heartbeat frame on channel %d", f.Channel)
 		}
+		if len(f.Payload) != 0 {
+			return errorf(wire.FrameError, "heartbeat frame with %d bytes of payload", len(f.Payload))
+		}
 		return nil
 	case wire.FrameMethod:
 		if f.Channel == 0 {
@@ -135,8 +138,8 @@ func (c *conn) handleChannelMethod(id uint16, payload []byte) error {
 }
 
 func (c *conn) openChannel(id uint16) error {
-	if id > c.s.cfg.ChannelMax {
-		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, c.s.cfg.ChannelMax)
+	if id > c.channelMax {
+		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, c.channelMax)
 	}
 	ch := newChannel(c, id)
 	c.channels[id] = ch

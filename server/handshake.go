@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/wire"
@@ -93,6 +94,10 @@ func (c *conn) handshake() error {
 	}
 	c.fr.SetMaxFrameSize(c.s.cfg.FrameMax)
 	c.heartbeat = tuneOk.Heartbeat
+	c.channelMax = c.s.cfg.ChannelMax
+	if tuneOk.ChannelMax != 0 && tuneOk.ChannelMax < c.channelMax {
+		c.channelMax = tuneOk.ChannelMax // the lower of the two, as RabbitMQ negotiates it
+	}
 
 	open := &wire.ConnectionOpen{}
 	if err := c.expect(open); err != nil {
@@ -110,12 +115,30 @@ func (c *conn) handshake() error {
 }
 
 func (c *conn) authenticate(user, pass, mechanism string) error {
+	host := remoteHost(c.nc.RemoteAddr())
+	wait, reserved, refuse := c.s.logins.admit(host)
+	if refuse {
+		// Answered late, so a refused address cannot spin through connections either.
+		if !c.pause(c.s.cfg.FailedLoginMaxDelay) {
+			return fmt.Errorf("%w: server closing", errAuthFailed)
+		}
+		c.closeWithError(errorf(wire.AccessRefused,
+			"Login was refused using authentication mechanism %s. Too many failed logins from %s; try again later.", mechanism, host))
+		return fmt.Errorf("%w: user %q: too many failed logins from %s", errAuthFailed, user, host)
+	}
+	if wait > 0 && !c.pause(wait) {
+		return fmt.Errorf("%w: server closing", errAuthFailed)
+	}
 	hash, _, ok := c.s.node.FSM().User(user)
 	if !ok || !broker.CheckPassword(hash, pass) {
+		if d := c.s.logins.done(host, user, false, reserved); d > 0 && !c.pause(d) {
+			return fmt.Errorf("%w: server closing", errAuthFailed)
+		}
 		c.closeWithError(errorf(wire.AccessRefused,
 			"Login was refused using authentication mechanism %s. For details see the broker logfile.", mechanism))
 		return fmt.Errorf("%w: user %q", errAuthFailed, user)
 	}
+	c.s.logins.done(host, user, true, reserved)
 	if slices.Contains(c.s.cfg.LoopbackUsers, user) && !isLoopback(c.nc.RemoteAddr()) {
 		c.closeWithError(errorf(wire.AccessRefused, "Login was refused using authentication mechanism %s. "+
 			"User '%s' can only connect via localhost", mechanism, user))
@@ -123,6 +146,18 @@ func (c *conn) authenticate(user, pass, mechanism string) error {
 	}
 	c.user = user
 	return nil
+}
+
+// pause waits d on this connection's goroutine (no lock held); false if the server is closing.
+func (c *conn) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.s.closingCh:
+		return false
+	}
 }
 
 // saslCredentials decodes PLAIN ("\0user\0pass") and AMQPLAIN (a field table without its length
@@ -161,6 +196,10 @@ func (c *conn) expect(m wire.Method) error {
 			return fmt.Errorf("read %s: %w", m.Name(), err)
 		}
 		if f.Type == wire.FrameHeartbeat {
+			if len(f.Payload) != 0 || f.Channel != 0 {
+				c.closeWithError(errorf(wire.FrameError, "heartbeat frame with %d bytes of payload on channel %d", len(f.Payload), f.Channel))
+				return fmt.Errorf("malformed heartbeat during handshake")
+			}
 			continue
 		}
 		if f.Type != wire.FrameMethod || f.Channel != 0 {

@@ -10,16 +10,32 @@ import (
 )
 
 // publishState assembles one basic.publish from its method, header and body frames.
+//
+// Memory follows the bytes that arrived, never the size a header announces: the properties
+// wait in the channel's reused propsBuf, the message's single buffer (properties then body) is
+// allocated when the first body frame arrives, sized exactly when that frame completes the body
+// (the common case: one allocation per message) and otherwise grown with what was received.
 type publishState struct {
 	active    bool
 	gotHeader bool
 	exchange  string
 	key       string
 	mandatory bool
-	size      uint64
+	size      uint64 // body size the header announced
+	received  uint64 // body bytes that arrived
 	propsLen  int
-	buf       []byte // properties then body, one allocation owned by the message
+	buf       []byte // nil until the first body frame; then properties and body so far
+	progress  int64  // reader clock (monoNow) at the last frame of this message
 }
+
+// Publish assembly limits (see docs/limits.md).
+const (
+	// minBodyGrowth is the smallest buffer a partial body gets, so a body trickled a byte at a
+	// time does not reallocate on every frame.
+	minBodyGrowth = 512
+	// maxKeptPropsBuf bounds the properties scratch a channel keeps between messages.
+	maxKeptPropsBuf = 4 << 10
+)
 
 func (ch *channel) startPublish(m *wire.BasicPublish) error {
 	ch.pending = publishState{active: true, exchange: m.Exchange, key: m.RoutingKey, mandatory: m.Mandatory}
@@ -38,20 +54,33 @@ func (ch *channel) onHeader(payload []byte) error {
 	if h.ClassID != wire.ClassBasic {
 		return errorf(wire.UnexpectedFrame, "content header for class %d, expected class 60", h.ClassID)
 	}
-	if h.BodySize > ch.c.s.cfg.MaxMessageSize {
+	cfg := &ch.c.s.cfg
+	if h.BodySize > cfg.MaxMessageSize {
 		ch.pending = publishState{}
 		return ch.run(wire.ClassBasic, 40, func() error {
-			return errorf(wire.PreconditionFailed, "message size %d is larger than configured max size %d", h.BodySize, ch.c.s.cfg.MaxMessageSize)
+			return errorf(wire.PreconditionFailed, "message size %d is larger than configured max size %d", h.BodySize, cfg.MaxMessageSize)
+		})
+	}
+	if h.BodySize == 0 {
+		p.gotHeader = true
+		p.propsLen = len(h.Props)
+		p.buf = append(make([]byte, 0, len(h.Props)), h.Props...)
+		return ch.finishPublish()
+	}
+	c := ch.c
+	if c.announced+h.BodySize > cfg.MaxAnnouncedBodyBytes {
+		ch.pending = publishState{}
+		return ch.run(wire.ClassBasic, 40, func() error {
+			return errorf(wire.PreconditionFailed, "message of %d bytes would take this connection's announced but unreceived body bytes over %d (%d pending)",
+				h.BodySize, cfg.MaxAnnouncedBodyBytes, c.announced)
 		})
 	}
 	p.gotHeader = true
 	p.size = h.BodySize
 	p.propsLen = len(h.Props)
-	p.buf = make([]byte, len(h.Props), len(h.Props)+int(h.BodySize))
-	copy(p.buf, h.Props)
-	if h.BodySize == 0 {
-		return ch.finishPublish()
-	}
+	ch.propsBuf = append(ch.propsBuf[:0], h.Props...)
+	c.announced += h.BodySize
+	c.partialStarted(p)
 	return nil
 }
 
@@ -60,14 +89,62 @@ func (ch *channel) onBody(payload []byte) error {
 	if !p.active || !p.gotHeader {
 		return errorf(wire.UnexpectedFrame, "expected method frame, got non method frame instead")
 	}
-	if uint64(len(p.buf)-p.propsLen+len(payload)) > p.size {
+	n := uint64(len(payload))
+	if p.received+n > p.size {
 		return errorf(wire.FrameError, "body frames carry more than the %d bytes the content header announced", p.size)
 	}
-	p.buf = append(p.buf, payload...)
-	if uint64(len(p.buf)-p.propsLen) == p.size {
+	if p.buf == nil {
+		p.buf = firstBodyBuf(ch.propsBuf, payload, int(p.size))
+		if cap(ch.propsBuf) > maxKeptPropsBuf {
+			ch.propsBuf = nil
+		}
+	} else {
+		p.buf = appendBody(p.buf, payload, p.propsLen+int(p.size))
+	}
+	p.received += n
+	c := ch.c
+	c.announced -= n
+	if p.received == p.size {
+		c.partialEnded()
 		return ch.finishPublish()
 	}
+	p.progress = c.dr.now
 	return nil
+}
+
+// firstBodyBuf allocates a message's buffer at its first body frame: exact when the frame
+// completes the body (one allocation per message), otherwise room for what arrived, doubled.
+func firstBodyBuf(props, payload []byte, size int) []byte {
+	total := len(props) + size
+	need := len(props) + len(payload)
+	c := total
+	if need < total {
+		c = min(total, max(2*need, len(props)+minBodyGrowth))
+	}
+	buf := append(make([]byte, 0, c), props...)
+	return append(buf, payload...)
+}
+
+// appendBody adds a later body frame, growing the buffer by doubling but never past total.
+func appendBody(buf, payload []byte, total int) []byte {
+	if need := len(buf) + len(payload); need > cap(buf) {
+		grown := make([]byte, len(buf), min(total, max(2*cap(buf), need)))
+		copy(grown, buf)
+		buf = grown
+	}
+	return append(buf, payload...)
+}
+
+// abandonPublish drops a half-received message (channel closed, connection gone) and returns
+// its unreceived bytes to the connection's allowance.
+func (ch *channel) abandonPublish() {
+	p := &ch.pending
+	if p.gotHeader && p.received < p.size {
+		ch.c.announced -= p.size - p.received
+		ch.c.partialEnded()
+	}
+	ch.pending = publishState{}
+	ch.propsBuf = nil
 }
 
 // finishPublish routes a complete message, answers mandatory returns and confirms.
@@ -138,8 +215,12 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 	}
 	if res.Throttle != nil {
 		ch.c.throttle(res.Throttle)
+		ch.c.resetBodyClocks()
 	}
-	ch.c.waitForMemory()
+	if ch.c.s.mem.blocked.Load() {
+		ch.c.waitForMemory()
+		ch.c.resetBodyClocks()
+	}
 	return nil
 }
 

@@ -42,6 +42,22 @@ type Config struct {
 	// without x-queue-type replicated (unmodified applications get replication); "" or
 	// "classic" keeps RabbitMQ 3.10's default.
 	DefaultQueueType string
+	// MaxAnnouncedBodyBytes bounds, per connection, the body bytes content headers announced
+	// that have not arrived yet; a header over it closes its channel with 406 (default 256 MiB,
+	// at least MaxMessageSize). Memory is only ever allocated for bytes that arrived.
+	MaxAnnouncedBodyBytes uint64
+	// ConsumerMaxPerChannel refuses basic.consume beyond this many consumers on one channel
+	// with 530 NOT_ALLOWED, as RabbitMQ's consumer_max_per_channel; 0: no limit (its default).
+	ConsumerMaxPerChannel int
+	// FailedLoginRate and FailedLoginBurst size the token buckets that slow failed logins per
+	// source address and per user (defaults 1 a second after a burst of 10; a negative rate
+	// turns the throttle off). FailedLoginMaxDelay bounds one wait (default 5 s).
+	FailedLoginRate     float64
+	FailedLoginBurst    int
+	FailedLoginMaxDelay time.Duration
+	// BodyTimeout closes (406) a channel whose message body made no progress for this long
+	// (default 60 s).
+	BodyTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +88,22 @@ func (c *Config) setDefaults() {
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 128 << 20
 	}
+	if c.MaxAnnouncedBodyBytes == 0 {
+		c.MaxAnnouncedBodyBytes = 256 << 20
+	}
+	c.MaxAnnouncedBodyBytes = max(c.MaxAnnouncedBodyBytes, c.MaxMessageSize)
+	if c.FailedLoginRate == 0 {
+		c.FailedLoginRate = defaultLoginRate
+	}
+	if c.FailedLoginBurst == 0 {
+		c.FailedLoginBurst = defaultLoginBurst
+	}
+	if c.FailedLoginMaxDelay == 0 {
+		c.FailedLoginMaxDelay = defaultLoginMaxDelay
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 60 * time.Second
+	}
 }
 
 // Server accepts AMQP connections and serves them until Close.
@@ -82,6 +114,7 @@ type Server struct {
 	connID atomic.Uint64
 
 	mem       *memoryAlarm
+	logins    *loginThrottle
 	closingCh chan struct{} // closed by Close: blocked publishers stop waiting
 
 	mu      sync.Mutex
@@ -95,7 +128,8 @@ type Server struct {
 func New(cfg Config) *Server {
 	cfg.setDefaults()
 	return &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{}),
-		mem: newMemoryAlarm(cfg.MemoryHighWatermark), closingCh: make(chan struct{})}
+		mem: newMemoryAlarm(cfg.MemoryHighWatermark), closingCh: make(chan struct{}),
+		logins: newLoginThrottle(cfg.FailedLoginRate, cfg.FailedLoginBurst, cfg.FailedLoginMaxDelay)}
 }
 
 // Listen binds addr and serves connections in the background; Addr reports the bound address.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -93,6 +94,19 @@ func durationEnvOr(name string, def time.Duration) time.Duration {
 	return def
 }
 
+func intEnvOr(name string, def int) int {
+	v := envDefault(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "node: ignoring WARREN_%s=%q: %v\n", strings.ToUpper(strings.ReplaceAll(name, "-", "_")), v, err)
+		return def
+	}
+	return n
+}
+
 func splitList(s string) []string {
 	out := []string{}
 	for _, p := range strings.Split(s, ",") {
@@ -127,12 +141,19 @@ func runNode(args []string, stderr io.Writer) int {
 	logLevel := str("log-level", "info", "debug, info, warn or error")
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
 	defaultQueueType := str("default-queue-type", "classic", "classic or quorum: the type of durable, non-exclusive, non-auto-delete queues declared without x-queue-type")
+	channelMax := fs.Int("channel-max", intEnvOr("channel-max", 2047), "most channels per connection, as RabbitMQ's channel_max (env WARREN_CHANNEL_MAX)")
+	consumerMax := fs.Int("consumer-max-per-channel", intEnvOr("consumer-max-per-channel", 0), "most consumers per channel, as RabbitMQ's consumer_max_per_channel (0: no limit; env WARREN_CONSUMER_MAX_PER_CHANNEL)")
+	bodyTimeout := fs.Duration("body-timeout", durationEnvOr("body-timeout", 60*time.Second), "close a channel whose message body made no progress this long (env WARREN_BODY_TIMEOUT)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *defaultQueueType != "classic" && *defaultQueueType != "quorum" {
 		fmt.Fprintf(stderr, "node: bad --default-queue-type %q: want classic or quorum\n", *defaultQueueType)
+		return 2
+	}
+	if *channelMax < 1 || *channelMax > 65535 || *consumerMax < 0 || *bodyTimeout <= 0 {
+		fmt.Fprintf(stderr, "node: --channel-max must be 1..65535, --consumer-max-per-channel >= 0, --body-timeout > 0\n")
 		return 2
 	}
 	var level slog.Level
@@ -160,7 +181,8 @@ func runNode(args []string, stderr io.Writer) int {
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
-		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers), DefaultQueueType: *defaultQueueType},
+		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers), ChannelMax: uint16(*channelMax),
+			ConsumerMaxPerChannel: *consumerMax, BodyTimeout: *bodyTimeout, DefaultQueueType: *defaultQueueType},
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)

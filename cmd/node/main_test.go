@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -34,7 +35,8 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	cmd.Stderr = &stderr
 	cmd.Env = append(os.Environ(),
 		"WARREN_ID=cli-test", "WARREN_DATA_DIR="+t.TempDir(), "WARREN_AMQP_ADDR="+addrs[0],
-		"WARREN_HTTP_ADDR="+addrs[1], "WARREN_RAFT_ADDR="+addrs[2], "WARREN_GOSSIP_ADDR="+addrs[3])
+		"WARREN_HTTP_ADDR="+addrs[1], "WARREN_RAFT_ADDR="+addrs[2], "WARREN_GOSSIP_ADDR="+addrs[3],
+		"WARREN_CONSUMER_MAX_PER_CHANNEL=1")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +54,7 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	checkConsumerLimit(t, "amqp://guest:guest@"+addrs[0]+"/")
 	var out, errb bytes.Buffer
 	if code := run([]string{"status", "--http", addrs[1], "--json"}, &out, &errb); code != 0 ||
 		!bytes.Contains(out.Bytes(), []byte(`"name": "cli-test"`)) || !bytes.Contains(out.Bytes(), []byte(`"leader": "cli-test"`)) {
@@ -85,6 +88,32 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	}
 }
 
+// checkConsumerLimit: WARREN_CONSUMER_MAX_PER_CHANNEL=1 refuses a second consumer on a channel.
+func checkConsumerLimit(t *testing.T, url string) {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Consume(q.Name, "a", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ch.Consume(q.Name, "b", false, false, false, false, nil)
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != 530 {
+		t.Fatalf("second consumer with consumer-max-per-channel 1: %v, want 530", err)
+	}
+}
+
 func TestUnknownCommandAndBadFlag(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !bytes.Contains(errb.Bytes(), []byte(`unknown command "frobnicate"`)) {
@@ -93,6 +122,10 @@ func TestUnknownCommandAndBadFlag(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"run", "--log-level", "loud"}, &out, &errb); code != 2 || !bytes.Contains(errb.Bytes(), []byte("bad --log-level")) {
 		t.Fatalf("bad flag: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"run", "--channel-max", "70000"}, &out, &errb); code != 2 || !bytes.Contains(errb.Bytes(), []byte("--channel-max must be 1..65535")) {
+		t.Fatalf("bad --channel-max: exit %d, stderr %q", code, errb.String())
 	}
 	errb.Reset()
 	if code := run([]string{"status", "--http", "127.0.0.1:1"}, &out, &errb); code != 1 || !bytes.Contains(errb.Bytes(), []byte("cannot read the node")) {
