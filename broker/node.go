@@ -64,6 +64,7 @@ type Node struct {
 	quorumWake  chan struct{}
 	startQuorum sync.Once
 	lastIDs     map[string]uint64 // what Recover found per store key (read-only after it)
+	peerDown    atomic.Pointer[func(node string)]
 }
 
 // New creates the node runtime around f and registers as f's observer, so every queue the FSM

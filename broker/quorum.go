@@ -499,6 +499,17 @@ func without(set []string, node string) []string {
 	return out
 }
 
+// LeadsFollowedQueues reports whether node leads a replicated queue this node follows (so this
+// node would notice its death first).
+func (n *Node) LeadsFollowedQueues(node string) bool {
+	for _, q := range n.fsm.Queues("") {
+		if q.Type == fsm.QueueTypeQuorum && q.Owner == node && slices.Contains(q.InSync, n.id) {
+			return true
+		}
+	}
+	return false
+}
+
 // ReplicaSet chooses the replicas of a new replicated queue led by leader: size nodes (fewer
 // if fewer are live), the leader first, then the live nodes holding the fewest replicas.
 func (n *Node) ReplicaSet(leader string, size int) []string {

@@ -300,4 +300,12 @@ func (h linkHandler) PeerDown(from string) {
 		h.n.dropProxy(p, true)
 	}
 	h.n.requeueGets(from)
+	if hook := h.n.peerDown.Load(); hook != nil {
+		(*hook)(from)
+	}
 }
+
+// OnPeerDown sets a function called (on the link's goroutine: it must not block) when a
+// peer's data link to this node breaks, so a node can react to a peer process dying at once
+// rather than when gossip declares it dead.
+func (n *Node) OnPeerDown(fn func(node string)) { n.peerDown.Store(&fn) }

@@ -3,9 +3,11 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/warrenmq/warren/broker"
@@ -252,4 +254,58 @@ func replicatedSize(q fsm.Queue) int {
 		}
 	}
 	return fsm.DefaultReplicas
+}
+
+// fastFailover runs when a peer's data link to this node breaks. If that peer leads replicated
+// queues this node follows and its data port now refuses connections, its process is gone (a
+// live process keeps listening; a dead host or a partition does not refuse, and is left to
+// gossip's failure detector): this node proposes the failover at once instead of waiting the
+// second or so gossip takes. Any node may propose it; NodeFailed is idempotent.
+func (n *Node) fastFailover(peer string) {
+	if n.Members == nil || !n.Broker.LeadsFollowedQueues(peer) {
+		return
+	}
+	m, ok := n.Members.Member(peer)
+	if !ok || m.Meta.DataAddr == "" {
+		return
+	}
+	select {
+	case n.fastFail <- fastFailure{peer: peer, addr: m.Meta.DataAddr}:
+	default: // one is being handled; gossip catches the rest
+	}
+}
+
+type fastFailure struct{ peer, addr string }
+
+// runFastFailover serves fastFailover's requests one at a time, off the data link's goroutine.
+func (n *Node) runFastFailover(stop <-chan struct{}) {
+	defer close(n.fastDone)
+	for {
+		select {
+		case <-stop:
+			return
+		case f := <-n.fastFail:
+			if !refusesConnections(f.addr) {
+				continue
+			}
+			n.log.Info("a replicated queues' leader refuses connections: failing over now", "node", f.peer)
+			n.rehome(f.peer)
+		}
+	}
+}
+
+// refusesConnections dials addr twice: a refusal both times means nothing listens there.
+func refusesConnections(addr string) bool {
+	for i := 0; i < 2; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+			return false
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }

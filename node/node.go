@@ -80,6 +80,8 @@ type Node struct {
 	links       *datalink.Server
 	failStop    chan struct{}
 	failDone    chan struct{}
+	fastFail    chan fastFailure
+	fastDone    chan struct{}
 	leaveMu     sync.Mutex
 	done        chan struct{}
 	unsubscribe func()
@@ -175,6 +177,9 @@ func Start(cfg Config) (*Node, error) {
 		events, unsubscribe := n.Members.Subscribe()
 		n.failStop, n.failDone, n.unsubscribe = make(chan struct{}), make(chan struct{}), unsubscribe
 		go n.watchFailures(events, n.failStop)
+		n.fastFail, n.fastDone = make(chan fastFailure, 1), make(chan struct{})
+		go n.runFastFailover(n.failStop)
+		n.Broker.OnPeerDown(n.fastFailover)
 	}
 	if err := n.prepareTopology(); err != nil {
 		n.Close()
@@ -283,6 +288,7 @@ func (n *Node) close() error {
 	if n.failStop != nil {
 		close(n.failStop)
 		<-n.failDone
+		<-n.fastDone
 		n.unsubscribe()
 	}
 	if n.reconciler != nil {
