@@ -17,33 +17,44 @@ type links struct {
 	resolve func(nodeID string) (dataAddr string, ok bool)
 	events  datalink.ConsumerEvents
 	peers   map[string]*datalink.Peer
+	addrs   map[string]string // the address each peer dials
 	closed  bool
 }
 
 // AttachLinks lets the node forward publishes to queues owned by other nodes: resolve maps a
 // node id to its data-link address (from gossip metadata).
 func (n *Node) AttachLinks(cfg datalink.Config, resolve func(nodeID string) (string, bool)) {
-	n.links = &links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}, events: remoteEvents{n}}
+	n.links = &links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}, addrs: map[string]string{}, events: remoteEvents{n}}
 }
 
 // LinkHandler is what the node's data-link server dispatches to.
 func (n *Node) LinkHandler() datalink.Handler { return linkHandler{n} }
 
 func (l *links) peer(id string) *datalink.Peer {
+	addr, ok := l.resolve(id)
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return nil
 	}
-	if p := l.peers[id]; p != nil {
+	p := l.peers[id]
+	if p != nil && (!ok || addr == "" || addr == l.addrs[id]) {
+		l.mu.Unlock()
 		return p
 	}
-	addr, ok := l.resolve(id)
 	if !ok || addr == "" {
+		l.mu.Unlock()
 		return nil
 	}
-	p := datalink.Dial(addr, l.cfg, l.events)
-	l.peers[id] = p
+	// A node that restarted on another data port (":0") is dialled anew; the old peer, still
+	// redialling the old address, is closed (its pending requests fail: link down).
+	old := p
+	p = datalink.Dial(addr, l.cfg, l.events)
+	l.peers[id], l.addrs[id] = p, addr
+	l.mu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
 	return p
 }
 

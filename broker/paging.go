@@ -11,6 +11,7 @@ import (
 // messages back from disk.
 type messagePager interface {
 	ReadQueue(queue string, after, upTo uint64, maxMsgs, maxBytes int) ([]msgstore.Message, uint64, error)
+	ReadQueueCopy(queue string, after, upTo uint64, maxMsgs, maxBytes int) ([]msgstore.Message, uint64, error)
 	AckRange(queue string, after, upTo uint64)
 	StartPaging(queue string, after uint64)
 	StopPaging(queue string, announced uint64) bool

@@ -45,6 +45,10 @@ type replicated struct {
 
 	ackMu     sync.Mutex
 	inSync    []string
+	// joining are followers this leader proposed for the in-sync set: they count for commits
+	// from the moment of the proposal (Kafka's "maximal ISR", KIP-497), so nothing is
+	// committed without them that a newly elected one of them could lack.
+	joining   map[string]bool
 	replicas  int
 	waiters   []waiter
 	committed replica.Ident
@@ -166,7 +170,15 @@ func (r *replicated) lead(qd fsm.Queue) {
 	}
 	r.mu.Lock()
 	promoted := !r.leading || r.epoch != qd.Epoch
+	var held takeOver
 	if promoted {
+		// What this replica holds now is what the queue object will read back from the store;
+		// anything published from here on reaches the queue directly. Taken before leading is
+		// set, so the two never overlap (a publish meanwhile finds no queue object: nack).
+		if err := r.loadLocked(); err != nil {
+			r.n.log.Error("replicated queue: loading the replica failed", "queue", r.name, "err", err)
+		}
+		held = takeOver{count: r.idx.Len(), lastID: r.idx.LastID(), base: r.n.storePublished(r.key)}
 		r.leading, r.epoch, r.nextSeq = true, qd.Epoch, 1
 		for _, f := range r.followers {
 			f.state, f.downSince = followerIdle, time.Now().UnixNano()
@@ -199,11 +211,8 @@ func (r *replicated) lead(qd fsm.Queue) {
 	if needQueue {
 		r.n.createLocalQueue(qd)
 	}
-	if promoted && r.n.recovered.Load() {
-		// At start-up Recover loads the index; later (a follower promoted) it is loaded here.
-		if err := r.takeOver(); err != nil {
-			r.n.log.Error("replicated queue: taking over the stored messages failed", "queue", r.name, "err", err)
-		}
+	if promoted {
+		r.restore(held)
 	}
 	r.n.wakeQuorum()
 }
@@ -237,6 +246,9 @@ func (r *replicated) stopLeading(cause error) {
 	n.mu.Unlock()
 	if q != nil {
 		q.Delete()
+		if ps, ok := n.msgs.(*pagedStore); ok {
+			ps.pager.DoneReading(r.key) // its read position means nothing to a follower
+		}
 	}
 	r.ackMu.Lock()
 	ws := r.waiters
@@ -264,10 +276,9 @@ func (r *replicated) loadLocked() error {
 	if !ok {
 		return errors.New("the message store cannot read messages back")
 	}
-	defer pager.pager.DoneReading(r.key)
 	upTo := r.n.recoveredLast(r.key)
 	for after := uint64(0); after < upTo; {
-		got, through, err := pager.pager.ReadQueue(r.key, after, upTo, 4096, 16<<20)
+		got, through, err := pager.pager.ReadQueueCopy(r.key, after, upTo, 4096, 16<<20)
 		for _, m := range got {
 			ident, _, err := replica.SplitStored(m.Data)
 			if err != nil || !r.idx.Add(ident, m.ID) {
@@ -287,25 +298,31 @@ func (r *replicated) loadLocked() error {
 	return nil
 }
 
-// takeOver hands the messages this replica holds to the queue object it now serves through.
-func (r *replicated) takeOver() error {
+// takeOver is what a replica holds when it starts leading.
+type takeOver struct {
+	count  int
+	lastID uint64 // newest store id among them
+	base   uint64 // store publishes to the queue's key so far (StopPaging's accounting)
+}
+
+// restore hands the messages this replica held when it took over to the queue object it now
+// serves through; they are read back from the store as the queue drains, marked redelivered.
+func (r *replicated) restore(held takeOver) {
 	r.mu.Lock()
-	err := r.loadLocked()
 	q := r.q
-	count := r.idx.Len()
-	var lastID uint64
-	if _, ids := r.idx.After(0, 1<<62); len(ids) > 0 {
-		lastID = ids[len(ids)-1]
-	}
 	r.mu.Unlock()
-	if q == nil || count == 0 {
-		return err
+	if q == nil {
+		return
 	}
 	if st, ok := q.Store().(*quorumStore); ok {
-		st.base.Store(r.n.storePublished(r.key))
+		st.base.Store(held.base)
+		// A queue object this node served the queue through before (an earlier epoch) may
+		// have left its read position in the store: the new one starts from a clean reader.
+		st.pager.DoneReading(r.key)
 	}
-	q.RestoreStored(count, 0, lastID)
-	return err
+	if held.count > 0 {
+		q.RestoreStored(held.count, 0, held.lastID)
+	}
 }
 
 // publish stores msg for the queue this node leads, sends it to the followers and returns the
@@ -420,7 +437,16 @@ func (r *replicated) releaseLocked() []waiter {
 		return nil
 	}
 	last := r.waiters[len(r.waiters)-1].ident
-	c := replica.Committed(last, r.n.id, r.inSync, r.replicas, func(node string) replica.Ident {
+	set := r.inSync
+	if len(r.joining) > 0 {
+		set = slices.Clone(set)
+		for id := range r.joining {
+			if !slices.Contains(set, id) {
+				set = append(set, id)
+			}
+		}
+	}
+	c := replica.Committed(last, r.n.id, set, r.replicas, func(node string) replica.Ident {
 		if f := r.followerAcked(node); f != nil {
 			return replica.Ident(f.acked.Load())
 		}

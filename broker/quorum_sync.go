@@ -109,11 +109,9 @@ func (r *replicated) reviewInSync(qd fsm.Queue, now time.Time) {
 		down[id] = !live[id] && f.downSince != 0 && now.UnixNano()-f.downSince > int64(followerLag)
 	}
 	r.mu.Unlock()
-	r.ackMu.Lock()
-	committed := r.committed
-	r.ackMu.Unlock()
 	set := slices.Clone(qd.InSync)
 	var changed *follower
+	adding := ""
 	for _, id := range qd.Replicas {
 		f := r.followerAcked(id)
 		if f == nil || f.proposing.Load() {
@@ -126,9 +124,21 @@ func (r *replicated) reviewInSync(qd fsm.Queue, now time.Time) {
 		case in && lagging:
 			set = without(set, id)
 			changed = f
-		case !in && live[id] && !lagging && replica.Ident(f.acked.Load()) >= committed:
-			set = append(set, id)
-			changed = f
+		case !in && live[id] && !lagging:
+			// Checked and recorded under ackMu: no commit can pass this follower from here on.
+			r.ackMu.Lock()
+			ok := replica.Ident(f.acked.Load()) >= r.committed
+			if ok {
+				if r.joining == nil {
+					r.joining = map[string]bool{}
+				}
+				r.joining[id] = true
+			}
+			r.ackMu.Unlock()
+			if ok {
+				set = append(set, id)
+				changed, adding = f, id
+			}
 		}
 		if changed != nil {
 			break // one change at a time: each is judged against the set it replaces
@@ -143,6 +153,14 @@ func (r *replicated) reviewInSync(qd fsm.Queue, now time.Time) {
 		defer r.n.bg.Done()
 		defer changed.proposing.Store(false)
 		_, err := r.n.Apply(fsm.SetInSync{Vhost: r.vhost, Name: r.name, Leader: r.n.id, Epoch: qd.Epoch, InSync: set})
+		if adding != "" {
+			// Applied (the event put it in inSync) or refused: either way no longer pending.
+			r.ackMu.Lock()
+			delete(r.joining, adding)
+			released := r.releaseLocked()
+			r.ackMu.Unlock()
+			finish(released, nil)
+		}
 		if err != nil {
 			r.n.log.Warn("replicated queue: in-sync set change refused", "queue", r.name, "follower", changed.node, "err", err)
 			return
@@ -215,6 +233,15 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 	keep := r.idx.Live(pos)
 	target := r.idx.Last()
 	f.sent = pos
+	// Messages published since the sync began are both in the store (read below, up to
+	// target) and in pending: keep only the later ones (and every settlement) in pending.
+	kept := f.pending[:0]
+	for _, e := range f.pending {
+		if e.Settle || e.Ident > target {
+			kept = append(kept, e)
+		}
+	}
+	f.pending = kept
 	r.mu.Unlock()
 	if _, err := r.n.replicateWait(f.node, r.key, &replica.Request{Kind: replica.Truncate, Epoch: epoch, UpTo: pos, Keep: keep}); err != nil {
 		return fmt.Errorf("truncate: %w", err)
@@ -237,7 +264,7 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 		if len(idents) == 0 {
 			break
 		}
-		got, _, err := pager.pager.ReadQueue(r.key, ids[0]-1, ids[len(ids)-1], len(ids), catchUpBytes)
+		got, _, err := pager.pager.ReadQueueCopy(r.key, ids[0]-1, ids[len(ids)-1], len(ids), catchUpBytes)
 		if err != nil {
 			return fmt.Errorf("read stored messages: %w", err)
 		}
@@ -258,6 +285,25 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 		if !current() {
 			r.mu.Unlock()
 			return errSyncAbandoned
+		}
+		// Every message of the range the leader still holds must be in the answer (the
+		// follower's acknowledgement will cover the whole range); one that was settled
+		// meanwhile may be missing, one moved by compaction meanwhile must not be: retry.
+		j := 0
+		for i, ident := range idents {
+			if ident > next {
+				break
+			}
+			for j < len(entries) && entries[j].Ident < ident {
+				j++
+			}
+			if j < len(entries) && entries[j].Ident == ident {
+				continue
+			}
+			if _, live := r.idx.ID(ident); live {
+				r.mu.Unlock()
+				return fmt.Errorf("catch-up read missed message %v (store id %d)", ident, ids[i])
+			}
 		}
 		if len(entries) > 0 {
 			r.appendLocked(f, entries)

@@ -83,6 +83,18 @@ func (s *Store) DoneReading(queue string) {
 // one ended when after is the previous through. Records still waiting for their group
 // commit are read from memory, so a message can be read back as soon as Publish returned.
 func (s *Store) ReadQueue(queue string, after, upTo uint64, maxMsgs, maxBytes int) ([]Message, uint64, error) {
+	return s.readQueue(queue, after, upTo, maxMsgs, maxBytes, false)
+}
+
+// ReadQueueCopy is ReadQueue for a second reader of a queue's messages (a replicated queue's
+// leader sending them to a follower): it uses a reader of its own, so the queue's paging
+// position, and what compaction believes the queue has read, stay as they are. A message that
+// compaction moves while it reads may be missing from the answer: callers check.
+func (s *Store) ReadQueueCopy(queue string, after, upTo uint64, maxMsgs, maxBytes int) ([]Message, uint64, error) {
+	return s.readQueue(queue, after, upTo, maxMsgs, maxBytes, true)
+}
+
+func (s *Store) readQueue(queue string, after, upTo uint64, maxMsgs, maxBytes int, detached bool) ([]Message, uint64, error) {
 	maxMsgs = max(maxMsgs, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -94,7 +106,9 @@ func (s *Store) ReadQueue(queue string, after, upTo uint64, maxMsgs, maxBytes in
 		return nil, max(after, upTo), nil
 	}
 	rd := qs.rd
-	if rd == nil {
+	if detached {
+		rd = &reader{through: after}
+	} else if rd == nil {
 		rd = &reader{through: after}
 		qs.rd = rd
 	}
@@ -115,7 +129,7 @@ func (s *Store) ReadQueue(queue string, after, upTo uint64, maxMsgs, maxBytes in
 			if sg := s.segByName[src.seg]; errors.Is(err, os.ErrNotExist) && (sg == nil || sg.liveRefs == 0) {
 				// Being reclaimed (the file goes before the bookkeeping): nothing live is
 				// left in it.
-				if qs.rd == at && rd.seg == src.seg {
+				if (detached || qs.rd == at) && rd.seg == src.seg {
 					rd.off = max(rd.off, src.end)
 				}
 				continue
@@ -123,7 +137,7 @@ func (s *Store) ReadQueue(queue string, after, upTo uint64, maxMsgs, maxBytes in
 			if err != nil {
 				return out.msgs, rd.through, err
 			}
-			if s.queues[queue] != qs || qs.rd != at || rd.seg != src.seg || rd.off != src.off {
+			if s.queues[queue] != qs || (!detached && qs.rd != at) || rd.seg != src.seg || rd.off != src.off {
 				// Dropped or repositioned meanwhile: what was gathered is still valid.
 				return out.msgs, max(rd.through, after), nil
 			}

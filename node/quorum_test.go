@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"fmt"
+	"strings"
 	"slices"
 	"strconv"
 	"testing"
@@ -79,6 +80,7 @@ func drainUntil(t *testing.T, ch *amqp.Channel, queue string, want []string) (bo
 		missing[b] = true
 	}
 	bodies = map[string]int{}
+	var arrivals []string
 	deadline := time.After(20 * time.Second)
 	for len(missing) > 0 {
 		select {
@@ -87,6 +89,7 @@ func drainUntil(t *testing.T, ch *amqp.Channel, queue string, want []string) (bo
 				t.Fatalf("consumer of %s closed with %d messages missing", queue, len(missing))
 			}
 			bodies[string(m.Body)]++
+			arrivals = append(arrivals, fmt.Sprintf("%s@%d%v", m.Body, len(arrivals), m.Redelivered))
 			delete(missing, string(m.Body))
 			if m.Redelivered {
 				redelivered++
@@ -101,7 +104,32 @@ func drainUntil(t *testing.T, ch *amqp.Channel, queue string, want []string) (bo
 					some = append(some, b)
 				}
 			}
-			t.Fatalf("%d confirmed messages of %s never arrived, e.g. %v", len(missing), queue, some)
+			unexpected, dups := 0, 0
+			wanted := map[string]bool{}
+			for _, b := range want {
+				wanted[b] = true
+			}
+			var someUnexpected, someDups []string
+			for _, a := range arrivals {
+				b := a[:strings.IndexByte(a, '@')]
+				if bodies[b] > 1 && len(someDups) < 12 {
+					someDups = append(someDups, a)
+				}
+			}
+			t.Logf("duplicate arrivals (body@position redelivered): %v", someDups)
+			for b, n := range bodies {
+				if !wanted[b] {
+					unexpected++
+					if len(someUnexpected) < 5 {
+						someUnexpected = append(someUnexpected, b)
+					}
+				}
+				if n > 1 {
+					dups++
+				}
+			}
+			t.Fatalf("%d confirmed messages of %s never arrived, e.g. %v; %d distinct bodies arrived, %d not confirmed (e.g. %v), %d more than once",
+				len(missing), queue, some, len(bodies), unexpected, someUnexpected, dups)
 		}
 	}
 	return bodies, redelivered

@@ -302,6 +302,9 @@ func (q *Queue) RestoreStored(count int, bytes int64, lastID uint64) {
 		q.countTailLocked(e, 1)
 	}
 	p.tail.pushFront(tailItem{run: true, after: 0, hi: lastID})
+	// The run covers every id up to lastID: a later publish starts its run after it, never
+	// at 0 (which would read the restored messages a second time).
+	p.covered = max(p.covered, lastID)
 	p.tailCount += count
 	p.tailBytes += bytes
 	q.ready += count

@@ -27,6 +27,16 @@ func (x *Index) Add(ident Ident, id uint64) bool {
 	return true
 }
 
+// LastID is the newest store id of a live message (0: none).
+func (x *Index) LastID() uint64 {
+	for i := len(x.ids) - 1; i >= 0; i-- {
+		if !x.dead[i] {
+			return x.ids[i]
+		}
+	}
+	return 0
+}
+
 // Last is the replica's position: the newest identity it received.
 func (x *Index) Last() Ident { return x.last }
 
