@@ -43,8 +43,8 @@ type replicated struct {
 	followers map[string]*follower
 	q         *queue.Queue // leading: the queue object serving clients
 
-	ackMu     sync.Mutex
-	inSync    []string
+	ackMu  sync.Mutex
+	inSync []string
 	// joining are followers this leader proposed for the in-sync set: they count for commits
 	// from the moment of the proposal (Kafka's "maximal ISR", KIP-497), so nothing is
 	// committed without them that a newly elected one of them could lack.

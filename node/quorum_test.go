@@ -2,9 +2,9 @@ package node_test
 
 import (
 	"fmt"
-	"strings"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
