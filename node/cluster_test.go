@@ -144,10 +144,15 @@ func TestPublishForwardedToOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	confirms := ch1.NotifyPublish(make(chan amqp.Confirmation, 4))
+	// confirm reports basic.ack (true) or basic.nack (false). A channel that closed gave no
+	// answer at all: that is neither, and must not pass for "never acked".
 	confirm := func() bool {
 		t.Helper()
 		select {
-		case c := <-confirms:
+		case c, ok := <-confirms:
+			if !ok {
+				t.Fatal("the publisher's channel closed before the broker answered")
+			}
 			return c.Ack
 		case <-time.After(15 * time.Second):
 			t.Fatal("no confirm")
@@ -182,6 +187,13 @@ func TestPublishForwardedToOwner(t *testing.T) {
 	}
 	if confirm() {
 		t.Fatal("a publish to a queue whose owner is down was confirmed with basic.ack")
+	}
+	// The nack left the channel usable: a publish to the local queue is still acked.
+	if err := ch1.Publish("", "local", false, false, amqp.Publishing{Body: []byte("after"), DeliveryMode: amqp.Persistent}); err != nil {
+		t.Fatal(err)
+	}
+	if !confirm() {
+		t.Fatal("a publish to the local queue after the nack was nacked")
 	}
 }
 
