@@ -136,21 +136,26 @@ func TestGracefulLeaveLosesNothing(t *testing.T) {
 	wg.Add(1)
 	go func() { defer wg.Done(); sub.run(ctx, t, conn3, "work") }()
 
-	// A publisher on the first node keeps publishing through the leave; a nack (the queue
-	// between owners) only means "not confirmed".
+	// A publisher on the first node keeps publishing through the leave and after it; a nack
+	// (the queue between owners) only means "not confirmed".
 	var pubMu sync.Mutex
+	confirmedDuring := 0
 	ch1 := dialNode(t, nodes[0])
 	if err := ch1.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	wg.Add(1)
+	pubCtx, stopPub := context.WithCancel(ctx)
+	defer stopPub()
+	var pubWG sync.WaitGroup
+	pubWG.Add(1)
 	go func() {
-		defer wg.Done()
-		for i := 0; ctx.Err() == nil && i < 3000; i++ {
+		defer pubWG.Done()
+		for i := 0; pubCtx.Err() == nil; i++ {
 			body := fmt.Sprintf("during-%d", i)
 			if publish(ch1, "work", body, amqp.Persistent) {
 				pubMu.Lock()
 				confirmed[body] = true
+				confirmedDuring++
 				pubMu.Unlock()
 			}
 		}
@@ -164,6 +169,10 @@ func TestGracefulLeaveLosesNothing(t *testing.T) {
 	if rep.QueuesMoved != 2 {
 		t.Fatalf("report %+v: want both queues moved", rep)
 	}
+	// The transient queue had 300 messages and no consumer: at least those were handed over.
+	if rep.MessagesMoved < 300 {
+		t.Fatalf("report %+v: want at least the transient queue's 300 messages handed over", rep)
+	}
 	select {
 	case <-leaving.Done():
 	case <-time.After(10 * time.Second):
@@ -176,6 +185,25 @@ func TestGracefulLeaveLosesNothing(t *testing.T) {
 			}
 		}
 	}
+	// The queue at its new owner takes publishes through the first node: wait for 100 more
+	// confirms, then stop the publisher, so the check below covers every message confirmed.
+	pubMu.Lock()
+	atLeave := confirmedDuring
+	pubMu.Unlock()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		pubMu.Lock()
+		after := confirmedDuring - atLeave
+		pubMu.Unlock()
+		if after >= 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d publishes through %s confirmed in 20 s after the leave", after, nodes[0].Broker.ID())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopPub()
+	pubWG.Wait()
 	// Drain the transient queue through the first node; the durable one is drained by the
 	// re-subscribing consumer.
 	chGet := dialNode(t, nodes[0])
@@ -221,7 +249,7 @@ func TestGracefulLeaveLosesNothing(t *testing.T) {
 			t.Errorf("%s delivered %d times, never as a redelivery", body, n)
 		}
 	}
-	t.Logf("leave: %+v; %d confirmed messages all consumed", rep, len(confirmed))
+	t.Logf("leave: %+v; %d confirmed messages all consumed (%d published during and after the leave)", rep, len(confirmed), confirmedDuring)
 	waitDigests(t, []*node.Node{nodes[0], nodes[2]})
 }
 
