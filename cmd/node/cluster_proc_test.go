@@ -220,3 +220,75 @@ func TestClusterOwnerKill9KeepsConfirmedMessages(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestRemoteUnackedGetRequeuedWhenLinkBreaks: a basic.get without auto-ack through n2 of a
+// queue n1 owns is held unacked by n1 on n2's behalf; when n2 is SIGKILLed (its data link to n1
+// breaks without any settlement), n1 puts the message back: it is the head of the queue again,
+// flagged redelivered, and nothing else changed.
+func TestRemoteUnackedGetRequeuedWhenLinkBreaks(t *testing.T) {
+	bin := nodeBinary(t)
+	procs := []*clusterProc{newClusterProc(t, 1), nil, nil}
+	procs[0].start(t, bin, nil)
+	procs[1] = newClusterProc(t, 2)
+	procs[1].start(t, bin, []string{procs[0].gossip})
+	procs[2] = newClusterProc(t, 3)
+	procs[2].start(t, bin, []string{procs[0].gossip})
+	owner := dialProc(t, procs[0])
+	if _, err := owner.QueueDeclare("held", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		dc, err := owner.PublishWithDeferredConfirmWithContext(context.Background(), "", "held", false, false,
+			amqp.Publishing{Body: []byte(fmt.Sprint("h", i)), DeliveryMode: amqp.Persistent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(context.Background()); !ok || err != nil {
+			t.Fatalf("publish h%d: ok=%v err=%v", i, ok, err)
+		}
+	}
+	var d amqp.Delivery
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		// n2 may not have applied the declare yet (404 closes the channel): retry on a new one.
+		d0, ok, err := dialProc(t, procs[1]).Get("held", false)
+		if err == nil && ok {
+			d = d0
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("get through n2: ok=%v err=%v", ok, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if string(d.Body) != "h0" || d.Redelivered {
+		t.Fatalf("get through n2: %q redelivered=%v", d.Body, d.Redelivered)
+	}
+	ready := func() int {
+		q, err := owner.QueueDeclarePassive("held", true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.Messages
+	}
+	if n := ready(); n != 2 {
+		t.Fatalf("%d ready while n2 holds h0 unacked, want 2", n)
+	}
+	_ = procs[1].cmd.Process.Signal(syscall.SIGKILL)
+	_, _ = procs[1].cmd.Process.Wait()
+	for deadline := time.Now().Add(20 * time.Second); ready() != 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d ready 20 s after the getting node died, want 3 (h0 back)", ready())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i := range 3 {
+		d, ok, err := owner.Get("held", true)
+		want := fmt.Sprint("h", i)
+		if err != nil || !ok || string(d.Body) != want || d.Redelivered != (i == 0) {
+			t.Fatalf("get %d on the owner: %q redelivered=%v ok=%v err=%v; want %s, redelivered only for h0", i, d.Body, d.Redelivered, ok, err, want)
+		}
+	}
+}
