@@ -2,7 +2,9 @@ package chaos
 
 import (
 	"fmt"
+	"math"
 	"strconv"
+	"time"
 )
 
 // kindTable names every fault kind: its name in logs and schedules, its plural in the
@@ -72,12 +74,20 @@ func DefaultPolicy() Policy {
 	}
 }
 
+// figure prints a measure the way a reader compares it: counts whole, shares with 3 digits.
+func figure(v float64) string {
+	if v >= 100 || v == float64(int64(v)) {
+		return strconv.FormatFloat(math.Ceil(v), 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
+}
+
 // shortfalls lists every floor r does not reach.
 func (p Policy) shortfalls(h History, r Result) []string {
 	var out []string
 	for _, f := range p.Floors {
 		if got, want := f.Got(r), f.want(r); got < want {
-			out = append(out, fmt.Sprintf("%s: %g < %g (%g + %g/s over %s)", f.Name, got, want, f.Fixed, f.PerSecond, r.Duration.Round(1e9)))
+			out = append(out, fmt.Sprintf("%s: %s < %s (%g + %g/s over %s)", f.Name, figure(got), figure(math.Ceil(want*1000)/1000), f.Fixed, f.PerSecond, r.Duration.Round(time.Second)))
 		}
 	}
 	for _, k := range h.Kinds {
