@@ -55,7 +55,7 @@ echo "filling $n persistent messages of $size B..."
   sleep 0.5
 done) &
 sampler=$!
-if ! bin/bench -url "amqp://guest:guest@127.0.0.1:$port/" -workload fill -count "$n" -size "$size" -queue recovery -slack 300m 2>"$data/bench.err"; then
+if ! fill=$(bin/bench -url "amqp://guest:guest@127.0.0.1:$port/" -workload fill -count "$n" -size "$size" -queue recovery -slack 300m 2>"$data/bench.err"); then
   echo "bench-recovery.sh: the fill failed; no figures:" >&2
   tail -5 "$data/bench.err" >&2
   exit 1
@@ -63,7 +63,8 @@ fi
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
 sampler=""
 before=$(depth)
-[[ $before == "$n" ]] || { echo "bench-recovery.sh: the queue holds $before messages after a fill of $n confirmed ones" >&2; exit 1; }
+[[ $before == "$n" ]] || { echo "bench-recovery.sh: FAILED: the queue holds $before messages after a fill of $n confirmed ones; no figures" >&2; exit 1; }
+echo "$fill"
 echo "RSS at the end of the fill: $(mb VmRSS) MB (peak sampled during the fill: $(cat "$data/fill-peak" 2>/dev/null || echo ?) MB)"
 echo "message store on disk: $(du -sm "$data/node/messages" | cut -f1) MB"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
