@@ -74,6 +74,18 @@ type History struct {
 	Digests map[string]string
 	// Crashes describes nodes that died without the nemesis killing them.
 	Crashes []string
+
+	// Duration is how long the workload and the nemesis ran; the floors scale with it.
+	Duration time.Duration
+	// Kinds lists the fault kinds the nemesis was scheduled to cause; Faults counts the ones
+	// it injected (and saw take effect); FaultErrors describes every fault it could not inject
+	// or repair.
+	Kinds       []FaultKind
+	Faults      Faults
+	FaultErrors []string
+	// StableQueues are queues that exist for the whole run (chaos.q*): a basic.return from
+	// one of them is a routing bug, not "no promise".
+	StableQueues []string
 }
 
 // Result is the checker's verdict.
@@ -103,13 +115,29 @@ type Result struct {
 	Digests     map[string]string
 
 	Crashes []string
+
+	Duration    time.Duration
+	Faults      Faults
+	FaultErrors []string
+	// ReturnedStable: messages returned unroutable by a queue that always exists.
+	ReturnedStable []Sent
+	// Shortfalls: each floor of the policy the run did not reach, as "what: got < want".
+	Shortfalls []string
 }
 
-// Check compares a history's sends with its receipts, tallies its RPC calls and compares the
-// nodes' digests. It fails only on a malformed history (an id sent twice or without an id),
-// which is a workload bug, not a broker one.
-func Check(h History) (Result, error) {
-	var r Result
+// Check is CheckPolicy with DefaultPolicy.
+func Check(h History) (Result, error) { return CheckPolicy(h, DefaultPolicy()) }
+
+// CheckPolicy compares a history's sends with its receipts, tallies its RPC calls and faults,
+// compares the nodes' digests and measures the run against p's floors. It fails only on a
+// malformed history (an id sent twice or without an id), which is a workload bug, not a
+// broker one.
+func CheckPolicy(h History, p Policy) (Result, error) {
+	r := Result{Duration: h.Duration, Faults: h.Faults, FaultErrors: h.FaultErrors}
+	stable := make(map[string]bool, len(h.StableQueues))
+	for _, q := range h.StableQueues {
+		stable[q] = true
+	}
 	sent := make(map[string]Sent, len(h.Sent))
 	for _, s := range h.Sent {
 		if s.ID == "" {
@@ -121,6 +149,9 @@ func Check(h History) (Result, error) {
 		sent[s.ID] = s
 		if s.Outcome == Confirmed {
 			r.Confirmed++
+		}
+		if s.Outcome == Returned && stable[s.Queue] {
+			r.ReturnedStable = append(r.ReturnedStable, s)
 		}
 	}
 	r.Sent = len(sent)
@@ -185,6 +216,7 @@ func Check(h History) (Result, error) {
 	r.Crashes = h.Crashes
 	r.Digests = h.Digests
 	r.DigestEqual = digestsEqual(h.Nodes, h.Digests)
+	r.Shortfalls = p.shortfalls(h, r)
 	return r, nil
 }
 
@@ -228,27 +260,30 @@ func splitID(id string) (string, int, bool) {
 }
 
 // OK is the run's verdict: nothing lost, nothing foreign, no duplicate that was not a
-// redelivery, no wrong RPC result, one topology on every node, no node that died by itself.
+// redelivery, no wrong RPC result, one topology on every node, no node that died by itself,
+// no return from a queue that always exists, every fault injected as scheduled, and every
+// floor reached (a run that did too little proves nothing, so it does not pass).
 func (r Result) OK() bool {
 	return len(r.Lost) == 0 && len(r.Unexpected) == 0 && len(r.Suspicious) == 0 &&
-		r.RPCWrong == 0 && r.DigestEqual && len(r.Crashes) == 0
+		r.RPCWrong == 0 && r.DigestEqual && len(r.Crashes) == 0 &&
+		len(r.ReturnedStable) == 0 && len(r.FaultErrors) == 0 && len(r.Shortfalls) == 0
 }
 
-// Faults counts what the nemesis did.
-type Faults struct {
-	Kills, Pauses, Partitions int
-}
-
-// FinalLine is the run's last line, in the exact format scripts and CI parse.
-func (r Result) FinalLine(d time.Duration, f Faults) string {
+// FinalLine is the run's last line, in the exact format scripts and CI parse: one
+// "<kind plural>=N" per known fault kind, in kindTable order.
+func (r Result) FinalLine() string {
 	digest := "equal"
 	if !r.DigestEqual {
 		digest = "DIFFERENT"
 	}
-	return fmt.Sprintf("chaos: duration=%ds kills=%d pauses=%d partitions=%d sent=%d confirmed=%d received=%d "+
-		"lost=%d unexpected=%d duplicated=%d rpc_ok=%d rpc_timeout=%d rpc_wrong=%d digest=%s",
-		int(d.Round(time.Second)/time.Second), f.Kills, f.Pauses, f.Partitions, r.Sent, r.Confirmed, r.Received,
-		len(r.Lost), len(r.Unexpected), r.Duplicated, r.RPCOK, r.RPCTimeout, r.RPCWrong, digest)
+	faults := make([]string, 0, len(kindTable))
+	for _, k := range kindTable {
+		faults = append(faults, fmt.Sprintf("%s=%d", k.plural, r.Faults[k.kind]))
+	}
+	return fmt.Sprintf("chaos: duration=%ds %s fault_errors=%d sent=%d confirmed=%d received=%d "+
+		"lost=%d unexpected=%d duplicated=%d returned_stable=%d rpc_ok=%d rpc_timeout=%d rpc_wrong=%d digest=%s",
+		int(r.Duration.Round(time.Second)/time.Second), strings.Join(faults, " "), len(r.FaultErrors), r.Sent, r.Confirmed, r.Received,
+		len(r.Lost), len(r.Unexpected), r.Duplicated, len(r.ReturnedStable), r.RPCOK, r.RPCTimeout, r.RPCWrong, digest)
 }
 
 // maxListed bounds how many ids a summary line names.
@@ -315,10 +350,25 @@ func (r Result) Summary() []string {
 	for _, c := range r.Crashes {
 		out = append(out, "checker: FAIL node crash: "+c)
 	}
+	if len(r.ReturnedStable) > 0 {
+		ids := make([]string, 0, maxListed)
+		for _, s := range r.ReturnedStable[:min(len(r.ReturnedStable), maxListed)] {
+			ids = append(ids, fmt.Sprintf("%s(on %s via %s at %s)", s.ID, s.Queue, s.Via, s.At.Format("15:04:05.000")))
+		}
+		out = append(out, fmt.Sprintf("checker: FAIL %d messages returned unroutable by queues that always exist: %s",
+			len(r.ReturnedStable), strings.Join(ids, " ")))
+	}
+	for _, e := range r.FaultErrors {
+		out = append(out, "checker: FAIL fault not injected: "+e)
+	}
+	for _, s := range r.Shortfalls {
+		out = append(out, "checker: FAIL run below its floor: "+s)
+	}
 	verdict := "PASS"
 	if !r.OK() {
 		verdict = "FAIL"
 	}
-	out = append(out, "checker: verdict "+verdict+" (fails on lost, unexpected, non-redelivered duplicates, wrong rpc results, differing digests, node crashes)")
+	out = append(out, "checker: verdict "+verdict+" (fails on lost, unexpected, non-redelivered duplicates, wrong rpc results, "+
+		"differing digests, node crashes, returns from stable queues, faults not injected, and runs below a floor)")
 	return out
 }

@@ -9,8 +9,10 @@ import (
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// cleanHistory: two queues, 50 confirmed messages each, every one received once, a few
-// unconfirmed ones (one of them received anyway), good RPC calls, equal digests.
+// cleanHistory: a 2-second run with two kinds of fault, each injected; two queues that always
+// exist, 50 confirmed messages each, every one received once, a few unconfirmed ones (one of
+// them received anyway) and one returned by a queue that may not exist; good RPC calls, equal
+// digests.
 func cleanHistory() History {
 	var h History
 	for _, q := range []string{"q1", "q2"} {
@@ -22,12 +24,16 @@ func cleanHistory() History {
 		h.Sent = append(h.Sent,
 			Sent{ID: "p-" + q + "-51", Queue: q, Outcome: Nacked},
 			Sent{ID: "p-" + q + "-52", Queue: q, Outcome: Unconfirmed},
-			Sent{ID: "p-" + q + "-53", Queue: q, Outcome: Returned})
+			Sent{ID: "p-" + q + "-53", Queue: q + ".tmp", Outcome: Returned})
 	}
 	h.Received = append(h.Received, Received{ID: "p-q1-52", Queue: "q1", Redelivered: true})
 	h.RPC = []RPCCall{{Want: "3", Got: "3", Replied: true}, {Want: "5", Replied: false}}
 	h.Nodes = []string{"n1", "n2", "n3"}
 	h.Digests = map[string]string{"n1": "abc", "n2": "abc", "n3": "abc"}
+	h.Duration = 2 * time.Second
+	h.Kinds = []FaultKind{Kill, Pause}
+	h.Faults = Faults{Kill: 2, Pause: 3}
+	h.StableQueues = []string{"q1", "q2"}
 	return h
 }
 
@@ -51,9 +57,9 @@ func TestCleanHistoryPasses(t *testing.T) {
 	if r.RPCOK != 1 || r.RPCTimeout != 1 || r.RPCWrong != 0 {
 		t.Fatalf("rpc: ok=%d timeout=%d wrong=%d", r.RPCOK, r.RPCTimeout, r.RPCWrong)
 	}
-	want := "chaos: duration=60s kills=2 pauses=3 partitions=0 sent=106 confirmed=100 received=101 lost=0 unexpected=0 " +
-		"duplicated=0 rpc_ok=1 rpc_timeout=1 rpc_wrong=0 digest=equal"
-	if got := r.FinalLine(60*time.Second+200*time.Millisecond, Faults{Kills: 2, Pauses: 3}); got != want {
+	want := "chaos: duration=2s kills=2 pauses=3 partitions=0 fault_errors=0 sent=106 confirmed=100 received=101 lost=0 unexpected=0 " +
+		"duplicated=0 returned_stable=0 rpc_ok=1 rpc_timeout=1 rpc_wrong=0 digest=equal"
+	if got := r.FinalLine(); got != want {
 		t.Fatalf("final line\n got %s\nwant %s", got, want)
 	}
 }
@@ -71,8 +77,8 @@ func TestLossIsCaught(t *testing.T) {
 	if r.OK() || len(r.Lost) != 1 || r.Lost[0].ID != "p-q2-17" || r.Lost[0].Queue != "q2" {
 		t.Fatalf("lost = %+v, ok = %v", r.Lost, r.OK())
 	}
-	if !strings.Contains(r.FinalLine(time.Second, Faults{}), " lost=1 ") {
-		t.Fatalf("final line: %s", r.FinalLine(time.Second, Faults{}))
+	if !strings.Contains(r.FinalLine(), " lost=1 ") {
+		t.Fatalf("final line: %s", r.FinalLine())
 	}
 	if !strings.Contains(strings.Join(r.Summary(), "\n"), "lost 1 confirmed messages of queue q2: p-q2-17") {
 		t.Fatalf("summary does not name the lost message: %v", r.Summary())
@@ -111,8 +117,8 @@ func TestRedeliveredDuplicateIsCountedNotFailed(t *testing.T) {
 	if !r.OK() || r.Duplicated != 1 || len(r.Suspicious) != 0 {
 		t.Fatalf("duplicated=%d suspicious=%v ok=%v", r.Duplicated, r.Suspicious, r.OK())
 	}
-	if !strings.Contains(r.FinalLine(time.Second, Faults{}), " duplicated=1 ") {
-		t.Fatalf("final line: %s", r.FinalLine(time.Second, Faults{}))
+	if !strings.Contains(r.FinalLine(), " duplicated=1 ") {
+		t.Fatalf("final line: %s", r.FinalLine())
 	}
 }
 
@@ -157,8 +163,8 @@ func TestDigests(t *testing.T) {
 			if !tc.equal {
 				wantWord = "digest=DIFFERENT"
 			}
-			if !strings.HasSuffix(r.FinalLine(time.Second, Faults{}), wantWord) {
-				t.Fatalf("final line: %s", r.FinalLine(time.Second, Faults{}))
+			if !strings.HasSuffix(r.FinalLine(), wantWord) {
+				t.Fatalf("final line: %s", r.FinalLine())
 			}
 		})
 	}
@@ -198,5 +204,83 @@ func TestNodeCrashFails(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(r.Summary(), "\n"), "FAIL node crash: n1 was down") {
 		t.Fatalf("summary does not report the crash: %v", r.Summary())
+	}
+}
+
+// A run that did too little proves nothing: a broker that nacks every publish, a nemesis
+// that never got to a kind of fault, an RPC load that never got an answer, a fault the script
+// could not inject, each fails the run although nothing was lost.
+func TestRunsBelowAFloorFail(t *testing.T) {
+	for name, tc := range map[string]struct {
+		change func(*History)
+		want   string
+	}{
+		"every publish nacked": {func(h *History) {
+			for i := range h.Sent {
+				if h.Sent[i].Outcome == Confirmed {
+					h.Sent[i].Outcome = Nacked
+				}
+			}
+		}, "run below its floor: confirmed messages: 0 < 100"},
+		"too few confirmed for the run's length": {func(h *History) { h.Duration = 3 * time.Second },
+			"run below its floor: confirmed messages: 100 < 150"},
+		"no pause injected": {func(h *History) { h.Faults = Faults{Kill: 4} },
+			"run below its floor: pause faults injected: 0 < 1"},
+		"no fault at all": {func(h *History) { h.Faults = nil }, "kill faults injected: 0 < 1"},
+		"no rpc answered": {func(h *History) {
+			for i := range h.RPC {
+				h.RPC[i].Replied = false
+			}
+		}, "run below its floor: rpc calls answered right: 0 < 1"},
+		"a fault not injected": {func(h *History) {
+			h.FaultErrors = []string{"kill n2 for 3s after 4s: no effect: n2 still answers its API 5s after the kill"}
+		}, "FAIL fault not injected: kill n2"},
+		"a return from a stable queue": {func(h *History) {
+			h.Sent = append(h.Sent, Sent{ID: "p-q1-60", Queue: "q1", Via: "n3", At: t0, Outcome: Returned})
+		}, "FAIL 1 messages returned unroutable by queues that always exist: p-q1-60(on q1 via n3"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := cleanHistory()
+			tc.change(&h)
+			r := mustCheck(t, h)
+			if r.OK() {
+				t.Fatalf("passed: %v", r.Summary())
+			}
+			if sum := strings.Join(r.Summary(), "\n"); !strings.Contains(sum, tc.want) {
+				t.Fatalf("summary does not say %q:\n%s", tc.want, sum)
+			}
+			if !strings.Contains(strings.Join(r.Summary(), "\n"), "checker: verdict FAIL") {
+				t.Fatalf("verdict: %v", r.Summary())
+			}
+		})
+	}
+}
+
+// A return from a queue that may be gone (deleted, never declared) makes no promise and is
+// not a failure; the final line counts only returns from stable queues.
+func TestReturnFromOtherQueueIsAllowed(t *testing.T) {
+	h := cleanHistory()
+	r := mustCheck(t, h)
+	if !r.OK() || len(r.ReturnedStable) != 0 {
+		t.Fatalf("returns from q1.tmp/q2.tmp failed the run: %v", r.Summary())
+	}
+	h.Sent = append(h.Sent, Sent{ID: "p-q2-70", Queue: "q2", Outcome: Returned})
+	if r := mustCheck(t, h); !strings.Contains(r.FinalLine(), " returned_stable=1 ") {
+		t.Fatalf("final line: %s", r.FinalLine())
+	}
+}
+
+// A policy is data: a new floor (say, an availability share) is a new row.
+func TestPolicyFloorsAreData(t *testing.T) {
+	p := DefaultPolicy()
+	p.Floors = append(p.Floors, Floor{Name: "availability", Fixed: 0.99, Got: func(r Result) float64 {
+		return float64(r.Confirmed) / float64(r.Sent)
+	}})
+	r, err := CheckPolicy(cleanHistory(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK() || len(r.Shortfalls) != 1 || !strings.HasPrefix(r.Shortfalls[0], "availability: 0.943") {
+		t.Fatalf("shortfalls %v", r.Shortfalls)
 	}
 }

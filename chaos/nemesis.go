@@ -24,18 +24,6 @@ const (
 	Partition
 )
 
-func (k FaultKind) String() string {
-	switch k {
-	case Kill:
-		return "kill"
-	case Pause:
-		return "pause"
-	case Partition:
-		return "partition"
-	}
-	return "fault(" + strconv.Itoa(int(k)) + ")"
-}
-
 // Fault is one scheduled failure: wait Gap, break Node, hold it broken for Hold, repair.
 type Fault struct {
 	Kind FaultKind

@@ -59,7 +59,6 @@ func (c *Config) defaults() {
 // Report is what a run found.
 type Report struct {
 	Result   Result
-	Faults   Faults
 	Duration time.Duration // how long the workload and nemesis ran
 	Timeline []string      // the nemesis's actions with timestamps
 }
@@ -174,11 +173,18 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	h.Nodes = c.Names()
 	h.Digests = c.Digests(bg, 15*time.Second)
 	h.Crashes = runner.Crashes
+	h.Duration = elapsed
+	h.Kinds = cfg.Nemesis.Kinds()
+	h.Faults = runner.Counts
+	h.FaultErrors = runner.FaultErrors
+	for _, n := range c.Nodes {
+		h.StableQueues = append(h.StableQueues, QueueName(n.Index))
+	}
 	res, err := Check(h)
 	if err != nil {
 		return Report{}, err
 	}
-	return Report{Result: res, Faults: runner.Counts, Duration: elapsed, Timeline: runner.Timeline(start)}, nil
+	return Report{Result: res, Duration: elapsed, Timeline: runner.Timeline(start)}, nil
 }
 
 // reportIdleRPCQueues logs the RPC queues that have no consumer once the cluster is whole

@@ -27,16 +27,21 @@ type Runner struct {
 	// runner looks for nodes that died by themselves (default 20 s); it then waits twice as
 	// long again.
 	Patience time.Duration
+	// EffectTimeout is how long a fault may take to show (the node's API stops answering)
+	// before the runner calls it not injected (default 5 s).
+	EffectTimeout time.Duration
 
+	// Counts holds the faults injected and seen to take effect, by kind.
 	Counts Faults
-	Events []Event
+	// FaultErrors describes every fault that could not be injected, did not take effect, or
+	// could not be repaired; the run fails on any (a nemesis that does nothing proves nothing).
+	FaultErrors []string
+	Events      []Event
 	// Crashes describes nodes found down that the nemesis had not left down: they died by
 	// themselves (for example a restart that exited during start-up). The run fails on any.
 	Crashes []string
 	broken  *Fault
 }
-
-var repairAction = map[FaultKind]string{Kill: "start", Pause: "unpause", Partition: "heal"}
 
 func (r *Runner) event(at time.Time, action string, f Fault, leader string, err error) {
 	r.Events = append(r.Events, Event{At: at, Action: action, Node: f.Node, Leader: leader, Err: err})
@@ -68,18 +73,25 @@ func (r *Runner) Run(ctx context.Context, schedule []Fault, deadline time.Time) 
 		leader := r.leader()
 		at := time.Now()
 		err := r.Nemesis.Inject(context.Background(), f)
+		if err == nil {
+			err = r.tookEffect(context.Background(), f)
+			if err != nil {
+				// Whatever the script did, repair it as if the fault were in force.
+				r.broken = &f
+			}
+		}
 		r.event(at, f.Kind.String(), f, leader, err)
 		if err != nil {
+			r.FaultErrors = append(r.FaultErrors, fmt.Sprintf("%s at %s: %v", f, at.Format("15:04:05.000"), err))
+			if !r.repair(context.Background()) {
+				break
+			}
 			continue
 		}
-		switch f.Kind {
-		case Kill:
-			r.Counts.Kills++
-		case Pause:
-			r.Counts.Pauses++
-		case Partition:
-			r.Counts.Partitions++
+		if r.Counts == nil {
+			r.Counts = Faults{}
 		}
+		r.Counts[f.Kind]++
 		r.broken = &f
 		sleep(ctx, f.Hold)
 		if f.Kind == Kill {
@@ -95,6 +107,37 @@ func (r *Runner) Run(ctx context.Context, schedule []Fault, deadline time.Time) 
 		}
 	}
 	r.repair(context.Background())
+}
+
+// tookEffect waits for the broken node's management API to stop answering: a killed or
+// paused node cannot answer, and a partitioned container cannot be reached from outside
+// either (docker-cluster.sh). A script that exits 0 without breaking anything (say, a kill
+// that signals the wrong process) is caught here.
+func (r *Runner) tookEffect(ctx context.Context, f Fault) error {
+	if f.Node < 1 || f.Node > len(r.Cluster.Nodes) {
+		return fmt.Errorf("no node %d in the cluster", f.Node)
+	}
+	n := r.Cluster.Nodes[f.Node-1]
+	timeout := r.EffectTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		probe, cancel := context.WithTimeout(ctx, time.Second)
+		var o overview
+		err := r.Cluster.get(probe, n, "/api/overview", &o)
+		cancel()
+		if err != nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no effect: %s still answers its API %s after the %s", n.Name, timeout, f.Kind)
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
 }
 
 func (r *Runner) patience() time.Duration {
@@ -185,7 +228,7 @@ func (r *Runner) repair(ctx context.Context) bool {
 	f := *r.broken
 	at := time.Now()
 	err := r.Nemesis.Repair(ctx, f)
-	r.event(at, repairAction[f.Kind], f, r.leader(), err)
+	r.event(at, f.Kind.repairAction(), f, r.leader(), err)
 	if err != nil && f.Kind == Kill {
 		// The restarted node either exited during start-up or was only slow to rejoin; a
 		// second start tells which (the script refuses to start a running node).
@@ -202,6 +245,7 @@ func (r *Runner) repair(ctx context.Context) bool {
 		}
 	}
 	if err != nil {
+		r.FaultErrors = append(r.FaultErrors, fmt.Sprintf("%s %s at %s: %v", f.Kind.repairAction(), f, at.Format("15:04:05.000"), err))
 		return false
 	}
 	r.broken = nil

@@ -139,7 +139,7 @@ func TestRunnerInjectsAndRepairsOneFaultAtATime(t *testing.T) {
 	if got, want := nem.Calls(), "kill 2,start 2,pause 3,unpause 3"; got != want {
 		t.Fatalf("calls %q, want %q", got, want)
 	}
-	if r.Counts != (Faults{Kills: 1, Pauses: 1}) || len(r.Crashes) != 0 {
+	if r.Counts[Kill] != 1 || r.Counts[Pause] != 1 || len(r.Counts) != 2 || len(r.Crashes) != 0 || len(r.FaultErrors) != 0 {
 		t.Fatalf("counts %+v crashes %v", r.Counts, r.Crashes)
 	}
 	if len(r.Events) != 4 || r.Events[0].Leader != "n1" {
@@ -193,4 +193,45 @@ func (s *slowStart) Repair(ctx context.Context, f Fault) error {
 		return err
 	}
 	return fmt.Errorf("node %d did not rejoin within 60s", f.Node)
+}
+
+// noopKill: the script's kill exits 0 but the node keeps running (a kill that signals the
+// wrong process).
+type noopKill struct{ *fakeNemesis }
+
+func (n *noopKill) Inject(_ context.Context, f Fault) error {
+	n.log(fmt.Sprintf("%s %d", f.Kind, f.Node))
+	return nil
+}
+
+func TestRunnerRecordsAFaultWithoutEffect(t *testing.T) {
+	r, fc, _ := newRunner(t)
+	nem := &noopKill{fakeNemesis: &fakeNemesis{c: fc, exitOnStart: map[int]bool{}}}
+	r.Nemesis = nem
+	r.EffectTimeout = 300 * time.Millisecond
+	r.Run(context.Background(), []Fault{{Kind: Kill, Node: 2, Hold: 10 * time.Millisecond, Gap: 10 * time.Millisecond}},
+		time.Now().Add(5*time.Second))
+	if r.Counts[Kill] != 0 || len(r.FaultErrors) != 1 || !strings.Contains(r.FaultErrors[0], "no effect: n2 still answers") {
+		t.Fatalf("counts %v fault errors %v", r.Counts, r.FaultErrors)
+	}
+	if len(r.Crashes) != 0 || !fc.isUp(2) {
+		t.Fatalf("crashes %v, n2 up %v", r.Crashes, fc.isUp(2))
+	}
+}
+
+// failingInject: the script exits non-zero.
+type failingInject struct{ *fakeNemesis }
+
+func (n *failingInject) Inject(_ context.Context, f Fault) error {
+	return fmt.Errorf("cluster.sh %s %d: exit status 1: node %d is not running", f.Kind, f.Node, f.Node)
+}
+
+func TestRunnerRecordsAFaultThatCouldNotBeInjected(t *testing.T) {
+	r, fc, _ := newRunner(t)
+	r.Nemesis = &failingInject{fakeNemesis: &fakeNemesis{c: fc, exitOnStart: map[int]bool{}}}
+	r.Run(context.Background(), []Fault{{Kind: Pause, Node: 3, Hold: 10 * time.Millisecond, Gap: 10 * time.Millisecond}},
+		time.Now().Add(5*time.Second))
+	if r.Counts[Pause] != 0 || len(r.FaultErrors) != 1 || !strings.Contains(r.FaultErrors[0], "node 3 is not running") {
+		t.Fatalf("counts %v fault errors %v", r.Counts, r.FaultErrors)
+	}
 }

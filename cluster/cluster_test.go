@@ -172,11 +172,40 @@ func TestGracefulLeaveRemovesFromRaft(t *testing.T) {
 func TestReapAfterRemovesDeadNode(t *testing.T) {
 	nodes := startCluster(t, []string{"r1", "r2", "r3"}, nodeOptions{reapAfter: time.Second})
 	victim := followersOf(nodes)[0]
-	victim.kill()
 	leader := leaderOf(nodes)
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	// The configuration is read strictly: an error must not pass for "the node is gone".
+	config := func() map[string]bool {
+		servers, err := leader.store.Configuration()
+		if err != nil {
+			t.Logf("read configuration: %v", err)
+			return nil
+		}
+		out := map[string]bool{}
+		for _, s := range servers {
+			out[string(s.ID)] = true
+		}
+		return out
+	}
+	if before := config(); len(before) != 3 || !before[victim.id] {
+		t.Fatalf("voters before the kill: %v", before)
+	}
+	victim.kill()
+	var after map[string]bool
 	waitFor(t, 30*time.Second, "dead node reaped from raft", func() bool {
-		return !voters(t, leader)[victim.id]
+		after = config()
+		return after != nil && !after[victim.id]
 	})
+	for _, n := range nodes {
+		if n != victim && !after[n.id] {
+			t.Fatalf("live node %s was removed too: voters %v", n.id, after)
+		}
+	}
+	if len(after) != 2 {
+		t.Fatalf("voters after the reap: %v", after)
+	}
 }
 
 func TestDifferentSecretCannotJoin(t *testing.T) {

@@ -44,6 +44,11 @@ type Options struct {
 	// kernel. FOR TESTS AND BENCHMARKS ONLY — with NoSync a power cut or kernel crash loses
 	// confirmed messages (a process kill -9 does not, the page cache survives it).
 	NoSync bool
+
+	// syncData replaces fdatasync of segment data when set: a seam for tests that must see
+	// (or fail) the sync a confirm depends on, which a kill -9 test cannot (the page cache
+	// survives it).
+	syncData func(*os.File) error
 }
 
 // Recovered is what Open found on disk.
@@ -159,6 +164,7 @@ type Store struct {
 	dir          string
 	segmentBytes int64
 	noSync       bool
+	syncData     func(*os.File) error
 	log          *slog.Logger
 	lockFile     *os.File
 
@@ -225,6 +231,7 @@ func openLocked(opts Options, log *slog.Logger) (*Store, *Recovered, error) {
 		dir:          opts.Dir,
 		segmentBytes: opts.SegmentBytes,
 		noSync:       opts.NoSync,
+		syncData:     opts.syncData,
 		log:          log,
 		wake:         make(chan struct{}, 1),
 		writerDone:   make(chan struct{}),

@@ -94,13 +94,21 @@ func (s *Store) commit(b *batch) error {
 	}
 	s.activeOffset += int64(len(b.buf))
 	if !s.noSync {
-		if err := fdatasync(s.activeFile); err != nil {
+		if err := s.syncActive(); err != nil {
 			// After a failed fdatasync the kernel may have dropped the dirty pages; nothing
 			// written since the last good sync can be trusted, so the store stops.
 			return s.fail(fmt.Errorf("msgstore: fdatasync %s: %w", s.activeFile.Name(), err))
 		}
 	}
 	return nil
+}
+
+// syncActive makes the active segment's data durable.
+func (s *Store) syncActive() error {
+	if s.syncData != nil {
+		return s.syncData(s.activeFile)
+	}
+	return fdatasync(s.activeFile)
 }
 
 // fail marks the store broken (first error wins) and returns the error to report.
@@ -177,7 +185,7 @@ func (s *Store) maybeRoll() error {
 	if err := s.activeFile.Truncate(s.activeOffset); err != nil {
 		s.log.Warn("msgstore: trim full segment", "file", old.path, "err", err)
 	} else if !s.noSync {
-		if err := fdatasync(s.activeFile); err != nil {
+		if err := s.syncActive(); err != nil {
 			return fmt.Errorf("msgstore: sync trimmed segment %s: %w", old.path, err)
 		}
 	}

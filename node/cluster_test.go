@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -144,10 +145,15 @@ func TestPublishForwardedToOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	confirms := ch1.NotifyPublish(make(chan amqp.Confirmation, 4))
+	// confirm reports basic.ack (true) or basic.nack (false). A channel that closed gave no
+	// answer at all: that is neither, and must not pass for "never acked".
 	confirm := func() bool {
 		t.Helper()
 		select {
-		case c := <-confirms:
+		case c, ok := <-confirms:
+			if !ok {
+				t.Fatal("the publisher's channel closed before the broker answered")
+			}
 			return c.Ack
 		case <-time.After(15 * time.Second):
 			t.Fatal("no confirm")
@@ -182,6 +188,13 @@ func TestPublishForwardedToOwner(t *testing.T) {
 	}
 	if confirm() {
 		t.Fatal("a publish to a queue whose owner is down was confirmed with basic.ack")
+	}
+	// The nack left the channel usable: a publish to the local queue is still acked.
+	if err := ch1.Publish("", "local", false, false, amqp.Publishing{Body: []byte("after"), DeliveryMode: amqp.Persistent}); err != nil {
+		t.Fatal(err)
+	}
+	if !confirm() {
+		t.Fatal("a publish to the local queue after the nack was nacked")
 	}
 }
 
@@ -393,9 +406,13 @@ func TestOwnerDeathRehomesTransientQueues(t *testing.T) {
 	t.Logf("owner kill → delivery through a live node: %v", time.Since(killed))
 }
 
-// TestMinorityRefusesTopologyChanges: with two of three nodes gone, a declare on the survivor
-// fails within the apply timeout with a channel error 541 naming the cause; the connection stays
-// usable.
+// TestMinorityRefusesTopologyChanges: the minority side of a partition. With two of three
+// nodes gone (stopped: from the survivor's side that is what a partition looks like, no Raft
+// heartbeats, no gossip, no data links; containers partition for real in the docker chaos
+// suite), a declare on the survivor fails within the apply timeout with a channel error 541
+// naming the cause and the connection stays usable; meanwhile its own durable queue keeps
+// taking persistent publishes (confirmed with basic.ack, then consumed), and a publish to a
+// queue owned across the cut is nacked, never acked.
 func TestMinorityRefusesTopologyChanges(t *testing.T) {
 	nodes := startCluster(t, 3, "s3cret")
 	conn, err := amqp.Dial("amqp://guest:guest@" + nodes[0].AMQPAddr() + "/")
@@ -403,6 +420,25 @@ func TestMinorityRefusesTopologyChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	setup, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup.QueueDeclare("mine", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialNode(t, nodes[1]).QueueDeclare("theirs", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if q, ok := nodes[0].FSM.Queue("/", "theirs"); ok && q.Owner == "c2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("c1 never learnt of the queue c2 owns")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	_ = nodes[1].Close()
 	_ = nodes[2].Close()
 	ch, err := conn.Channel()
@@ -418,8 +454,41 @@ func TestMinorityRefusesTopologyChanges(t *testing.T) {
 	if took := time.Since(start); took > 15*time.Second {
 		t.Fatalf("refusal took %v", took)
 	}
-	if _, err := conn.Channel(); err != nil {
+	pub, err := conn.Channel()
+	if err != nil {
 		t.Fatalf("the connection did not survive the channel error: %v", err)
+	}
+	if err := pub.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(queue, body string) bool {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false,
+			amqp.Publishing{Body: []byte(body), DeliveryMode: amqp.Persistent})
+		if err != nil {
+			t.Fatalf("publish %s to %s: %v", body, queue, err)
+		}
+		ok, err := dc.WaitContext(ctx)
+		if err != nil {
+			t.Fatalf("no confirm for %s to %s: %v", body, queue, err)
+		}
+		return ok
+	}
+	for i := range 20 {
+		if !publish("mine", fmt.Sprint("local-", i)) {
+			t.Fatalf("publish local-%d to the minority node's own queue was nacked", i)
+		}
+	}
+	if publish("theirs", "across") {
+		t.Fatal("a publish to a queue owned across the partition was acked")
+	}
+	for i := range 20 {
+		d, ok, err := pub.Get("mine", true)
+		if err != nil || !ok || string(d.Body) != fmt.Sprint("local-", i) {
+			t.Fatalf("get %d from the minority's own queue: %q ok=%v err=%v", i, d.Body, ok, err)
+		}
 	}
 }
 

@@ -337,11 +337,29 @@ func claimDataDir(dir, id string) error {
 	return fmt.Errorf("read %s: %w", path, err)
 }
 
+// members lists the cluster's nodes for the management API: every node gossip knows, except
+// one that is no longer running and no longer a Raft voter (forgotten, or left): it is not
+// part of the cluster any more, though gossip remembers it for a while.
 func (n *Node) members() []cluster.Member {
 	if n.Members == nil {
 		return nil
 	}
-	return n.Members.Members()
+	all := n.Members.Members()
+	servers, err := n.Store.Configuration()
+	if err != nil {
+		return all
+	}
+	voter := make(map[string]bool, len(servers))
+	for _, s := range servers {
+		voter[string(s.ID)] = true
+	}
+	out := all[:0]
+	for _, m := range all {
+		if m.State == cluster.MemberAlive || voter[m.ID] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (n *Node) leader() string {

@@ -2,7 +2,9 @@
 # Recovery after kill -9 with N queued persistent messages (default 256 B) in one durable queue:
 # fills a fresh Warren node (cmd/bench -workload fill), reports the publish rate and the node's
 # RSS during the fill, SIGKILLs it, restarts it and reports how long until it serves AMQP
-# again, what the message store log says it recovered, the queue depth, and the RSS.
+# again, what the message store log says it recovered, the queue depth, and the RSS. It prints
+# no recovery time unless all N messages came back (and fails, exit 1, otherwise); a fill that
+# failed (a nack, a dropped connection) stops it before the kill.
 #   scripts/bench-recovery.sh [N [SIZE]]        (default 1000000 256)
 # WARREN_BENCH_PORT sets the AMQP port (default 5695); the node also uses the next two ports
 # (Raft, gossip) and PORT+10000 (HTTP). The data dir goes under WARREN_BENCH_DIR (default
@@ -53,9 +55,16 @@ echo "filling $n persistent messages of $size B..."
   sleep 0.5
 done) &
 sampler=$!
-bin/bench -url "amqp://guest:guest@127.0.0.1:$port/" -workload fill -count "$n" -size "$size" -queue recovery -slack 300m 2>/dev/null
+if ! fill=$(bin/bench -url "amqp://guest:guest@127.0.0.1:$port/" -workload fill -count "$n" -size "$size" -queue recovery -slack 300m 2>"$data/bench.err"); then
+  echo "bench-recovery.sh: the fill failed; no figures:" >&2
+  tail -5 "$data/bench.err" >&2
+  exit 1
+fi
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
 sampler=""
+before=$(depth)
+[[ $before == "$n" ]] || { echo "bench-recovery.sh: FAILED: the queue holds $before messages after a fill of $n confirmed ones; no figures" >&2; exit 1; }
+echo "$fill"
 echo "RSS at the end of the fill: $(mb VmRSS) MB (peak sampled during the fill: $(cat "$data/fill-peak" 2>/dev/null || echo ?) MB)"
 echo "message store on disk: $(du -sm "$data/node/messages" | cut -f1) MB"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
@@ -64,7 +73,18 @@ t0=$(date +%s.%N)
 start
 t1=$(date +%s.%N)
 ready_rss=$(mb VmRSS)
-d=$(depth)
+# Every one of the N confirmed messages must be back before any time is worth printing.
+d=""
+for _ in $(seq 1 600); do
+  d=$(depth 2>/dev/null || echo "?")
+  [[ $d == "$n" ]] && break
+  sleep 0.1
+done
+if [[ $d != "$n" ]]; then
+  echo "bench-recovery.sh: FAILED: $d of $n confirmed messages in the queue after the restart; no recovery time printed" >&2
+  tail -20 "$data/node.log" >&2
+  exit 1
+fi
 echo "messages: $n, recovered in queue: $d"
 echo "restart to AMQP ready: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s"
 grep "msgstore: recovered" "$data/node.log" | tail -1

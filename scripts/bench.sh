@@ -214,4 +214,11 @@ if [[ -s $tmp/notes ]]; then echo; echo "Message store:"; cat "$tmp/notes"; fi
 if [[ -n $started_warren_pid ]] && ! kill -0 "$started_warren_pid" 2>/dev/null; then
   echo "bench.sh: Warren died during the run; last log lines:" >&2
   tail -20 "$tmp/warren.log" >&2
+  exit 1
+fi
+# The tables show "error" for a failed run, never its figures; the exit status says so too.
+failed=$(grep -c '"error":' "$results" || true)
+if ((failed > 0)); then
+  echo "bench.sh: $failed workload runs failed; their figures are withheld (see the Notes above)" >&2
+  exit 1
 fi

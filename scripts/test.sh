@@ -5,6 +5,7 @@
 #      amqp091-go client, and the rpc package against both a Warren node process and Debian's
 #      RabbitMQ (the library must be broker-neutral), including Python oslo.messaging interop;
 #   3. Python interop (pika, kombu/py-amqp, oslo.messaging) against the Warren node process;
+#   3b. every fuzz target for 5 s (scripts/fuzz.sh; about 2 min in all);
 #   4. the chaos suite on a 3-process cluster (scripts/chaos.sh, 60 s);
 #   5. the container image and the compose cluster's smoke test (scripts/docker-smoke.sh);
 #   6. the chaos suite on the compose cluster (scripts/chaos.sh --docker, 60 s).
@@ -53,6 +54,9 @@ echo "== python interop against Warren"
 bash tests/interop/run.sh "amqp://guest:guest@127.0.0.1:$warren_port/" || { node_log; exit 1; }
 cleanup
 trap - EXIT
+
+echo "== fuzz targets, 5 s each (longer: scripts/fuzz.sh --time 10m)"
+bash scripts/fuzz.sh --time 5s
 
 seed=${CHAOS_SEED:-$((RANDOM % 1000))}
 echo "== chaos suite, 3 node processes, 60 s, seed $seed (replay: scripts/chaos.sh --seed $seed)"

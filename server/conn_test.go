@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,11 +157,55 @@ func TestUnknownVhost530(t *testing.T) {
 	}
 }
 
+// nonLoopbackIP returns an IPv4 address of one of this machine's interfaces that is not
+// loopback: a connection from this machine to it comes from it too, so the broker sees a
+// non-loopback peer without any test seam.
+func nonLoopbackIP(t *testing.T) net.IP {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatalf("interface addresses: %v", err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP
+		}
+	}
+	return nil
+}
+
+// TestGuestOnlyFromLoopback: with guest a loopback-only user (RabbitMQ's loopback_users, the
+// default), guest is admitted from 127.0.0.1 and refused with 403 ACCESS_REFUSED and
+// RabbitMQ's text when it connects from a non-loopback address of this machine; a node
+// without loopback users admits guest from that same address, so the refusal is the rule
+// and not the network.
 func TestGuestOnlyFromLoopback(t *testing.T) {
-	n := startNode(t, func(c *node.Config) { c.Server.LoopbackUsers = []string{"guest"} })
-	// Every test client is on loopback; the refusal path is covered by making loopback itself
-	// not count: a node configured with guest as loopback-only still admits 127.0.0.1.
-	dial(t, n)
+	ip := nonLoopbackIP(t)
+	if ip == nil {
+		t.Skip("this machine has no non-loopback IPv4 address to connect from; isLoopback itself is covered by TestLoopbackUsersNeedLoopbackAddress")
+	}
+	listenAll := func(c *node.Config) { c.AMQPAddr = "0.0.0.0:0" }
+	n := startNode(t, listenAll, func(c *node.Config) { c.Server.LoopbackUsers = []string{"guest"} })
+	_, port, err := net.SplitHostPort(n.AMQPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial(t, &testNode{Node: n.Node, url: "amqp://guest:guest@127.0.0.1:" + port + "/"})
+
+	remote := "amqp://guest:guest@" + net.JoinHostPort(ip.String(), port) + "/"
+	c, err := amqp.Dial(remote)
+	if err == nil {
+		_ = c.Close()
+		t.Fatalf("guest connected from %s to a node where guest is loopback-only", ip)
+	}
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.AccessRefused || !strings.Contains(ae.Reason, "User 'guest' can only connect via localhost") {
+		t.Fatalf("guest from %s: %v, want 403 ACCESS_REFUSED naming localhost", ip, err)
+	}
+
+	open := startNode(t, listenAll, func(c *node.Config) { c.Server.LoopbackUsers = []string{} })
+	_, port2, _ := net.SplitHostPort(open.AMQPAddr())
+	dial(t, &testNode{Node: open.Node, url: "amqp://guest:guest@" + net.JoinHostPort(ip.String(), port2) + "/"})
 }
 
 func TestHeartbeatsKeepIdleConnectionAlive(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 )
 
@@ -77,6 +78,10 @@ func FuzzDecodeMethod(f *testing.F) {
 		if second := again.Append(nil); !bytes.Equal(first, second) {
 			t.Fatalf("%s encoding is not stable:\n%x\n%x", m.Name(), first, second)
 		}
+		// decode∘encode is the identity on what was decoded.
+		if !reflect.DeepEqual(m, again) {
+			t.Fatalf("%s changed in a round trip:\n%#v\n%#v", m.Name(), m, again)
+		}
 	})
 }
 
@@ -138,6 +143,48 @@ func FuzzDecodeProperties(f *testing.F) {
 		}
 		if second := again.Append(nil); !bytes.Equal(first, second) {
 			t.Fatalf("properties encoding is not stable:\n%x\n%x", first, second)
+		}
+	})
+}
+
+// FuzzBodyFrames: a body split into body frames under any frame-max reads back, through the
+// frame reader, as frames of that channel none larger than frame-max whose payloads
+// concatenate to exactly the body (decode∘encode is the identity).
+func FuzzBodyFrames(f *testing.F) {
+	f.Add([]byte("hello"), uint16(7), uint32(0))
+	f.Add(bytes.Repeat([]byte{0xce}, 5000), uint16(1), uint32(FrameMinSize))
+	f.Add([]byte{}, uint16(0), uint32(9))
+	f.Fuzz(func(t *testing.T, body []byte, channel uint16, frameMax uint32) {
+		if frameMax != 0 {
+			frameMax = max(frameMax%(4*FrameMinSize), FrameMinSize)
+		}
+		stream := AppendBodyFrames(nil, channel, body, frameMax)
+		readMax := frameMax
+		if readMax == 0 {
+			readMax = uint32(len(body) + frameOverhead)
+		}
+		fr := NewFrameReader(bytes.NewReader(stream), readMax)
+		var got []byte
+		frames := 0
+		for {
+			frame, err := fr.ReadFrame()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("reading back frame %d: %v", frames, err)
+			}
+			frames++
+			if frame.Type != FrameBody || frame.Channel != channel {
+				t.Fatalf("frame %d: type %d channel %d, want body frames on %d", frames, frame.Type, frame.Channel, channel)
+			}
+			if len(frame.Payload) == 0 {
+				t.Fatalf("frame %d is empty", frames)
+			}
+			got = append(got, frame.Payload...)
+		}
+		if !bytes.Equal(got, body) {
+			t.Fatalf("%d bytes in %d frames read back as %d bytes", len(body), frames, len(got))
 		}
 	})
 }

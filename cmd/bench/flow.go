@@ -99,6 +99,13 @@ func flowResult(ctx context.Context, cfg config, names *runNames, rss *rssSample
 		}
 		res.BlockedNotices = count(stats.blocked)
 	}
+	// A throughput of a broker that refused messages, or delivered none, is no throughput.
+	if err == nil && spec.confirm && stats.nacked > 0 {
+		err = fmt.Errorf("%d of %d publishes nacked by the broker", stats.nacked, stats.published)
+	}
+	if err == nil && stats.delivered == 0 {
+		err = fmt.Errorf("nothing delivered in %s (published %d)", stats.elapsed.Round(time.Millisecond), stats.published)
+	}
 	return res, err
 }
 

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -248,11 +249,35 @@ func runWorkloadNamed(ctx context.Context, cfg config, names *runNames) result {
 	if rss != nil {
 		measured.addRSS(rss.finish())
 	}
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("interrupted: %w", ctx.Err())
+	}
 	if err != nil {
-		measured.Error = err.Error()
 		slog.Error("workload failed", "workload", cfg.workload, "err", err)
+		return withheld(measured, err)
 	}
 	return measured
+}
+
+// withheld is the result of a failed or partial run: its identity and the error, with the
+// counts it reached written into the error for diagnosis, and no figure at all, so that no
+// rate, latency or memory figure of a run that did not complete can reach a table.
+func withheld(measured result, err error) result {
+	msg := err.Error()
+	var reached []string
+	for _, c := range []struct {
+		name string
+		v    *int64
+	}{{"published", measured.Published}, {"delivered", measured.Delivered}, {"nacked", measured.Nacked}} {
+		if c.v != nil {
+			reached = append(reached, fmt.Sprintf("%s=%d", c.name, *c.v))
+		}
+	}
+	if len(reached) > 0 {
+		msg += " (reached " + strings.Join(reached, " ") + "; figures withheld)"
+	}
+	return result{Workload: measured.Workload, Broker: measured.Broker, BrokerURL: measured.BrokerURL,
+		DurationSec: measured.DurationSec, SizeBytes: measured.SizeBytes, Note: measured.Note, Error: msg}
 }
 
 // redactURL hides the password so result files can be shared.

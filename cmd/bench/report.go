@@ -152,7 +152,7 @@ func (c *comparison) writeTable(b *strings.Builder, metrics []metric) {
 			}
 			rows++
 			fmt.Fprintf(b, "| %s %s | %s | %s | %s |\n", workload, m.name,
-				cell(rabbit, rv), cell(warren, wv), ratio(rv, wv))
+				cell(rabbit, rv), cell(warren, wv), ratio(rabbit, warren, rv, wv))
 		}
 		// A failed workload that produced no figure still gets a row, so the failure is visible.
 		if failedWithoutFigures(rabbit, metrics) || failedWithoutFigures(warren, metrics) {
@@ -202,16 +202,16 @@ func cell(res *result, v *float64) string {
 	if v == nil {
 		return status(res)
 	}
-	text := strconv.FormatFloat(*v, 'f', -1, 64)
 	if res.Error != "" {
-		// Figures of a run that failed part-way are shown but flagged.
-		text += " (error)"
+		// A figure of a run that failed part-way is not shown (cmd/bench no longer writes
+		// one; an older results file may hold it).
+		return "error"
 	}
-	return text
+	return strconv.FormatFloat(*v, 'f', -1, 64)
 }
 
-func ratio(rabbit, warren *float64) string {
-	if rabbit == nil || warren == nil || *rabbit == 0 {
+func ratio(rabbitRes, warrenRes *result, rabbit, warren *float64) string {
+	if rabbit == nil || warren == nil || *rabbit == 0 || rabbitRes.Error != "" || warrenRes.Error != "" {
 		return "–"
 	}
 	return strconv.FormatFloat(*warren / *rabbit, 'f', 2, 64)

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -120,4 +122,42 @@ func FuzzParseProcStatus(f *testing.F) {
 			t.Fatalf("negative memory %+v from %q", mem, input)
 		}
 	})
+}
+
+// A run that failed part-way shows no figure and no ratio, even when an older results file
+// still carries its figures.
+func TestFailedRunShowsNoFigure(t *testing.T) {
+	lines := `{"workload":"persistent","broker":"rabbitmq","broker_url":"r","duration_s":5,"msgs_per_sec":9000,"p99_us":800}
+{"workload":"persistent","broker":"warren","broker_url":"w","duration_s":5,"msgs_per_sec":12000,"p99_us":700,"error":"publishing: channel closed"}
+`
+	c, err := readResults(strings.NewReader(lines))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := c.writeMarkdown(&out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{"| persistent msgs/s | 9000 | error | – |", "| persistent p99 µs | 800 | error | – |"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("tables lack %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "12000") || strings.Contains(text, "1.33") {
+		t.Errorf("a figure of the failed run reached the tables:\n%s", text)
+	}
+}
+
+// withheld keeps the run's identity and the error (with the counts it reached) and drops every
+// figure.
+func TestWithheldDropsEveryFigure(t *testing.T) {
+	measured := result{Workload: "persistent", Broker: "warren", BrokerURL: "w", DurationSec: 5,
+		MsgsPerSec: num(12000), P99Micros: num(700), PeakRSSMB: num(40), Published: count(60000), Delivered: count(59000), Nacked: count(60000)}
+	got := withheld(measured, errors.New("60000 of 60000 publishes nacked by the broker"))
+	want := result{Workload: "persistent", Broker: "warren", BrokerURL: "w", DurationSec: 5,
+		Error: "60000 of 60000 publishes nacked by the broker (reached published=60000 delivered=59000 nacked=60000; figures withheld)"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("withheld:\n got %+v\nwant %+v", got, want)
+	}
 }

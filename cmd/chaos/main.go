@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, l := range rep.Result.Summary() {
 		fmt.Fprintln(stdout, l)
 	}
-	fmt.Fprintln(stdout, rep.Result.FinalLine(rep.Duration, rep.Faults))
+	fmt.Fprintln(stdout, rep.Result.FinalLine())
 	switch {
 	case !rep.Result.OK():
 		return 1
