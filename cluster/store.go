@@ -66,6 +66,9 @@ type Config struct {
 	ForwardAddr string
 	// ResultCodec carries FSM results back over the forwarding link; default FSMResultCodec.
 	ResultCodec ResultCodec
+	// VisibleWait bounds how long Apply waits for other live nodes to apply a command
+	// (default DefaultVisibleWait; see barrier.go).
+	VisibleWait time.Duration
 }
 
 // Store wraps hashicorp/raft: the whole flow of a topology write is Apply → (forward to the
@@ -93,6 +96,8 @@ type Store struct {
 	forwardServer *forwardServer
 	forwardPool   *forwardPool
 	resolver      atomic.Pointer[func(nodeID string) (string, bool)]
+	liveNodes     atomic.Pointer[func() []string]
+	vis           *visibility
 
 	closeOnce sync.Once
 	closeErr  error
@@ -229,6 +234,7 @@ func Open(cfg Config) (*Store, error) {
 	s.rc = rc
 	s.dataDir, s.inMemory = cfg.DataDir, cfg.InMemory
 	s.forwardPool = newForwardPool(s.forwardKey)
+	s.vis = newVisibility(s, cfg.VisibleWait)
 
 	if cfg.ForwardAddr != "" {
 		fs, err := listenForward(cfg.ForwardAddr, s, s.log)
@@ -338,14 +344,21 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex() }
 
 // Apply commits one encoded command and returns what the FSM's Apply returned for it. On a
 // follower the command is forwarded to the leader. On return the local FSM has applied the
-// command (read-your-writes for the caller). Without a leader it fails with ErrNoLeader within
-// the apply timeout.
+// command (read-your-writes for the caller), and so has every other live node, within the
+// bound described in barrier.go (visible on -ok, whichever node a client talks to next).
+// Without a leader it fails with ErrNoLeader within the apply timeout.
 func (s *Store) Apply(cmd []byte) (any, error) {
 	deadline := time.Now().Add(s.applyTimeout)
 	var lastErr error
 	for {
-		res, retry, err := s.applyOnce(cmd, deadline)
+		res, index, leader, retry, err := s.applyOnce(cmd, deadline)
 		if !retry {
+			if err == nil && changedState(res) {
+				if leader == s.id {
+					s.nudgeFollowers()
+				}
+				s.vis.waitPeers(index, leader)
+			}
 			return res, err
 		}
 		lastErr = err
@@ -360,44 +373,57 @@ func (s *Store) Apply(cmd []byte) (any, error) {
 }
 
 // applyOnce makes one attempt; retry says the attempt found no usable leader and may be repeated
-// without risk of the command having been committed twice by this attempt.
-func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, err error) {
+// without risk of the command having been committed twice by this attempt. index is the
+// command's log index and leader the node that committed it (which has applied it).
+func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, index uint64, leader string, retry bool, err error) {
 	if s.r().State() == raft.Leader {
 		f := s.r().Apply(cmd, time.Until(deadline))
 		if err := f.Error(); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 				errors.Is(err, raft.ErrEnqueueTimeout) {
-				return nil, true, err
+				return nil, 0, "", true, err
 			}
-			return nil, false, fmt.Errorf("raft apply: %w", err)
+			return nil, 0, "", false, fmt.Errorf("raft apply: %w", err)
 		}
-		return f.Response(), false, nil
+		return f.Response(), f.Index(), s.id, false, nil
 	}
 	addr, leaderID := s.r().LeaderWithID()
 	if addr == "" {
-		return nil, true, errors.New("no leader known")
+		return nil, 0, "", true, errors.New("no leader known")
 	}
 	if leaderID == raft.ServerID(s.id) {
-		return nil, true, errors.New("leadership changing")
+		return nil, 0, "", true, errors.New("leadership changing")
 	}
 	fwdAddr, err := s.resolveForward(string(leaderID))
 	if err != nil {
-		return nil, true, err
+		return nil, 0, "", true, err
 	}
 	index, payload, err := s.forwardPool.apply(fwdAddr, cmd, deadline)
 	if err != nil {
 		var refused *remoteFailure
 		retry := !errors.As(err, &refused) && !errors.Is(err, errStoreClosed)
-		return nil, retry, fmt.Errorf("forward to leader %s at %s: %w", leaderID, fwdAddr, err)
+		return nil, 0, "", retry, fmt.Errorf("forward to leader %s at %s: %w", leaderID, fwdAddr, err)
 	}
 	result, err := s.codec.Decode(payload)
 	if err != nil {
-		return nil, false, fmt.Errorf("decode result forwarded by leader %s: %w", leaderID, err)
+		return nil, 0, "", false, fmt.Errorf("decode result forwarded by leader %s: %w", leaderID, err)
 	}
 	if err := s.fsm.waitApplied(index, deadline); err != nil {
-		return nil, false, fmt.Errorf("%w: command committed at index %d but not yet applied here: %w", ErrNoLeader, index, err)
+		return nil, 0, "", false, fmt.Errorf("%w: command committed at index %d but not yet applied here: %w", ErrNoLeader, index, err)
 	}
-	return result, false, nil
+	return result, index, string(leaderID), false, nil
+}
+
+// nudgeFollowers makes the leader send the new commit index to followers now rather than at
+// the next CommitTimeout tick (see forwardServer.nudge).
+func (s *Store) nudgeFollowers() {
+	if s.forwardServer == nil {
+		return
+	}
+	select {
+	case s.forwardServer.nudge <- struct{}{}:
+	default:
+	}
 }
 
 func (s *Store) resolveForward(leaderID string) (string, error) {
@@ -531,6 +557,7 @@ func (s *Store) Close() error {
 		if s.forwardServer != nil {
 			s.forwardServer.close()
 		}
+		s.vis.close()
 		s.forwardPool.close()
 		s.closeErr = s.r().Shutdown().Error()
 		if s.forwardServer != nil {

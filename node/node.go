@@ -150,7 +150,7 @@ func Start(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 		}
 		store.SetForwardResolver(n.Members.ForwardAddr)
-		n.Broker.SetLiveNodes(func() []string {
+		liveNodes := func() []string {
 			var ids []string
 			for _, m := range n.Members.Members() {
 				if m.State == cluster.MemberAlive {
@@ -158,7 +158,9 @@ func Start(cfg Config) (*Node, error) {
 				}
 			}
 			return ids
-		})
+		}
+		n.Broker.SetLiveNodes(liveNodes)
+		store.SetLiveNodes(liveNodes)
 		if cfg.DataAddr != "" {
 			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
 			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
