@@ -348,6 +348,9 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex() }
 // bound described in barrier.go (visible on -ok, whichever node a client talks to next).
 // Without a leader it fails with ErrNoLeader within the apply timeout.
 func (s *Store) Apply(cmd []byte) (any, error) {
+	if no, why := s.cannotElect(); no {
+		return nil, fmt.Errorf("%w: %s", ErrNoLeader, why)
+	}
 	deadline := time.Now().Add(s.applyTimeout)
 	var lastErr error
 	for {

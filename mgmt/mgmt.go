@@ -42,6 +42,8 @@ type Source struct {
 	Join func(seeds []string, timeout time.Duration) error
 	// Rebalance spreads queues evenly over the live nodes and says how many moved.
 	Rebalance func() (int, error)
+	// Topology says whether this node can commit topology changes, and why not (nil: always).
+	Topology func() (writable bool, reason string)
 }
 
 // Server serves the HTTP API.
@@ -123,6 +125,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 		"cluster_name":    "warren",
 		"leader":          s.leader(),
 		"topology_digest": f.Digest(),
+		"topology":        s.topology(),
 		"raft": map[string]string{
 			"state": stats["state"], "term": stats["term"], "applied_index": stats["applied_index"],
 			"commit_index": stats["commit_index"], "last_log_index": stats["last_log_index"],
@@ -135,6 +138,19 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 			"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
 		},
 	})
+}
+
+// topology is {"writable": bool, "reason": why not}: read-only when no majority is reachable.
+func (s *Server) topology() map[string]any {
+	if s.src.Topology == nil {
+		return map[string]any{"writable": true}
+	}
+	w, why := s.src.Topology()
+	out := map[string]any{"writable": w}
+	if !w {
+		out["reason"] = why
+	}
+	return out
 }
 
 func (s *Server) leader() string {

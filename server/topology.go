@@ -37,12 +37,16 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 	if _, err := exchange.NewMatcher(m.Type); err != nil {
 		return errorf(wire.CommandInvalid, "unknown exchange type '%s'", m.Type)
 	}
-	_, err := c.s.node.Apply(fsm.DeclareExchange{
+	cmd := fsm.DeclareExchange{
 		Vhost: c.vhost, Name: m.Exchange, Kind: m.Type, Durable: m.Durable,
 		AutoDelete: m.AutoDelete, Internal: m.Internal, Args: encodeArgs(m.Arguments),
-	})
-	if err != nil {
-		return err
+	}
+	// An equal re-declare changes nothing: answered from the local replica (no Raft round trip,
+	// and it works on a node that has lost its majority).
+	if _, same := c.s.node.FSM().Redeclare(cmd); !same {
+		if _, err := c.s.node.Apply(cmd); err != nil {
+			return err
+		}
 	}
 	if !m.NoWait {
 		c.sendMethod(ch.id, &wire.ExchangeDeclareOk{})
@@ -93,9 +97,12 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		// Exclusive and server-named queues always stay on the client's node.
 		cmd.Owner = c.s.node.BalancedOwner()
 	}
-	res, err := c.s.node.Apply(cmd)
-	if err != nil {
-		return err
+	res, same := c.s.node.FSM().Redeclare(cmd)
+	if !same {
+		var err error
+		if res, err = c.s.node.Apply(cmd); err != nil {
+			return err
+		}
 	}
 	if !res.Created {
 		if q := c.s.node.LocalQueue(c.vhost, name); q != nil {
@@ -134,7 +141,10 @@ func (ch *channel) bind(dest string, destIsExchange bool, source, key string, ar
 	if unbind {
 		_, err = c.s.node.Apply(fsm.Unbind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id})
 	} else {
-		_, err = c.s.node.Apply(fsm.Bind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id})
+		cmd := fsm.Bind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id}
+		if _, same := c.s.node.FSM().Redeclare(cmd); !same {
+			_, err = c.s.node.Apply(cmd)
+		}
 	}
 	if err != nil {
 		return err
