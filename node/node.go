@@ -333,12 +333,6 @@ func claimDataDir(dir, id string) error {
 	return fmt.Errorf("read %s: %w", path, err)
 }
 
-func (n *Node) members() []cluster.Member {
-	if n.Members == nil {
-		return nil
-	}
-	return n.Members.Members()
-}
 
 func (n *Node) leader() string {
 	id, _ := n.Store.Leader()
