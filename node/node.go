@@ -333,7 +333,6 @@ func claimDataDir(dir, id string) error {
 	return fmt.Errorf("read %s: %w", path, err)
 }
 
-
 func (n *Node) leader() string {
 	id, _ := n.Store.Leader()
 	return id
