@@ -4,6 +4,7 @@
 package mgmt
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,8 @@ type Source struct {
 	Join func(seeds []string, timeout time.Duration) error
 	// Rebalance spreads queues evenly over the live nodes and says how many moved.
 	Rebalance func() (int, error)
+	// ClusterName is shown as cluster_name (default "warren").
+	ClusterName string
 	// Topology says whether this node can commit topology changes, and why not (nil: always).
 	Topology func() (writable bool, reason string)
 }
@@ -122,7 +125,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 		"product_name":    "Warren",
 		"product_version": s.src.Version,
 		"node":            s.src.Node.ID(),
-		"cluster_name":    "warren",
+		"cluster_name":    cmp.Or(s.src.ClusterName, "warren"),
 		"leader":          s.leader(),
 		"topology_digest": f.Digest(),
 		"topology":        s.topology(),

@@ -196,7 +196,7 @@ func Start(cfg Config) (*Node, error) {
 			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
 			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
 			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
-			Topology: n.Store.TopologyStatus,
+			Topology: n.Store.TopologyStatus, ClusterName: cfg.Server.ClusterName,
 		}, log)
 		if err != nil {
 			n.Close()

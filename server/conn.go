@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -434,10 +433,3 @@ func isLoopback(addr net.Addr) bool {
 	return false
 }
 
-func hostname() string {
-	h, err := os.Hostname()
-	if err != nil {
-		return "warren"
-	}
-	return h
-}

@@ -38,7 +38,7 @@ func (c *conn) handshake() error {
 			"product":      "Warren",
 			"version":      Version,
 			"platform":     "Go",
-			"cluster_name": "warren@" + hostname(),
+			"cluster_name": c.s.cfg.ClusterName,
 			"copyright":    "Warren authors",
 			"information":  "Licensed under the MPL 2.0",
 			"capabilities": wire.Table{

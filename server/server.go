@@ -38,6 +38,9 @@ type Config struct {
 	// MemoryHighWatermark is the heap size (bytes) above which publishers are blocked
 	// (connection.blocked); default 40% of physical memory, as RabbitMQ.
 	MemoryHighWatermark uint64
+	// ClusterName is sent as cluster_name in connection.start, the same on every node of a
+	// cluster as RabbitMQ does (default "warren").
+	ClusterName string
 }
 
 func (c *Config) setDefaults() {
@@ -46,6 +49,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = "warren"
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 60

@@ -93,7 +93,7 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 	if m.Exclusive {
 		cmd.ExclusiveConn = c.id
 		c.hasExclusive = true
-	} else if m.Queue != "" && broker.StringArg(m.Arguments, "x-queue-leader-locator") == "balanced" {
+	} else if m.Queue != "" && balancedPlacement(m.Arguments) {
 		// Exclusive and server-named queues always stay on the client's node.
 		cmd.Owner = c.s.node.BalancedOwner()
 	}
@@ -110,6 +110,21 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		}
 	}
 	return ch.declareOk(m.NoWait, name)
+}
+
+// balancedPlacement reads RabbitMQ 3.10's placement arguments: x-queue-leader-locator
+// "balanced" (or, absent that, the classic x-queue-master-locator "min-masters" or "random")
+// places the queue on the live node with the fewest queues; "client-local", the default,
+// on the node the client is connected to. x-queue-leader-locator wins when both are given.
+func balancedPlacement(args wire.Table) bool {
+	if l := broker.StringArg(args, "x-queue-leader-locator"); l != "" {
+		return l == "balanced"
+	}
+	switch broker.StringArg(args, "x-queue-master-locator") {
+	case "min-masters", "random":
+		return true
+	}
+	return false
 }
 
 func lockedErr(name, vhost string) error {

@@ -126,6 +126,7 @@ func runNode(args []string, stderr io.Writer) int {
 	reapAfter := fs.Duration("reap-after", durationEnv("reap-after"), "remove a node dead this long from Raft (0: never; env WARREN_REAP_AFTER)")
 	logLevel := str("log-level", "info", "debug, info, warn or error")
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
+	clusterName := str("cluster-name", "warren", "cluster name sent to clients (connection.start cluster_name) and shown by the API; give every node the same")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -155,7 +156,7 @@ func runNode(args []string, stderr io.Writer) int {
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
-		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers)},
+		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers), ClusterName: *clusterName},
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)
