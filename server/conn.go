@@ -432,4 +432,3 @@ func isLoopback(addr net.Addr) bool {
 	}
 	return false
 }
-
