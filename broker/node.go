@@ -57,6 +57,7 @@ type Node struct {
 	once    sync.Once
 
 	handOffs handOffStats
+	replies  replyRegistry // direct reply-to consumers of this node's channels
 }
 
 // New creates the node runtime around f and registers as f's observer, so every queue the FSM

@@ -41,6 +41,7 @@ type channel struct {
 	flowActive     bool
 	starved        map[*queue.Queue]struct{} // queues that found no credit here
 	confirmsClosed bool                      // the channel closed: late disk confirms are dropped
+	reply          *replyConsumer            // direct reply-to consumer (directreply.go)
 }
 
 type txPublish struct {
@@ -89,6 +90,7 @@ func (ch *channel) closeWithError(ae *amqpError) {
 
 // shutdown cancels the channel's consumers and requeues its unacknowledged messages.
 func (ch *channel) shutdown() {
+	ch.dropReply()
 	ch.mu.Lock()
 	ch.confirmsClosed = true
 	cons := make([]*consumer, 0, len(ch.consumers))

@@ -163,6 +163,9 @@ func (ch *channel) qos(m *wire.BasicQos) error {
 }
 
 func (ch *channel) consume(m *wire.BasicConsume) error {
+	if m.Queue == broker.ReplyToQueue {
+		return ch.consumeReply(m)
+	}
 	tag := m.ConsumerTag
 	if tag == "" {
 		tag = "amq.ctag-" + randomName()
@@ -207,6 +210,9 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 }
 
 func (ch *channel) cancel(m *wire.BasicCancel) error {
+	if ch.cancelReply(m) {
+		return nil
+	}
 	ch.mu.Lock()
 	cs := ch.consumers[m.ConsumerTag]
 	if cs != nil {

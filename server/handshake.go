@@ -50,7 +50,7 @@ func (c *conn) handshake() error {
 				"consumer_priorities":          false,
 				"authentication_failure_close": true,
 				"per_consumer_qos":             true,
-				"direct_reply_to":              false,
+				"direct_reply_to":              true,
 			},
 		},
 		Mechanisms: "AMQPLAIN PLAIN",

@@ -71,6 +71,9 @@ func (ch *channel) exchangeDelete(m *wire.ExchangeDelete) error {
 func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 	c := ch.c
 	name := m.Queue
+	if m.Passive && (name == broker.ReplyToQueue || broker.IsReplyName(name)) {
+		return ch.declareReplyPassive(m)
+	}
 	if m.Passive {
 		qd, ok := c.s.node.FSM().Queue(c.vhost, name)
 		if !ok {
