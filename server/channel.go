@@ -42,6 +42,7 @@ type channel struct {
 	starved        map[*queue.Queue]struct{} // queues that found no credit here
 	confirmsClosed bool                      // the channel closed: late disk confirms are dropped
 	reply          *replyConsumer            // direct reply-to consumer (directreply.go)
+	held           []heldDelivery            // remote deliveries over the global prefetch (globalprefetch.go)
 }
 
 type txPublish struct {
@@ -99,6 +100,7 @@ func (ch *channel) shutdown() {
 		cons = append(cons, cs)
 	}
 	ch.consumers = make(map[string]*consumer)
+	ch.held = nil
 	all := ch.unacked.takeAll()
 	ch.mu.Unlock()
 	// Unacked remote deliveries go back first, then the subscriptions end.
@@ -329,6 +331,7 @@ func (ch *channel) releaseLocked(msgs []unackedMsg) {
 			cs.unacked--
 		}
 	}
+	ch.releaseHeldLocked()
 }
 
 // requeueByQueue returns messages to their queues (requeue) or drops/dead-letters them.

@@ -153,6 +153,7 @@ func (ch *channel) qos(m *wire.BasicQos) error {
 	ch.mu.Lock()
 	if m.Global {
 		ch.prefetchGlobal = int(m.PrefetchCount)
+		ch.releaseHeldLocked()
 	} else {
 		ch.prefetch = int(m.PrefetchCount)
 	}
