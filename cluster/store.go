@@ -354,14 +354,8 @@ func (s *Store) Apply(cmd []byte) (any, error) {
 	deadline := time.Now().Add(s.applyTimeout)
 	var lastErr error
 	for {
-		res, index, leader, retry, err := s.applyOnce(cmd, deadline)
+		res, retry, err := s.applyOnce(cmd, deadline)
 		if !retry {
-			if err == nil && changedState(res) {
-				if leader == s.id {
-					s.nudgeFollowers()
-				}
-				s.vis.waitPeers(index, leader)
-			}
 			return res, err
 		}
 		lastErr = err
@@ -376,45 +370,64 @@ func (s *Store) Apply(cmd []byte) (any, error) {
 }
 
 // applyOnce makes one attempt; retry says the attempt found no usable leader and may be repeated
-// without risk of the command having been committed twice by this attempt. index is the
-// command's log index and leader the node that committed it (which has applied it).
-func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, index uint64, leader string, retry bool, err error) {
+// without risk of the command having been committed twice by this attempt. A command that
+// changed something is also waited for on the other live nodes (barrier.go); the leader that
+// committed it has applied it already.
+func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, err error) {
 	if s.r().State() == raft.Leader {
 		f := s.r().Apply(cmd, time.Until(deadline))
 		if err := f.Error(); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 				errors.Is(err, raft.ErrEnqueueTimeout) {
-				return nil, 0, "", true, err
+				return nil, true, err
 			}
-			return nil, 0, "", false, fmt.Errorf("raft apply: %w", err)
+			return nil, false, fmt.Errorf("raft apply: %w", err)
 		}
-		return f.Response(), f.Index(), s.id, false, nil
+		if changedState(f.Response()) {
+			s.nudgeFollowers()
+			s.vis.waitPeers(f.Index(), s.id)
+		}
+		return f.Response(), false, nil
 	}
 	addr, leaderID := s.r().LeaderWithID()
 	if addr == "" {
-		return nil, 0, "", true, errors.New("no leader known")
+		return nil, true, errors.New("no leader known")
 	}
 	if leaderID == raft.ServerID(s.id) {
-		return nil, 0, "", true, errors.New("leadership changing")
+		return nil, true, errors.New("leadership changing")
 	}
 	fwdAddr, err := s.resolveForward(string(leaderID))
 	if err != nil {
-		return nil, 0, "", true, err
+		return nil, true, err
 	}
 	index, payload, err := s.forwardPool.apply(fwdAddr, cmd, deadline)
 	if err != nil {
 		var refused *remoteFailure
 		retry := !errors.As(err, &refused) && !errors.Is(err, errStoreClosed)
-		return nil, 0, "", retry, fmt.Errorf("forward to leader %s at %s: %w", leaderID, fwdAddr, err)
+		return nil, retry, fmt.Errorf("forward to leader %s at %s: %w", leaderID, fwdAddr, err)
 	}
 	result, err := s.codec.Decode(payload)
 	if err != nil {
-		return nil, 0, "", false, fmt.Errorf("decode result forwarded by leader %s: %w", leaderID, err)
+		return nil, false, fmt.Errorf("decode result forwarded by leader %s: %w", leaderID, err)
 	}
-	if err := s.fsm.waitApplied(index, deadline); err != nil {
-		return nil, 0, "", false, fmt.Errorf("%w: command committed at index %d but not yet applied here: %w", ErrNoLeader, index, err)
+	// The other followers apply the command about when this one does: ask them while this
+	// node's own FSM catches up, not after.
+	var peersDone chan struct{}
+	if changedState(result) {
+		peersDone = make(chan struct{})
+		go func() {
+			defer close(peersDone)
+			s.vis.waitPeers(index, string(leaderID))
+		}()
 	}
-	return result, index, string(leaderID), false, nil
+	localErr := s.fsm.waitApplied(index, deadline)
+	if peersDone != nil {
+		<-peersDone
+	}
+	if localErr != nil {
+		return nil, false, fmt.Errorf("%w: command committed at index %d but not yet applied here: %w", ErrNoLeader, index, localErr)
+	}
+	return result, false, nil
 }
 
 // nudgeFollowers makes the leader send the new commit index to followers now rather than at
