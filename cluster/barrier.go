@@ -238,6 +238,14 @@ func (v *visibility) ask(id string, index uint64) (uint64, error) {
 	return applied, nil
 }
 
+// forget drops what is known of peers' applied indexes (Raft restarted empty to join another
+// cluster, whose indexes start over). Pollers still running keep their own peer records.
+func (v *visibility) forget() {
+	v.mu.Lock()
+	v.peers = make(map[string]*peerApplied)
+	v.mu.Unlock()
+}
+
 func (v *visibility) close() {
 	v.mu.Lock()
 	if !v.closed {

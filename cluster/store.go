@@ -657,6 +657,7 @@ func (s *Store) ResetForJoin() error {
 	s.closers = append(s.closers, tcp, streamCloser{tcp})
 	s.transport = tcp
 	s.fsm.reset()
+	s.vis.forget()
 	r, err := raft.NewRaft(s.rc, s.fsm, logs, stable, snaps, tcp)
 	if err != nil {
 		return fmt.Errorf("restart raft empty: %w", err)
