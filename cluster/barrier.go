@@ -145,7 +145,9 @@ func (v *visibility) waitPeer(p *peerApplied, index uint64, deadline time.Time) 
 	defer timer.Stop()
 	for {
 		v.mu.Lock()
-		if p.known >= index || p.behind || v.closed {
+		// A peer that memberlist declared dead meanwhile is no longer waited for (its poller
+		// stopped for that reason; starting another would spin).
+		if p.known >= index || p.behind || v.closed || !v.isLive(p.id) {
 			v.mu.Unlock()
 			return
 		}

@@ -71,3 +71,23 @@ func TestApplyWaitForStalledPeerIsBounded(t *testing.T) {
 		t.Fatalf("%d writes took %s: each waited for the stalled peer again", later, took)
 	}
 }
+
+// TestApplyStopsWaitingForPeerDeclaredDead: a peer killed while writes wait for it is dropped
+// from the wait once memberlist declares it dead, well before the bound.
+func TestApplyStopsWaitingForPeerDeclaredDead(t *testing.T) {
+	nodes := startCluster(t, []string{"d1", "d2", "d3"}, nodeOptions{visibleWait: time.Minute})
+	leader := leaderOf(nodes)
+	victim := followersOf(nodes)[0]
+	waitFor(t, 10*time.Second, "the leader to see every node alive", func() bool {
+		return len((*leader.store.liveNodes.Load())()) == 3
+	})
+	victim.kill()
+	start := time.Now()
+	if _, err := leader.apply(fsm.DeclareExchange{Vhost: "/", Name: "after-kill", Kind: "direct"}); err != nil {
+		t.Fatal(err)
+	}
+	// The bound is a minute: returning at all within 20 s means the dead peer was dropped.
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("write waited %s for a dead peer", took)
+	}
+}
