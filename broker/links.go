@@ -117,6 +117,9 @@ func (h linkHandler) Publish(from string, keys []string, data []byte, persistent
 	qs := make([]*queue.Queue, 0, len(keys))
 	for _, k := range keys {
 		vhost, name, _ := splitStoreKey(k)
+		if n.replyForwarded(name, msg) {
+			continue
+		}
 		if q := n.LocalQueue(vhost, name); q != nil {
 			qs = append(qs, q)
 		} else {

@@ -77,6 +77,11 @@ func (a *appliedFSM) appliedIndex() uint64 {
 
 // waitApplied blocks until the FSM has applied index, the deadline passes or the store closes.
 func (a *appliedFSM) waitApplied(index uint64, deadline time.Time) error {
+	return a.waitAppliedOrStop(index, deadline, nil)
+}
+
+// waitAppliedOrStop is waitApplied that also gives up when stop is closed.
+func (a *appliedFSM) waitAppliedOrStop(index uint64, deadline time.Time, stop <-chan struct{}) error {
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {
@@ -91,6 +96,8 @@ func (a *appliedFSM) waitApplied(index uint64, deadline time.Time) error {
 		}
 		select {
 		case <-changed:
+		case <-stop:
+			return errStoreClosed
 		case <-timer.C:
 			return fmt.Errorf("local FSM at index %d, waiting for %d: timed out", applied, index)
 		}

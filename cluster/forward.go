@@ -22,7 +22,8 @@ import (
 // covering the direction, the connection nonce and a per-connection sequence number, so a
 // frame cannot be forged, replayed on another connection or replayed on the same one.
 //
-//	request body:  seq(8) | kind(1) | timeout ms(4) | encoded command (kind apply; empty for barrier)
+//	request body:  seq(8) | kind(1) | timeout ms(4) | encoded command (kind apply), index(8) (kind
+//	               wait-applied, served by any node), empty (barrier)
 //	response body: seq(8) | status(1) | raft index(8) | encoded result or error text
 const (
 	nonceSize       = 32
@@ -224,6 +225,8 @@ func (fs *forwardServer) handle(seq uint64, kind byte, cmd []byte, timeout time.
 		index, payload, notLeader, err = fs.store.applyAsLeader(cmd, timeout)
 	case kindBarrier:
 		index, notLeader, err = fs.store.barrierAsLeader(timeout)
+	case kindWaitApplied:
+		index, err = fs.store.appliedAtLeast(cmd, timeout, fs.stop)
 	default:
 		err = fmt.Errorf("unknown forwarding request kind %d", kind)
 	}
@@ -233,7 +236,7 @@ func (fs *forwardServer) handle(seq uint64, kind byte, cmd []byte, timeout time.
 		status, payload = statusNotLeader, []byte(err.Error())
 	case err != nil:
 		status, payload = statusFailed, []byte(err.Error())
-	default:
+	case kind != kindWaitApplied:
 		select {
 		case fs.nudge <- struct{}{}:
 		default:

@@ -45,6 +45,7 @@ type nodeOptions struct {
 	secret       string
 	applyTimeout time.Duration
 	reapAfter    time.Duration
+	visibleWait  time.Duration
 	// dataDir keeps the Raft log on disk (restart tests); raftAddr and gossipAddr reuse a
 	// previous run's ports as a restarted production node would.
 	dataDir    string
@@ -80,7 +81,7 @@ func tryStartTestNode(id string, opts nodeOptions) (*testNode, error) {
 	store, err := Open(Config{
 		NodeID: id, RaftAddr: opts.raftAddr, ForwardAddr: "127.0.0.1:0", FSM: n.fsm, Logger: log,
 		DataDir: opts.dataDir, InMemory: opts.dataDir == "", RaftLogOutput: raftLogOutput(), ApplyTimeout: opts.applyTimeout,
-		Join: len(opts.join) > 0, Secret: opts.secret,
+		Join: len(opts.join) > 0, Secret: opts.secret, VisibleWait: opts.visibleWait,
 	})
 	if err != nil {
 		return nil, err
@@ -94,6 +95,15 @@ func tryStartTestNode(id string, opts nodeOptions) (*testNode, error) {
 		return nil, err
 	}
 	store.SetForwardResolver(members.ForwardAddr)
+	store.SetLiveNodes(func() []string {
+		var ids []string
+		for _, m := range members.Members() {
+			if m.State == MemberAlive {
+				ids = append(ids, m.ID)
+			}
+		}
+		return ids
+	})
 	n.store, n.members = store, members
 	n.rec = StartReconciler(ReconcilerConfig{
 		Store: store, Members: members, Interval: time.Second, ReapAfter: opts.reapAfter, Logger: log,

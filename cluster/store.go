@@ -66,6 +66,9 @@ type Config struct {
 	ForwardAddr string
 	// ResultCodec carries FSM results back over the forwarding link; default FSMResultCodec.
 	ResultCodec ResultCodec
+	// VisibleWait bounds how long Apply waits for other live nodes to apply a command
+	// (default DefaultVisibleWait; see barrier.go).
+	VisibleWait time.Duration
 }
 
 // Store wraps hashicorp/raft: the whole flow of a topology write is Apply → (forward to the
@@ -93,6 +96,8 @@ type Store struct {
 	forwardServer *forwardServer
 	forwardPool   *forwardPool
 	resolver      atomic.Pointer[func(nodeID string) (string, bool)]
+	liveNodes     atomic.Pointer[func() []string]
+	vis           *visibility
 
 	closeOnce sync.Once
 	closeErr  error
@@ -229,6 +234,7 @@ func Open(cfg Config) (*Store, error) {
 	s.rc = rc
 	s.dataDir, s.inMemory = cfg.DataDir, cfg.InMemory
 	s.forwardPool = newForwardPool(s.forwardKey)
+	s.vis = newVisibility(s, cfg.VisibleWait)
 
 	if cfg.ForwardAddr != "" {
 		fs, err := listenForward(cfg.ForwardAddr, s, s.log)
@@ -338,9 +344,13 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex() }
 
 // Apply commits one encoded command and returns what the FSM's Apply returned for it. On a
 // follower the command is forwarded to the leader. On return the local FSM has applied the
-// command (read-your-writes for the caller). Without a leader it fails with ErrNoLeader within
-// the apply timeout.
+// command (read-your-writes for the caller), and so has every other live node, within the
+// bound described in barrier.go (visible on -ok, whichever node a client talks to next).
+// Without a leader it fails with ErrNoLeader within the apply timeout.
 func (s *Store) Apply(cmd []byte) (any, error) {
+	if no, why := s.cannotElect(); no {
+		return nil, fmt.Errorf("%w: %s", ErrNoLeader, why)
+	}
 	deadline := time.Now().Add(s.applyTimeout)
 	var lastErr error
 	for {
@@ -360,7 +370,9 @@ func (s *Store) Apply(cmd []byte) (any, error) {
 }
 
 // applyOnce makes one attempt; retry says the attempt found no usable leader and may be repeated
-// without risk of the command having been committed twice by this attempt.
+// without risk of the command having been committed twice by this attempt. A command that
+// changed something is also waited for on the other live nodes (barrier.go); the leader that
+// committed it has applied it already.
 func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, err error) {
 	if s.r().State() == raft.Leader {
 		f := s.r().Apply(cmd, time.Until(deadline))
@@ -370,6 +382,10 @@ func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, 
 				return nil, true, err
 			}
 			return nil, false, fmt.Errorf("raft apply: %w", err)
+		}
+		if changedState(f.Response()) {
+			s.nudgeFollowers()
+			s.vis.waitPeers(f.Index(), s.id)
 		}
 		return f.Response(), false, nil
 	}
@@ -394,10 +410,36 @@ func (s *Store) applyOnce(cmd []byte, deadline time.Time) (res any, retry bool, 
 	if err != nil {
 		return nil, false, fmt.Errorf("decode result forwarded by leader %s: %w", leaderID, err)
 	}
-	if err := s.fsm.waitApplied(index, deadline); err != nil {
-		return nil, false, fmt.Errorf("%w: command committed at index %d but not yet applied here: %w", ErrNoLeader, index, err)
+	// The other followers apply the command about when this one does: ask them while this
+	// node's own FSM catches up, not after.
+	var peersDone chan struct{}
+	if changedState(result) {
+		peersDone = make(chan struct{})
+		go func() {
+			defer close(peersDone)
+			s.vis.waitPeers(index, string(leaderID))
+		}()
+	}
+	localErr := s.fsm.waitApplied(index, deadline)
+	if peersDone != nil {
+		<-peersDone
+	}
+	if localErr != nil {
+		return nil, false, fmt.Errorf("%w: command committed at index %d but not yet applied here: %w", ErrNoLeader, index, localErr)
 	}
 	return result, false, nil
+}
+
+// nudgeFollowers makes the leader send the new commit index to followers now rather than at
+// the next CommitTimeout tick (see forwardServer.nudge).
+func (s *Store) nudgeFollowers() {
+	if s.forwardServer == nil {
+		return
+	}
+	select {
+	case s.forwardServer.nudge <- struct{}{}:
+	default:
+	}
 }
 
 func (s *Store) resolveForward(leaderID string) (string, error) {
@@ -531,6 +573,7 @@ func (s *Store) Close() error {
 		if s.forwardServer != nil {
 			s.forwardServer.close()
 		}
+		s.vis.close()
 		s.forwardPool.close()
 		s.closeErr = s.r().Shutdown().Error()
 		if s.forwardServer != nil {
@@ -614,6 +657,7 @@ func (s *Store) ResetForJoin() error {
 	s.closers = append(s.closers, tcp, streamCloser{tcp})
 	s.transport = tcp
 	s.fsm.reset()
+	s.vis.forget()
 	r, err := raft.NewRaft(s.rc, s.fsm, logs, stable, snaps, tcp)
 	if err != nil {
 		return fmt.Errorf("restart raft empty: %w", err)

@@ -176,22 +176,7 @@ func (f *FSM) declareExchange(ctx *applyCtx, c DeclareExchange) *Error {
 	}
 	what := resourceName("exchange", c.Name, c.Vhost)
 	if x := vh.exchanges[c.Name]; x != nil {
-		cur := x.info
-		switch {
-		case cur.Kind != c.Kind:
-			return inequivalent(what, "type", "'"+c.Kind+"'", "'"+cur.Kind+"'")
-		case cur.Durable != c.Durable:
-			return inequivalentBool(what, "durable", c.Durable, cur.Durable)
-		case cur.AutoDelete != c.AutoDelete:
-			return inequivalentBool(what, "auto_delete", c.AutoDelete, cur.AutoDelete)
-		case cur.Internal != c.Internal:
-			return inequivalentBool(what, "internal", c.Internal, cur.Internal)
-		}
-		curArgs, err := f.decode(cur.Args)
-		if err != nil {
-			return errBadArgs(err)
-		}
-		return compareArgKeys(what, exchangeEquivalenceKeys, args, curArgs)
+		return f.exchangeEquivalent(what, x.info, c, args)
 	}
 	if strings.HasPrefix(c.Name, "amq.") {
 		return refuse(CodeAccessRefused, "exchange name '%s' contains reserved prefix 'amq.*'", c.Name)
@@ -261,29 +246,8 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 		return refusal
 	}
 	if q := vh.queues[c.Name]; q != nil {
-		what := resourceName("queue", c.Name, c.Vhost)
-		switch {
-		case q.Exclusive != c.Exclusive || q.ExclusiveConn != c.ExclusiveConn:
-			return errLocked(c.Vhost, c.Name)
-		case q.Durable != c.Durable:
-			return inequivalentBool(what, "durable", c.Durable, q.Durable)
-		case q.AutoDelete != c.AutoDelete:
-			return inequivalentBool(what, "auto_delete", c.AutoDelete, q.AutoDelete)
-		}
-		curArgs, err := f.decode(q.Args)
-		if err != nil {
-			return errBadArgs(err)
-		}
-		if refusal := compareQueueType(what, typ, q.Type, args, curArgs); refusal != nil {
+		if refusal := f.queueEquivalent(q, c, args); refusal != nil {
 			return refusal
-		}
-		if refusal := compareArgKeys(what, queueEquivalenceKeys, args, curArgs); refusal != nil {
-			return refusal
-		}
-		if typ == QueueTypeQuorum {
-			if refusal := compareArgKeys(what, quorumEquivalenceKeys, args, curArgs); refusal != nil {
-				return refusal
-			}
 		}
 		existing := *q
 		ctx.res.Queue = &existing

@@ -200,6 +200,18 @@ func validateQueueArgs(vhost, name string, args map[string]any) *Error {
 	} else if present && s != "drop-head" && s != "reject-publish" && s != "reject-publish-dlx" {
 		return invalid("x-overflow", "invalid_overflow")
 	}
+	// RabbitMQ 3.10's placement arguments: x-queue-leader-locator, and the older
+	// x-queue-master-locator of classic queues.
+	if s, present, err := stringArg("x-queue-leader-locator"); err != nil {
+		return err
+	} else if present && s != "client-local" && s != "balanced" {
+		return invalid("x-queue-leader-locator", "invalid_queue_locator_arg")
+	}
+	if s, present, err := stringArg("x-queue-master-locator"); err != nil {
+		return err
+	} else if present && s != "client-local" && s != "min-masters" && s != "random" {
+		return invalid("x-queue-master-locator", "invalid_queue_locator_arg")
+	}
 	if s, present, err := stringArg("x-queue-mode"); err != nil {
 		return err
 	} else if present && s != "default" && s != "lazy" {

@@ -4,6 +4,7 @@
 package mgmt
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,10 @@ type Source struct {
 	Join func(seeds []string, timeout time.Duration) error
 	// Rebalance spreads queues evenly over the live nodes and says how many moved.
 	Rebalance func() (int, error)
+	// ClusterName is shown as cluster_name (default "warren").
+	ClusterName string
+	// Topology says whether this node can commit topology changes, and why not (nil: always).
+	Topology func() (writable bool, reason string)
 }
 
 // Server serves the HTTP API.
@@ -121,9 +126,10 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 		"product_name":    "Warren",
 		"product_version": s.src.Version,
 		"node":            s.src.Node.ID(),
-		"cluster_name":    "warren",
+		"cluster_name":    cmp.Or(s.src.ClusterName, "warren"),
 		"leader":          s.leader(),
 		"topology_digest": f.Digest(),
+		"topology":        s.topology(),
 		"raft": map[string]string{
 			"state": stats["state"], "term": stats["term"], "applied_index": stats["applied_index"],
 			"commit_index": stats["commit_index"], "last_log_index": stats["last_log_index"],
@@ -136,6 +142,19 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 			"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
 		},
 	})
+}
+
+// topology is {"writable": bool, "reason": why not}: read-only when no majority is reachable.
+func (s *Server) topology() map[string]any {
+	if s.src.Topology == nil {
+		return map[string]any{"writable": true}
+	}
+	w, why := s.src.Topology()
+	out := map[string]any{"writable": w}
+	if !w {
+		out["reason"] = why
+	}
+	return out
 }
 
 func (s *Server) leader() string {

@@ -152,7 +152,7 @@ func Start(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 		}
 		store.SetForwardResolver(n.Members.ForwardAddr)
-		n.Broker.SetLiveNodes(func() []string {
+		liveNodes := func() []string {
 			var ids []string
 			for _, m := range n.Members.Members() {
 				if m.State == cluster.MemberAlive {
@@ -160,7 +160,9 @@ func Start(cfg Config) (*Node, error) {
 				}
 			}
 			return ids
-		})
+		}
+		n.Broker.SetLiveNodes(liveNodes)
+		store.SetLiveNodes(liveNodes)
 		if cfg.DataAddr != "" {
 			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
 			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
@@ -200,6 +202,7 @@ func Start(cfg Config) (*Node, error) {
 			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
 			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
 			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
+			Topology: n.Store.TopologyStatus, ClusterName: cfg.Server.ClusterName,
 		}, log)
 		if err != nil {
 			n.Close()
@@ -335,31 +338,6 @@ func claimDataDir(dir, id string) error {
 		return os.WriteFile(path, []byte(id+"\n"), 0o644)
 	}
 	return fmt.Errorf("read %s: %w", path, err)
-}
-
-// members lists the cluster's nodes for the management API: every node gossip knows, except
-// one that is no longer running and no longer a Raft voter (forgotten, or left): it is not
-// part of the cluster any more, though gossip remembers it for a while.
-func (n *Node) members() []cluster.Member {
-	if n.Members == nil {
-		return nil
-	}
-	all := n.Members.Members()
-	servers, err := n.Store.Configuration()
-	if err != nil {
-		return all
-	}
-	voter := make(map[string]bool, len(servers))
-	for _, s := range servers {
-		voter[string(s.ID)] = true
-	}
-	out := all[:0]
-	for _, m := range all {
-		if m.State == cluster.MemberAlive || voter[m.ID] {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 func (n *Node) leader() string {

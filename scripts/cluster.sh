@@ -51,21 +51,56 @@ start_node() {
   echo $! >"$dir/n$i/pid"
 }
 
+# check_started dies naming a node started by this command whose process has exited (a port
+# taken by something else, a bad data dir): its log's last lines say why.
+check_started() {
+  local i
+  for i in "$@"; do
+    alive "$i" && continue
+    echo "cluster.sh: node $i exited during start-up; last lines of $dir/n$i/node.log:" >&2
+    tail -n 5 "$dir/n$i/node.log" >&2
+    echo "cluster.sh: the other nodes are left running; scripts/cluster.sh down stops them" >&2
+    exit 1
+  done
+}
+
+# is_self succeeds when the node API at node i's HTTP address is node i itself (not some other
+# process answering on that port).
+is_self() {
+  local out
+  out=$("$bin" status --http "$(http_addr "$1")" --json 2>/dev/null) || return 1
+  /usr/bin/python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+sys.exit(0 if d["overview"].get("node") == sys.argv[1] else 1)' "n$1" <<<"$out"
+}
+
+# wait_members WANT NODE...: wait until WANT nodes are running members with a leader, each of
+# the NODEs answers as itself, and none of them has exited.
 wait_members() {
-  local want=$1 deadline=$((SECONDS + 60)) out
+  local want=$1 deadline=$((SECONDS + 60)) out ok
+  shift
   while ((SECONDS < deadline)); do
-    for ((i = 1; i <= $(count); i++)); do
-      alive "$i" || continue
-      out=$("$bin" status --http "$(http_addr "$i")" --json 2>/dev/null) || continue
-      if /usr/bin/python3 -c '
+    check_started "$@"
+    ok=1
+    for i in "$@"; do is_self "$i" || { ok=0; break; }; done
+    if ((ok)); then
+      for ((i = 1; i <= $(count); i++)); do
+        alive "$i" || continue
+        out=$("$bin" status --http "$(http_addr "$i")" --json 2>/dev/null) || continue
+        if /usr/bin/python3 -c '
 import json, sys
 d = json.loads(sys.stdin.read())
 alive = sum(1 for n in d["nodes"] if n.get("running"))
 sys.exit(0 if alive >= int(sys.argv[1]) and d["overview"].get("leader") else 1)' "$want" <<<"$out"; then
-        return 0
-      fi
-    done
+          return 0
+        fi
+      done
+    fi
     sleep 0.3
+  done
+  for i in "$@"; do
+    is_self "$i" || { echo "cluster.sh: node $i does not answer as n$i on $(http_addr "$i"); see $dir/n$i/node.log" >&2; return 1; }
   done
   return 1
 }
@@ -81,9 +116,9 @@ up)
   echo "$n" >"$dir/size"
   echo "${WARREN_CLUSTER_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}" >"$dir/secret"
   start_node 1
-  wait_members 1 || die "node 1 did not come up; see $dir/n1/node.log"
+  wait_members 1 1 || die "node 1 did not come up; see $dir/n1/node.log"
   for ((i = 2; i <= n; i++)); do start_node "$i"; done
-  wait_members "$n" || die "the cluster did not form; see $dir/n*/node.log"
+  wait_members "$n" $(seq 1 "$n") || die "the cluster did not form; see $dir/n*/node.log"
   echo "cluster.sh: $n nodes up; AMQP on 127.0.0.1:$(amqp_port 1)..$(amqp_port "$n")"
   ;;
 down)
@@ -108,7 +143,7 @@ start)
   alive "$i" && die "node $i is already running"
   start_node "$i"
   live=0; for ((j = 1; j <= $(count); j++)); do alive "$j" && live=$((live + 1)); done
-  wait_members "$live" || die "node $i did not rejoin; see $dir/n$i/node.log"
+  wait_members "$live" "$i" || die "node $i did not rejoin; see $dir/n$i/node.log"
   for _ in $(seq 1 300); do "$bin" status --http "$(http_addr "$i")" >/dev/null 2>&1 && exit 0; sleep 0.1; done
   die "node $i does not answer on $(http_addr "$i"); see $dir/n$i/node.log"
   ;;

@@ -42,6 +42,8 @@ type channel struct {
 	flowActive     bool
 	starved        map[*queue.Queue]struct{} // queues that found no credit here
 	confirmsClosed bool                      // the channel closed: late disk confirms are dropped
+	reply          *replyConsumer            // direct reply-to consumer (directreply.go)
+	held           []heldDelivery            // remote deliveries over the global prefetch (globalprefetch.go)
 }
 
 type txPublish struct {
@@ -90,6 +92,7 @@ func (ch *channel) closeWithError(ae *amqpError) {
 // shutdown cancels the channel's consumers and requeues its unacknowledged messages.
 func (ch *channel) shutdown() {
 	ch.abandonPublish()
+	ch.dropReply()
 	ch.mu.Lock()
 	ch.confirmsClosed = true
 	cons := make([]*consumer, 0, len(ch.consumers))
@@ -98,6 +101,7 @@ func (ch *channel) shutdown() {
 		cons = append(cons, cs)
 	}
 	ch.consumers = make(map[string]*consumer)
+	ch.held = nil
 	all := ch.unacked.takeAll()
 	ch.mu.Unlock()
 	// Unacked remote deliveries go back first, then the subscriptions end.
@@ -328,6 +332,7 @@ func (ch *channel) releaseLocked(msgs []unackedMsg) {
 			cs.unacked--
 		}
 	}
+	ch.releaseHeldLocked()
 }
 
 // requeueByQueue returns messages to their queues (requeue) or drops/dead-letters them.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -489,12 +488,4 @@ func isLoopback(addr net.Addr) bool {
 		return ta.IP.IsLoopback()
 	}
 	return false
-}
-
-func hostname() string {
-	h, err := os.Hostname()
-	if err != nil {
-		return "warren"
-	}
-	return h
 }

@@ -153,6 +153,7 @@ func (ch *channel) qos(m *wire.BasicQos) error {
 	ch.mu.Lock()
 	if m.Global {
 		ch.prefetchGlobal = int(m.PrefetchCount)
+		ch.releaseHeldLocked()
 	} else {
 		ch.prefetch = int(m.PrefetchCount)
 	}
@@ -163,6 +164,9 @@ func (ch *channel) qos(m *wire.BasicQos) error {
 }
 
 func (ch *channel) consume(m *wire.BasicConsume) error {
+	if m.Queue == broker.ReplyToQueue {
+		return ch.consumeReply(m)
+	}
 	tag := m.ConsumerTag
 	if tag == "" {
 		tag = "amq.ctag-" + randomName()
@@ -216,6 +220,9 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 }
 
 func (ch *channel) cancel(m *wire.BasicCancel) error {
+	if ch.cancelReply(m) {
+		return nil
+	}
 	ch.mu.Lock()
 	cs := ch.consumers[m.ConsumerTag]
 	if cs != nil {

@@ -39,7 +39,7 @@ func (c *conn) handshake() error {
 			"product":      "Warren",
 			"version":      Version,
 			"platform":     "Go",
-			"cluster_name": "warren@" + hostname(),
+			"cluster_name": c.s.cfg.ClusterName,
 			"copyright":    "Warren authors",
 			"information":  "Licensed under the MPL 2.0",
 			"capabilities": wire.Table{
@@ -51,7 +51,7 @@ func (c *conn) handshake() error {
 				"consumer_priorities":          false,
 				"authentication_failure_close": true,
 				"per_consumer_qos":             true,
-				"direct_reply_to":              false,
+				"direct_reply_to":              true,
 			},
 		},
 		Mechanisms: "AMQPLAIN PLAIN",

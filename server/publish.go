@@ -161,6 +161,9 @@ func (ch *channel) finishPublish() error {
 		seq = ch.publishSeq
 	}
 	return ch.run(wire.ClassBasic, 40, func() error {
+		if err := ch.rewriteReplyTo(msg); err != nil {
+			return err
+		}
 		rawHeaders, err := broker.FillFromProps(msg)
 		if err != nil {
 			var ie *broker.InvalidExpirationError
@@ -195,7 +198,7 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 		// Counted before the publish starts: its outcome may arrive before Publish returns.
 		ch.durablePending.Add(1)
 	}
-	res, err := ch.c.s.node.Publish(ch.c.vhost, exchange, msg, headers, &ch.scratch, onDone)
+	res, err := ch.publishOrReply(exchange, msg, headers, onDone)
 	if seq != 0 && (err != nil || !res.Deferred) {
 		ch.durablePending.Add(-1) // onDone will not be called
 	}

@@ -38,6 +38,13 @@ func (cs *consumer) RemoteDeliver(d datalink.Delivery, msg *queue.Message) {
 }
 
 func (cs *consumer) deliverRemoteLocked(d datalink.Delivery, msg *queue.Message) {
+	if cs.ch.holdRemoteLocked(cs, d, msg) {
+		return
+	}
+	cs.deliverRemoteNowLocked(d, msg)
+}
+
+func (cs *consumer) deliverRemoteNowLocked(d datalink.Delivery, msg *queue.Message) {
 	ch := cs.ch
 	ch.nextTag++
 	tag := ch.nextTag
@@ -74,7 +81,7 @@ func (ch *channel) consumeRemote(m *wire.BasicConsume, qd fsm.Queue, tag string)
 	ch.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sub, err := ch.c.s.node.ConsumeRemote(ctx, qd.Owner, qd.Vhost, qd.Name, cs.prefetch, m.NoAck, m.Exclusive, cs)
+	sub, err := ch.c.s.node.ConsumeRemote(ctx, qd.Owner, qd.Vhost, qd.Name, ch.remoteCredit(cs.prefetch), m.NoAck, m.Exclusive, cs)
 	if err != nil {
 		ch.mu.Lock()
 		delete(ch.consumers, tag)

@@ -58,6 +58,9 @@ type Config struct {
 	// BodyTimeout closes (406) a channel whose message body made no progress for this long
 	// (default 60 s).
 	BodyTimeout time.Duration
+	// ClusterName is sent as cluster_name in connection.start, the same on every node of a
+	// cluster as RabbitMQ does (default "warren").
+	ClusterName string
 }
 
 func (c *Config) setDefaults() {
@@ -66,6 +69,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = "warren"
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 60

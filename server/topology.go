@@ -37,12 +37,16 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 	if _, err := exchange.NewMatcher(m.Type); err != nil {
 		return errorf(wire.CommandInvalid, "unknown exchange type '%s'", m.Type)
 	}
-	_, err := c.s.node.Apply(fsm.DeclareExchange{
+	cmd := fsm.DeclareExchange{
 		Vhost: c.vhost, Name: m.Exchange, Kind: m.Type, Durable: m.Durable,
 		AutoDelete: m.AutoDelete, Internal: m.Internal, Args: encodeArgs(m.Arguments),
-	})
-	if err != nil {
-		return err
+	}
+	// An equal re-declare changes nothing: answered from the local replica (no Raft round trip,
+	// and it works on a node that has lost its majority).
+	if _, same := c.s.node.FSM().Redeclare(cmd); !same {
+		if _, err := c.s.node.Apply(cmd); err != nil {
+			return err
+		}
 	}
 	if !m.NoWait {
 		c.sendMethod(ch.id, &wire.ExchangeDeclareOk{})
@@ -67,6 +71,9 @@ func (ch *channel) exchangeDelete(m *wire.ExchangeDelete) error {
 func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 	c := ch.c
 	name := m.Queue
+	if m.Passive && (name == broker.ReplyToQueue || broker.IsReplyName(name)) {
+		return ch.declareReplyPassive(m)
+	}
 	if m.Passive {
 		qd, ok := c.s.node.FSM().Queue(c.vhost, name)
 		if !ok {
@@ -94,7 +101,7 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 	if m.Exclusive {
 		cmd.ExclusiveConn = c.id
 		c.hasExclusive = true
-	} else if m.Queue != "" && broker.StringArg(args, "x-queue-leader-locator") == "balanced" {
+	} else if m.Queue != "" && balancedPlacement(args) {
 		// Exclusive and server-named queues always stay on the client's node.
 		cmd.Owner = c.s.node.BalancedOwner()
 	}
@@ -107,9 +114,12 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 			cmd.Replicas = c.s.node.ReplicaSet(cmd.Owner, int(size))
 		}
 	}
-	res, err := c.s.node.Apply(cmd)
-	if err != nil {
-		return err
+	res, same := c.s.node.FSM().Redeclare(cmd)
+	if !same {
+		var err error
+		if res, err = c.s.node.Apply(cmd); err != nil {
+			return err
+		}
 	}
 	if !res.Created {
 		if q := c.s.node.LocalQueue(c.vhost, name); q != nil {
@@ -135,6 +145,21 @@ func (ch *channel) withDefaultQueueType(m *wire.QueueDeclare) wire.Table {
 	}
 	args["x-queue-type"] = fsm.QueueTypeQuorum
 	return args
+}
+
+// balancedPlacement reads RabbitMQ 3.10's placement arguments: x-queue-leader-locator
+// "balanced" (or, absent that, the classic x-queue-master-locator "min-masters" or "random")
+// places the queue on the live node with the fewest queues; "client-local", the default,
+// on the node the client is connected to. x-queue-leader-locator wins when both are given.
+func balancedPlacement(args wire.Table) bool {
+	if l := broker.StringArg(args, "x-queue-leader-locator"); l != "" {
+		return l == "balanced"
+	}
+	switch broker.StringArg(args, "x-queue-master-locator") {
+	case "min-masters", "random":
+		return true
+	}
+	return false
 }
 
 func lockedErr(name, vhost string) error {
@@ -166,7 +191,10 @@ func (ch *channel) bind(dest string, destIsExchange bool, source, key string, ar
 	if unbind {
 		_, err = c.s.node.Apply(fsm.Unbind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id})
 	} else {
-		_, err = c.s.node.Apply(fsm.Bind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id})
+		cmd := fsm.Bind{Vhost: c.vhost, Source: source, Dest: d, Key: key, Args: encodeArgs(args), Conn: c.id}
+		if _, same := c.s.node.FSM().Redeclare(cmd); !same {
+			_, err = c.s.node.Apply(cmd)
+		}
 	}
 	if err != nil {
 		return err

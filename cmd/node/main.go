@@ -144,6 +144,7 @@ func runNode(args []string, stderr io.Writer) int {
 	channelMax := fs.Int("channel-max", intEnvOr("channel-max", 2047), "most channels per connection, as RabbitMQ's channel_max (env WARREN_CHANNEL_MAX)")
 	consumerMax := fs.Int("consumer-max-per-channel", intEnvOr("consumer-max-per-channel", 0), "most consumers per channel, as RabbitMQ's consumer_max_per_channel (0: no limit; env WARREN_CONSUMER_MAX_PER_CHANNEL)")
 	bodyTimeout := fs.Duration("body-timeout", durationEnvOr("body-timeout", 60*time.Second), "close a channel whose message body made no progress this long (env WARREN_BODY_TIMEOUT)")
+	clusterName := str("cluster-name", "warren", "cluster name sent to clients (connection.start cluster_name) and shown by the API; give every node the same")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -182,7 +183,8 @@ func runNode(args []string, stderr io.Writer) int {
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
 		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers), ChannelMax: uint16(*channelMax),
-			ConsumerMaxPerChannel: *consumerMax, BodyTimeout: *bodyTimeout, DefaultQueueType: *defaultQueueType},
+			ConsumerMaxPerChannel: *consumerMax, BodyTimeout: *bodyTimeout, DefaultQueueType: *defaultQueueType,
+			ClusterName: *clusterName},
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)

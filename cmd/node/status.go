@@ -38,6 +38,9 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	raft, _ := overview["raft"].(map[string]any)
 	fmt.Fprintf(stdout, "leader: %v  raft term: %v  applied index: %v  topology digest: %v\n",
 		orDash(overview["leader"]), orDash(raft["term"]), orDash(raft["applied_index"]), orDash(overview["topology_digest"]))
+	if topo, _ := overview["topology"].(map[string]any); topo != nil && topo["writable"] == false {
+		fmt.Fprintf(stdout, "topology: %v\n", orDash(topo["reason"]))
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tLEADER\tQUEUES\tAMQP")
 	for _, n := range nodes {

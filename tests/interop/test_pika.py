@@ -761,5 +761,46 @@ def test_heartbeat(broker):
         close_quietly(conn)
 
 
+@test
+def test_direct_reply_to(broker):
+    caller_conn, server_conn = connect(broker), connect(broker)
+    try:
+        server = server_conn.channel()
+        q = declare_exclusive(server)
+
+        def serve(ch, method, props, body):
+            ch.basic_publish("", props.reply_to, b"re: " + body,
+                             pika.BasicProperties(correlation_id=props.correlation_id))
+
+        server.basic_consume(q, serve, auto_ack=True)
+        caller = caller_conn.channel()
+        step("consume amq.rabbitmq.reply-to with ack is refused (406)")
+        try:
+            caller.basic_consume("amq.rabbitmq.reply-to", lambda *a: None, auto_ack=False)
+            caller_conn.process_data_events(time_limit=0.5)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            check_equal((exc.reply_code, exc.reply_text),
+                        (406, "PRECONDITION_FAILED - reply consumer cannot acknowledge"), "channel close")
+        else:
+            raise AssertionError("an acking consumer of amq.rabbitmq.reply-to was accepted")
+        caller = caller_conn.channel()
+        replies = {}
+        caller.basic_consume("amq.rabbitmq.reply-to",
+                             lambda ch, m, p, body: replies.__setitem__(p.correlation_id, body), auto_ack=True)
+        step("20 calls, replies on the calling channel")
+        for i in range(20):
+            caller.basic_publish("", q, b"req-%d" % i,
+                                 pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="c%d" % i))
+        deadline = time.monotonic() + POLL_TIMEOUT
+        while len(replies) < 20 and time.monotonic() < deadline:
+            server_conn.process_data_events(time_limit=0.05)
+            caller_conn.process_data_events(time_limit=0.05)
+        for i in range(20):
+            check_equal(replies.get("c%d" % i), b"re: req-%d" % i, "reply c%d" % i)
+    finally:
+        close_quietly(caller_conn)
+        close_quietly(server_conn)
+
+
 if __name__ == "__main__":
     raise SystemExit(harness.main())
