@@ -368,6 +368,7 @@ func (f *FSM) dropConnection(ctx *applyCtx, c DropConnection) *Error {
 }
 
 func (f *FSM) nodeStarted(ctx *applyCtx, c NodeStarted) *Error {
+	f.nodeReturned(c.Node)
 	connPrefix := c.Node + "/"
 	f.removeQueuesWhere(ctx, func(q *Queue) bool {
 		transientHere := !q.Durable && q.Owner == c.Node

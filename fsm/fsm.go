@@ -86,6 +86,9 @@ type Queue struct {
 	Replicas []string `json:",omitempty"` // every node holding a copy, leader included
 	InSync   []string `json:",omitempty"` // replicas known to hold every committed message
 	Epoch    uint64   `json:",omitempty"` // leader epoch: bumped on every leader change
+	// Departed lists nodes forgotten or left while they were replicas: not added back by
+	// AddReplica until they start again (NodeStarted).
+	Departed []string `json:",omitempty"`
 }
 
 // BindingInfo is a binding as recorded in the FSM.

@@ -209,12 +209,23 @@ func (f *FSM) addReplica(ctx *applyCtx, c AddReplica) *Error {
 		return errNoQueue(c.Vhost, c.Name)
 	case q.Type != QueueTypeQuorum:
 		return refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", c.Name, c.Vhost)
-	case c.Node == "" || slices.Contains(q.Replicas, c.Node):
+	case c.Node == "" || slices.Contains(q.Replicas, c.Node) || slices.Contains(q.Departed, c.Node):
 		return nil
 	}
 	q.Replicas = append(slices.Clone(q.Replicas), c.Node)
 	replicasChanged(ctx, q, q.Owner)
 	return nil
+}
+
+// nodeReturned: a node that starts again may be given replicas again.
+func (f *FSM) nodeReturned(node string) {
+	for _, vname := range f.vhostNamesLocked() {
+		for _, q := range f.vhosts[vname].queues {
+			if slices.Contains(q.Departed, node) {
+				q.Departed = without(q.Departed, node)
+			}
+		}
+	}
 }
 
 // failoverReplicated applies NodeFailed to replicated queues (see NodeFailed).
@@ -248,6 +259,7 @@ func (f *FSM) failoverReplicated(ctx *applyCtx, c NodeFailed) {
 				changed = true
 			}
 			if c.Forget && q.Owner != c.Node {
+				q.Departed = append(without(q.Departed, c.Node), c.Node)
 				replicas := without(q.Replicas, c.Node)
 				if r := choice(c.Repair, vname, name); r != "" && r != c.Node && !slices.Contains(replicas, r) {
 					replicas = append(replicas, r)

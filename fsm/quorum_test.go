@@ -175,3 +175,18 @@ func TestAddReplicaStartsOutOfSync(t *testing.T) {
 		t.Fatalf("%+v", q)
 	}
 }
+
+func TestAForgottenReplicaIsNotAddedBackUntilItStartsAgain(t *testing.T) {
+	h := newHarness(t)
+	declareReplicated(h, "qq", "a", "b", "c")
+	h.ok(NodeFailed{Node: "c", Forget: true})
+	h.ok(AddReplica{Vhost: "/", Name: "qq", Node: "c"})
+	if q, _ := h.f.Queue("/", "qq"); slices.Contains(q.Replicas, "c") {
+		t.Fatalf("a departed node was added back: %+v", q)
+	}
+	h.ok(NodeStarted{Node: "c", KeepTransientExchanges: true})
+	h.ok(AddReplica{Vhost: "/", Name: "qq", Node: "c"})
+	if q, _ := h.f.Queue("/", "qq"); !slices.Equal(q.Replicas, []string{"a", "b", "c"}) || len(q.Departed) != 0 {
+		t.Fatalf("after c started again: %+v", q)
+	}
+}

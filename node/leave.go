@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -17,6 +18,8 @@ type LeaveReport struct {
 	// Unfinished counts hand-offs still running when the time ran out (their messages stay
 	// on this node's disk; see docs/operations.md).
 	Unfinished int    `json:"unfinished_handoffs"`
+	// ReplicatedQueues counts the replicated queues this node led that got a new leader.
+	ReplicatedQueues int `json:"replicated_queues_led_elsewhere"`
 	Took       string `json:"took"`
 }
 
@@ -68,6 +71,15 @@ func (n *Node) Leave(timeout time.Duration) (LeaveReport, error) {
 		rep.Took = time.Since(start).String()
 		return rep, fmt.Errorf("%d queue hand-offs did not finish in %s; the node stays in the cluster (run `node leave` again: it goes on where this one stopped)", rep.Unfinished, timeout)
 	}
+	// Replicated queues do not move: their other replicas already hold the messages. The
+	// queues this node leads get an in-sync leader elsewhere, and every replica set it was in
+	// gets a live node in its place, filled by the leader (as for a forgotten node).
+	if plan := n.rehomePlan(n.cfg.ID, true); n.holdsReplicas() {
+		if _, err := n.Broker.Apply(plan); err != nil {
+			return rep, fmt.Errorf("hand replicated queues over: %w", err)
+		}
+		rep.ReplicatedQueues = len(plan.Rehome)
+	}
 	if err := cluster.GracefulLeave(n.Store, n.Members, max(time.Until(deadline), 5*time.Second)); err != nil {
 		return rep, err
 	}
@@ -100,7 +112,7 @@ func (n *Node) movePlan(targets []string) fsm.MoveQueues {
 	}
 	cmd := fsm.MoveQueues{From: n.cfg.ID}
 	for _, q := range queues {
-		if q.Owner != n.cfg.ID || q.Exclusive {
+		if q.Owner != n.cfg.ID || q.Exclusive || q.Type == fsm.QueueTypeQuorum {
 			continue
 		}
 		best := targets[0]
@@ -116,3 +128,13 @@ func (n *Node) movePlan(targets []string) fsm.MoveQueues {
 }
 
 func (n *Node) leaveForAPI(timeout time.Duration) (any, error) { return n.Leave(timeout) }
+
+// holdsReplicas reports whether this node is in the replica set of any replicated queue.
+func (n *Node) holdsReplicas() bool {
+	for _, q := range n.FSM.Queues("") {
+		if q.Type == fsm.QueueTypeQuorum && slices.Contains(q.Replicas, n.cfg.ID) {
+			return true
+		}
+	}
+	return false
+}

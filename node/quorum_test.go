@@ -233,3 +233,33 @@ func TestQuorumQueueKeepsConfirmedMessagesWhenItsLeaderDies(t *testing.T) {
 		t.Fatalf("%d of the %d messages taken over were marked redelivered, want all (docs/replication.md)", redelivered, len(want))
 	}
 }
+
+// TestLeaveHandsReplicatedQueueLeadershipOver: `node leave` of a replicated queue's leader
+// makes an in-sync follower the leader and drops the leaving node from the replica set;
+// every confirmed message is consumed through another node.
+func TestLeaveHandsReplicatedQueueLeadershipOver(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	ch1 := dialNode(t, nodes[0])
+	if _, err := ch1.QueueDeclare("handed", true, false, false, false, quorumArgs); err != nil {
+		t.Fatal(err)
+	}
+	waitQueue(t, nodes[1], "handed", "three in-sync replicas", func(q fsm.Queue) bool { return len(q.InSync) == 3 })
+	acked := publishConfirmed(t, dialNode(t, nodes[1]), "handed", "h", 200)
+	if len(acked) != 200 {
+		t.Fatalf("%d of 200 confirmed", len(acked))
+	}
+	rep, err := nodes[0].Leave(30 * time.Second)
+	if err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	if rep.ReplicatedQueues != 1 {
+		t.Fatalf("leave report %+v: want the one replicated queue led elsewhere", rep)
+	}
+	q := waitQueue(t, nodes[2], "handed", "a leader other than c1 and no replica on c1", func(q fsm.Queue) bool {
+		return q.Owner != "c1" && !slices.Contains(q.Replicas, "c1")
+	})
+	if q.Epoch < 2 {
+		t.Fatalf("after leave: %+v", q)
+	}
+	drainUntil(t, dialNode(t, nodes[2]), "handed", acked)
+}
