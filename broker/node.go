@@ -65,7 +65,7 @@ type Node struct {
 	startQuorum sync.Once
 	lastIDs     map[string]uint64 // what Recover found per store key (read-only after it)
 	peerDown    atomic.Pointer[func(node string)]
-	replies  replyRegistry // direct reply-to consumers of this node's channels
+	replies     replyRegistry // direct reply-to consumers of this node's channels
 }
 
 // New creates the node runtime around f and registers as f's observer, so every queue the FSM

@@ -17,10 +17,10 @@ type LeaveReport struct {
 	MessagesMoved int64 `json:"messages_moved"`
 	// Unfinished counts hand-offs still running when the time ran out (their messages stay
 	// on this node's disk; see docs/operations.md).
-	Unfinished int    `json:"unfinished_handoffs"`
+	Unfinished int `json:"unfinished_handoffs"`
 	// ReplicatedQueues counts the replicated queues this node led that got a new leader.
-	ReplicatedQueues int `json:"replicated_queues_led_elsewhere"`
-	Took       string `json:"took"`
+	ReplicatedQueues int    `json:"replicated_queues_led_elsewhere"`
+	Took             string `json:"took"`
 }
 
 // Leave takes this node out of the cluster without losing messages (`node leave`): it closes
