@@ -84,6 +84,10 @@ func (ch *channel) finishPublish() error {
 		seq = ch.publishSeq
 	}
 	return ch.run(wire.ClassBasic, 40, func() error {
+		if err := ch.c.permitPublish(p.exchange); err != nil {
+			return err
+		}
+		ch.c.s.stats.publish.Add(1)
 		rawHeaders, err := broker.FillFromProps(msg)
 		if err != nil {
 			var ie *broker.InvalidExpirationError

@@ -52,6 +52,7 @@ func (cs *consumer) deliverRemoteLocked(d datalink.Delivery, msg *queue.Message)
 		Exchange: msg.Exchange, RoutingKey: msg.RoutingKey,
 	}, msg.Props, msg.Body)
 	c.unlockOut()
+	c.s.stats.deliver.Add(1)
 	if cs.noAck {
 		cs.remote.Credit(1)
 	}
@@ -69,7 +70,7 @@ func (ch *channel) consumeRemote(m *wire.BasicConsume, qd fsm.Queue, tag string)
 		ch.mu.Unlock()
 		return errorf(wire.NotAllowed, "attempt to reuse consumer tag '%s'", tag)
 	}
-	cs := &consumer{ch: ch, tag: tag, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
+	cs := &consumer{ch: ch, tag: tag, queue: m.Queue, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
 	ch.consumers[tag] = cs
 	ch.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -126,6 +127,7 @@ func (ch *channel) getRemote(m *wire.BasicGet, qd fsm.Queue) error {
 		RoutingKey: msg.RoutingKey, MessageCount: d.Remaining,
 	}, msg.Props, msg.Body)
 	ch.mu.Unlock()
+	ch.c.s.stats.get.Add(1)
 	return nil
 }
 

@@ -76,6 +76,7 @@ type Server struct {
 	node   *broker.Node
 	log    *slog.Logger
 	connID atomic.Uint64
+	stats  messageCounters
 
 	mem       *memoryAlarm
 	closingCh chan struct{} // closed by Close: blocked publishers stop waiting
