@@ -1,0 +1,5 @@
+package mgmt
+
+import "net/http"
+
+func (s *Server) consoleRoutes(mux *http.ServeMux) {}
