@@ -1,11 +1,11 @@
 package mgmt
 
 import (
-	"github.com/warrenmq/warren/broker"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"github.com/warrenmq/warren/broker"
 	"net"
 	"net/http"
 	"slices"

@@ -59,7 +59,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request, p *principal) 
 			{"name": "direct", "enabled": true}, {"name": "fanout", "enabled": true},
 			{"name": "headers", "enabled": true}, {"name": "topic", "enabled": true},
 		},
-		"listeners": []map[string]any{{"node": s.src.Node.ID(), "protocol": "amqp", "ip_address": host, "port": port}},
+		"listeners":     []map[string]any{{"node": s.src.Node.ID(), "protocol": "amqp", "ip_address": host, "port": port}},
 		"message_stats": totals.json(),
 		"object_totals": map[string]int{
 			"connections": conns, "channels": chans, "queues": len(f.Queues("")),

@@ -47,10 +47,14 @@ func (s *Server) vhostJSON(name string, stats map[string]queueSample) map[string
 			ready, unacked = ready+q.Ready, unacked+q.Unacked
 		}
 	}
-	return map[string]any{
+	out := map[string]any{
 		"name": name, "description": "", "tags": []string{}, "tracing": false, "metadata": map[string]any{"description": "", "tags": []string{}},
-		"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
 	}
+	// As RabbitMQ: message counts only for a vhost that has queues.
+	if len(s.src.Node.FSM().Queues(name)) > 0 {
+		out["messages"], out["messages_ready"], out["messages_unacknowledged"] = ready+unacked, ready, unacked
+	}
+	return out
 }
 
 func (s *Server) listVhosts(w http.ResponseWriter, r *http.Request, p *principal) {

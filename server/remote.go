@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/warrenmq/warren/broker"
@@ -162,6 +163,11 @@ func settleRemote(msgs []unackedMsg, kind datalink.SettleKind) {
 			order = append(order, u.rsub)
 		}
 		bySub[u.rsub] = append(bySub[u.rsub], u.rseq)
+	}
+	// Each remote basic.get has its own sub, and the owner puts each requeued batch back at the
+	// queue's front: requeue the latest first so the messages keep their order, as RabbitMQ.
+	if kind == datalink.SettleRequeue {
+		slices.Reverse(order)
 	}
 	for _, s := range order {
 		s.Settle(kind, bySub[s])
