@@ -117,6 +117,10 @@ func (s *Server) authed(level accessLevel, h handler) http.HandlerFunc {
 			return
 		}
 		h(w, r, p)
+		if r.Method != http.MethodGet && !p.peer {
+			// The answer is still buffered: it leaves once every node has the change.
+			s.syncCluster(p)
+		}
 	}
 }
 
@@ -134,13 +138,17 @@ func (s *Server) canSee(p *principal, vhost string) bool {
 // permissions in (RabbitMQ's order); true when the request may go on.
 func (s *Server) vhostAccess(w http.ResponseWriter, p *principal, vhost string, write bool) bool {
 	if !s.src.Node.FSM().VhostExists(vhost) {
-		notFound(w)
+		if write {
+			writeError(w, http.StatusNotFound, "not_found", "vhost_not_found")
+		} else {
+			notFound(w)
+		}
 		return false
 	}
 	if p.peer {
 		return true
 	}
-	if _, ok := s.src.Node.FSM().Permissions(p.name, vhost); ok || (!write && p.isMonitor()) {
+	if _, ok := s.src.Node.FSM().Permissions(p.name, vhost); ok {
 		return true
 	}
 	writeError(w, http.StatusUnauthorized, "not_authorised", "User not authorised to access virtual host")

@@ -77,6 +77,20 @@ func startCluster(t testing.TB, size int) []*node.Node {
 	return nodes
 }
 
+// startClusterOn starts one node whose HTTP API listens on httpAddr.
+func startClusterOn(t testing.TB, httpAddr string) *node.Node {
+	t.Helper()
+	n, err := node.Start(node.Config{
+		ID: "solo", DataDir: t.TempDir(), AMQPAddr: "127.0.0.1:0", HTTPAddr: httpAddr, RaftAddr: freeAddr(t),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)

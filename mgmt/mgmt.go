@@ -177,6 +177,7 @@ func (s *Server) routes() *http.ServeMux {
 	h("POST /api/cluster/rebalance", adm, s.rebalance)
 	h("GET /api/progress", mon, s.listProgress)
 	mux.HandleFunc("GET /api/warren/local", s.peerOnly(s.localStats))
+	mux.HandleFunc("GET /api/warren/applied", s.authed(levelManagement, func(w http.ResponseWriter, r *http.Request, _ *principal) { s.appliedIndex(w, r) }))
 	mux.HandleFunc("DELETE /api/warren/local/connections/{name}", s.peerOnly(s.closeLocalConnection))
 
 	mux.HandleFunc("GET /metrics", s.metrics)

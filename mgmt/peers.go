@@ -185,3 +185,41 @@ func (s *Server) peerDo(p *principal, method, addr, path, reason string, out any
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
+
+// syncCluster waits (at most 5 s) until every live node's FSM has applied what this node's has,
+// so a change the API answered is in effect on every node, as RabbitMQ promises: the next
+// request may go to any of them.
+func (s *Server) syncCluster(p *principal) {
+	want := s.src.Node.FSM().AppliedIndex()
+	self := s.src.Node.ID()
+	deadline := time.Now().Add(5 * time.Second)
+	var wg sync.WaitGroup
+	for _, m := range s.members() {
+		if m.ID == self || m.State != cluster.MemberAlive || m.Meta.HTTPAddr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				var got struct {
+					Applied uint64 `json:"applied"`
+				}
+				err := s.peerCall(p, http.MethodGet, m.Meta.HTTPAddr, "/api/warren/applied", &got)
+				if err == nil && got.Applied >= want {
+					return
+				}
+				if time.Now().After(deadline) {
+					s.log.Warn("a change the API made is not yet applied on a node", "node", m.ID, "index", want, "err", err)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Server) appliedIndex(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]uint64{"applied": s.src.Node.FSM().AppliedIndex()})
+}
