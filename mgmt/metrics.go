@@ -1,40 +1,185 @@
 package mgmt
 
 import (
-	"fmt"
 	"net/http"
-	"sort"
-	"strings"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/warrenmq/warren/datalink"
 )
 
-// metrics writes Prometheus text exposition, one sample per queue plus node totals.
-func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	var b strings.Builder
-	f := s.src.Node.FSM()
-	qs := f.Queues("")
-	sort.Slice(qs, func(i, j int) bool { return qs[i].Vhost+qs[i].Name < qs[j].Vhost+qs[j].Name })
-	fmt.Fprintf(&b, "# TYPE warren_connections gauge\nwarren_connections %d\n", s.src.AMQP.ConnectionCount())
-	fmt.Fprintf(&b, "# TYPE warren_queues gauge\nwarren_queues %d\n", len(qs))
-	fmt.Fprintf(&b, "# TYPE warren_raft_applied_index gauge\nwarren_raft_applied_index %d\n", f.AppliedIndex())
-	if s.src.StoreStats != nil {
-		st := s.src.StoreStats()
-		fmt.Fprintf(&b, "# TYPE warren_store_fsyncs_total counter\nwarren_store_fsyncs_total %d\n", st.Fsyncs)
-		fmt.Fprintf(&b, "# TYPE warren_store_records_total counter\nwarren_store_records_total %d\n", st.Records)
-		fmt.Fprintf(&b, "# TYPE warren_store_bytes_written_total counter\nwarren_store_bytes_written_total %d\n", st.BytesWritten)
-		fmt.Fprintf(&b, "# TYPE warren_store_live_messages gauge\nwarren_store_live_messages %d\n", st.LiveMessages)
-		fmt.Fprintf(&b, "# TYPE warren_store_segments gauge\nwarren_store_segments %d\n", st.Segments)
+// metricsCollector exposes the node's state at /metrics with rabbitmq_prometheus's names and
+// labels where Warren has the same thing (so RabbitMQ's Grafana dashboards work), and Warren's
+// own warren_* metrics for Raft, data links and the message store. Like a RabbitMQ node, each
+// node reports its own queues and connections; Prometheus scrapes every node.
+type metricsCollector struct {
+	s *Server
+
+	mu            sync.Mutex
+	lastLeader    string
+	leaderChanges uint64
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+var (
+	mIdentity      = desc("rabbitmq_identity_info", "RabbitMQ node & cluster identity info", "rabbitmq_node", "rabbitmq_cluster", "rabbitmq_cluster_permanent_id")
+	mBuild         = desc("rabbitmq_build_info", "RabbitMQ & Erlang/OTP version info", "rabbitmq_version", "prometheus_plugin_version", "erlang_version", "product_name", "product_version")
+	mConnections   = desc("rabbitmq_connections", "Connections currently open")
+	mChannels      = desc("rabbitmq_channels", "Channels currently open")
+	mConsumers     = desc("rabbitmq_consumers", "Consumers currently connected")
+	mQueues        = desc("rabbitmq_queues", "Queues available")
+	mReceived      = desc("rabbitmq_global_messages_received_total", "Total number of messages received from publishers")
+	mDelivered     = desc("rabbitmq_global_messages_delivered_total", "Total number of messages delivered to consumers")
+	mDeliveredCons = desc("rabbitmq_global_messages_delivered_consume_manual_ack_total", "Total number of messages delivered to consumers (basic.consume)")
+	mDeliveredGet  = desc("rabbitmq_global_messages_delivered_get_manual_ack_total", "Total number of messages delivered to basic.get")
+	mAcked         = desc("rabbitmq_global_messages_acknowledged_total", "Total number of messages acknowledged by consumers")
+	mRedelivered   = desc("rabbitmq_global_messages_redelivered_total", "Total number of messages redelivered to consumers")
+	mReady         = desc("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", "vhost", "queue")
+	mUnacked       = desc("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", "vhost", "queue")
+	mQMessages     = desc("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth", "vhost", "queue")
+	mQConsumers    = desc("rabbitmq_queue_consumers", "Consumers on a queue", "vhost", "queue")
+	mResident      = desc("rabbitmq_process_resident_memory_bytes", "Memory used in bytes")
+
+	// Warren's own (names kept from earlier releases).
+	wConnections  = desc("warren_connections", "Open client connections")
+	wQueues       = desc("warren_queues", "Queues in the cluster's topology")
+	wReady        = desc("warren_queue_messages_ready", "Ready messages of a queue this node owns", "vhost", "queue")
+	wUnacked      = desc("warren_queue_messages_unacked", "Unacknowledged messages of a queue this node owns", "vhost", "queue")
+	wQConsumers   = desc("warren_queue_consumers", "Consumers of a queue this node owns", "vhost", "queue")
+	wRaftTerm     = desc("warren_raft_term", "Current Raft term")
+	wRaftApplied  = desc("warren_raft_applied_index", "Last Raft index applied to this node's topology")
+	wRaftCommit   = desc("warren_raft_commit_index", "Last Raft index known committed")
+	wRaftLast     = desc("warren_raft_last_log_index", "Last index in this node's Raft log")
+	wRaftLeader   = desc("warren_raft_is_leader", "1 when this node leads Raft")
+	wRaftChanges  = desc("warren_raft_leader_changes_total", "Changes of Raft leader this node has seen")
+	wRaftPeers    = desc("warren_raft_peers", "Voters in the Raft configuration, as this node knows it")
+	wLinkOut      = desc("warren_datalink_sent_bytes_total", "Bytes written to node-to-node data links by this process")
+	wLinkWrites   = desc("warren_datalink_writes_total", "Batched writes to data links (each one system call)")
+	wLinkIn       = desc("warren_datalink_received_bytes_total", "Bytes read from data links by this process")
+	wLinkFramesIn = desc("warren_datalink_received_frames_total", "Frames read from data links by this process")
+	wFsyncs       = desc("warren_store_fsyncs_total", "Message store group commits (each one fdatasync)")
+	wRecords      = desc("warren_store_records_total", "Records written to the message store")
+	wBytes        = desc("warren_store_bytes_written_total", "Bytes written to the message store")
+	wBatch        = desc("warren_store_records_per_fsync", "Average records per message store group commit (batch size)")
+	wLive         = desc("warren_store_live_messages", "Messages held in the message store")
+	wSegments     = desc("warren_store_segments", "Message store segment files")
+)
+
+func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mIdentity, mBuild, mConnections, mChannels, mConsumers, mQueues, mReceived, mDelivered,
+		mDeliveredCons, mDeliveredGet, mAcked, mRedelivered, mReady, mUnacked, mQMessages, mQConsumers, mResident,
+		wConnections, wQueues, wReady, wUnacked, wQConsumers, wRaftTerm, wRaftApplied, wRaftCommit, wRaftLast, wRaftLeader,
+		wRaftChanges, wRaftPeers, wLinkOut, wLinkWrites, wLinkIn, wLinkFramesIn, wFsyncs, wRecords, wBytes, wBatch, wLive, wSegments} {
+		ch <- d
 	}
-	b.WriteString("# TYPE warren_queue_messages_ready gauge\n# TYPE warren_queue_messages_unacked gauge\n# TYPE warren_queue_consumers gauge\n")
-	for _, q := range qs {
-		lq := s.src.Node.LocalQueue(q.Vhost, q.Name)
-		if lq == nil {
-			continue
+}
+
+func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	id := s.src.Node.ID()
+	gauge(mIdentity, 1, id, clusterName, clusterName)
+	gauge(mBuild, 1, APIVersion, APIVersion, runtime.Version(), "Warren", s.src.Version)
+	st := s.local()
+	channels, consumers := 0, 0
+	for _, cn := range st.Connections {
+		channels += len(cn.Channels)
+		for _, chn := range cn.Channels {
+			consumers += len(chn.Consumers)
 		}
-		r, u, c := lq.Counts()
-		labels := fmt.Sprintf(`{vhost=%q,queue=%q}`, q.Vhost, q.Name)
-		fmt.Fprintf(&b, "warren_queue_messages_ready%s %d\nwarren_queue_messages_unacked%s %d\nwarren_queue_consumers%s %d\n",
-			labels, r, labels, u, labels, c)
 	}
-	_, _ = w.Write([]byte(b.String()))
+	gauge(mConnections, float64(len(st.Connections)))
+	gauge(wConnections, float64(len(st.Connections)))
+	gauge(mChannels, float64(channels))
+	gauge(mConsumers, float64(consumers))
+	gauge(mQueues, float64(len(st.Queues)))
+	gauge(wQueues, float64(len(s.src.Node.FSM().Queues(""))))
+	m := st.Messages
+	counter(mReceived, float64(m.Publish))
+	counter(mDelivered, float64(m.Deliver+m.Get))
+	counter(mDeliveredCons, float64(m.Deliver))
+	counter(mDeliveredGet, float64(m.Get))
+	counter(mAcked, float64(m.Ack))
+	counter(mRedelivered, float64(m.Redeliver))
+	for _, q := range st.Queues {
+		gauge(mReady, float64(q.Ready), q.Vhost, q.Name)
+		gauge(mUnacked, float64(q.Unacked), q.Vhost, q.Name)
+		gauge(mQMessages, float64(q.Ready+q.Unacked), q.Vhost, q.Name)
+		gauge(mQConsumers, float64(q.Consumers), q.Vhost, q.Name)
+		gauge(wReady, float64(q.Ready), q.Vhost, q.Name)
+		gauge(wUnacked, float64(q.Unacked), q.Vhost, q.Name)
+		gauge(wQConsumers, float64(q.Consumers), q.Vhost, q.Name)
+	}
+	gauge(mResident, float64(st.MemUsed))
+	if s.src.RaftStats != nil {
+		rs := s.src.RaftStats()
+		num := func(k string) float64 { v, _ := strconv.ParseFloat(rs[k], 64); return v }
+		gauge(wRaftTerm, num("term"))
+		gauge(wRaftApplied, num("applied_index"))
+		gauge(wRaftCommit, num("commit_index"))
+		gauge(wRaftLast, num("last_log_index"))
+		gauge(wRaftPeers, num("num_peers")+1)
+		leader := s.leader()
+		isLeader := 0.0
+		if leader == id {
+			isLeader = 1
+		}
+		gauge(wRaftLeader, isLeader)
+		c.mu.Lock()
+		c.observeLeaderLocked(leader)
+		changes := c.leaderChanges
+		c.mu.Unlock()
+		counter(wRaftChanges, float64(changes))
+	}
+	tr := datalink.TrafficStats()
+	counter(wLinkOut, float64(tr.BytesOut))
+	counter(wLinkWrites, float64(tr.Writes))
+	counter(wLinkIn, float64(tr.BytesIn))
+	counter(wLinkFramesIn, float64(tr.FramesIn))
+	if s.src.StoreStats != nil {
+		ss := s.src.StoreStats()
+		counter(wFsyncs, float64(ss.Fsyncs))
+		counter(wRecords, float64(ss.Records))
+		counter(wBytes, float64(ss.BytesWritten))
+		gauge(wBatch, ss.RecordsPerFsync)
+		gauge(wLive, float64(ss.LiveMessages))
+		gauge(wSegments, float64(ss.Segments))
+	}
+}
+
+// observeLeader counts a change of Raft leader (called at every sample and scrape).
+func (c *metricsCollector) observeLeader(leader string) {
+	c.mu.Lock()
+	c.observeLeaderLocked(leader)
+	c.mu.Unlock()
+}
+
+func (c *metricsCollector) observeLeaderLocked(leader string) {
+	if leader != "" && leader != c.lastLeader {
+		if c.lastLeader != "" {
+			c.leaderChanges++
+		}
+		c.lastLeader = leader
+	}
+}
+
+// metricsHandler builds the /metrics handler over a registry of its own (no global state, so
+// several nodes in one process each report themselves).
+func (s *Server) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil})
 }

@@ -70,7 +70,8 @@ type Server struct {
 	http  *http.Server
 	ln    net.Listener
 	done  chan struct{}
-	rates *sampler
+	rates   *sampler
+	metrics *metricsCollector
 	peers *http.Client
 	// started is when the API started, for the node's uptime.
 	started time.Time
@@ -87,6 +88,7 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{}),
 		peers: &http.Client{Timeout: 3 * time.Second}, started: time.Now(), progress: map[string]*Progress{}}
+	s.metrics = &metricsCollector{s: s}
 	s.rates = startSampler(s.sample)
 	s.http = &http.Server{Handler: keepEscapedSlashes(s.routes()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -180,7 +182,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/warren/applied", s.authed(levelManagement, func(w http.ResponseWriter, r *http.Request, _ *principal) { s.appliedIndex(w, r) }))
 	mux.HandleFunc("DELETE /api/warren/local/connections/{name}", s.peerOnly(s.closeLocalConnection))
 
-	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.Handle("GET /metrics", s.metricsHandler())
 	s.consoleRoutes(mux)
 	return mux
 }

@@ -55,6 +55,9 @@ type nodeStats struct {
 
 func (s *Server) sample() sample {
 	smp := sample{at: time.Now(), depths: map[string]int{}}
+	if s.metrics != nil {
+		s.metrics.observeLeader(s.leader())
+	}
 	if s.src.AMQP != nil {
 		smp.msgs = s.src.AMQP.MessageStats()
 	}

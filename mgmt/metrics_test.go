@@ -1,0 +1,109 @@
+package mgmt_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// metricValue reads one sample ("name{labels}" exactly as exposed) from a scrape.
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	m := re.FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no sample %s in /metrics", series)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestPrometheusMetrics: the owner node of a queue reports it with rabbitmq_prometheus's
+// names and labels; publishes through another node show in the counters, the data links and
+// the message store; Raft figures are there on every node.
+func TestPrometheusMetrics(t *testing.T) {
+	nodes := startCluster(t, 2)
+	c, err := amqp.Dial("amqp://guest:guest@" + nodes[1].AMQPAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, _ := c.Channel()
+	// Owned by w1 (declared through its API), published to through w2.
+	if r := call(t, nodes[0].HTTP.Addr(), "PUT", "/api/queues/%2F/m-q", "guest", "guest", `{"durable":true}`); r.status != 201 {
+		t.Fatalf("declare: %v", r)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", "m-q", false, false, amqp.Publishing{DeliveryMode: 2, Body: []byte("m")})
+		if err != nil || !dc.Wait() {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+	if _, err := ch.Consume("m-q", "", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	var owner string
+	waitFor(t, 10*time.Second, "unacked deliveries in the owner's metrics", func() bool {
+		owner = scrape(t, nodes[0].HTTP.Addr())
+		return strings.Contains(owner, `rabbitmq_queue_messages_unacked{queue="m-q",vhost="/"} 3`)
+	})
+	for series, want := range map[string]float64{
+		`rabbitmq_queue_messages_ready{queue="m-q",vhost="/"}`: 0,
+		`rabbitmq_queue_messages{queue="m-q",vhost="/"}`:       3,
+		`rabbitmq_queue_consumers{queue="m-q",vhost="/"}`:      1,
+		`rabbitmq_queues`: 1,
+		`rabbitmq_identity_info{rabbitmq_cluster="warren",rabbitmq_cluster_permanent_id="warren",rabbitmq_node="w1"}`: 1,
+	} {
+		if got := metricValue(t, owner, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if metricValue(t, owner, "warren_store_fsyncs_total") < 1 || metricValue(t, owner, "warren_store_records_total") < 3 {
+		t.Errorf("persistent publishes not in the store metrics:\n%s", owner)
+	}
+	front := scrape(t, nodes[1].HTTP.Addr())
+	if got := metricValue(t, front, "rabbitmq_global_messages_received_total"); got != 3 {
+		t.Errorf("received on w2 = %v, want 3", got)
+	}
+	if metricValue(t, front, "rabbitmq_connections") != 1 || metricValue(t, front, "rabbitmq_consumers") != 1 {
+		t.Errorf("w2 connections/consumers:\n%s", front)
+	}
+	if metricValue(t, front, "warren_datalink_sent_bytes_total") <= 0 {
+		t.Error("forwarded publishes not in the data-link metrics")
+	}
+	for _, text := range []string{owner, front} {
+		if metricValue(t, text, "warren_raft_term") < 1 || metricValue(t, text, "warren_raft_applied_index") < 1 {
+			t.Error("raft metrics missing")
+		}
+	}
+	if metricValue(t, owner, "warren_raft_is_leader")+metricValue(t, front, "warren_raft_is_leader") != 1 {
+		t.Error("not exactly one leader in the metrics")
+	}
+}
