@@ -65,14 +65,14 @@ type Source struct {
 
 // Server serves the HTTP API.
 type Server struct {
-	src   Source
-	log   *slog.Logger
-	http  *http.Server
-	ln    net.Listener
-	done  chan struct{}
+	src     Source
+	log     *slog.Logger
+	http    *http.Server
+	ln      net.Listener
+	done    chan struct{}
 	rates   *sampler
 	metrics *metricsCollector
-	peers *http.Client
+	peers   *http.Client
 	// started is when the API started, for the node's uptime.
 	started time.Time
 
