@@ -190,7 +190,9 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request, _ *principal) {
 		timeout = d
 	}
 	pr := s.startProgress("leave")
+	stop := s.trackLeave(pr)
 	rep, err := s.src.Leave(timeout)
+	stop()
 	s.finishProgress(pr, err)
 	if err != nil {
 		writeJSON(w, http.StatusConflict, map[string]any{"error": "conflict", "reason": err.Error(), "report": rep})
@@ -221,15 +223,20 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) {
 }
 
 // rebalance answers 200 {"moved": N} once the moves are committed (the messages follow).
-func (s *Server) rebalance(w http.ResponseWriter, _ *http.Request, _ *principal) {
+func (s *Server) rebalance(w http.ResponseWriter, _ *http.Request, p *principal) {
 	if s.src.Rebalance == nil {
 		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
 		return
 	}
 	pr := s.startProgress("rebalance")
+	_, before := s.clusterHandOffs(p)
 	moved, err := s.src.Rebalance()
 	pr.add(moved, 0)
-	s.finishProgress(pr, err)
+	if err != nil || moved == 0 {
+		s.finishProgress(pr, err)
+	} else {
+		s.trackRebalance(pr, p, before)
+	}
 	if err != nil {
 		writeJSON(w, http.StatusConflict, map[string]any{"error": "conflict", "reason": err.Error(), "moved": moved})
 		return

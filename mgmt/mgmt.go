@@ -78,6 +78,9 @@ type Server struct {
 
 	progressMu sync.Mutex
 	progress   map[string]*Progress
+	// bg runs progress tracking that outlives a request; quit stops it.
+	bg   sync.WaitGroup
+	quit chan struct{}
 }
 
 // Listen starts serving on addr in the background.
@@ -87,7 +90,7 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
 	}
 	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{}),
-		peers: &http.Client{Timeout: 3 * time.Second}, started: time.Now(), progress: map[string]*Progress{}}
+		peers: &http.Client{Timeout: 3 * time.Second}, started: time.Now(), progress: map[string]*Progress{}, quit: make(chan struct{})}
 	s.metrics = &metricsCollector{s: s}
 	s.rates = startSampler(s.sample)
 	s.http = &http.Server{Handler: keepEscapedSlashes(s.routes()), ReadHeaderTimeout: 10 * time.Second}
@@ -222,6 +225,8 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Close() {
 	_ = s.http.Close()
 	<-s.done
+	close(s.quit)
+	s.bg.Wait()
 	s.rates.stop()
 }
 

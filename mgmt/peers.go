@@ -50,7 +50,11 @@ type nodeStats struct {
 	MemUsed     uint64              `json:"mem_used"`
 	Uptime      int64               `json:"uptime"` // milliseconds, as RabbitMQ
 	Raft        map[string]string   `json:"raft"`
-	Err         string              `json:"error,omitempty"`
+	// Hand-offs of queues moved away from this node (leave, rebalance): running, and
+	// messages forwarded since the node started.
+	HandOffsActive int    `json:"handoffs_active"`
+	HandOffsMoved  int64  `json:"handoffs_moved"`
+	Err            string `json:"error,omitempty"`
 }
 
 func (s *Server) sample() sample {
@@ -87,6 +91,7 @@ func (s *Server) local() nodeStats {
 	rates, depth := s.rates.rates(now)
 	st := nodeStats{Node: s.src.Node.ID(), Messages: now.msgs, Rates: rates, Queues: []queueSample{},
 		MemUsed: memUsed(), Uptime: time.Since(s.started).Milliseconds()}
+	st.HandOffsActive, st.HandOffsMoved = s.src.Node.HandOffs()
 	if s.src.RaftStats != nil {
 		rs := s.src.RaftStats()
 		st.Raft = map[string]string{"state": rs["state"], "term": rs["term"], "applied_index": rs["applied_index"],

@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"errors"
 	"net/http"
 	"sort"
 	"strconv"
@@ -105,4 +106,87 @@ func (s *Server) listProgress(w http.ResponseWriter, r *http.Request, _ *princip
 	s.progressMu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i]["started"].(string) < out[j]["started"].(string) })
 	writeList(w, r, out)
+}
+
+// trackLeave updates a leave's progress while it runs: queues this node no longer owns and
+// messages its hand-offs forwarded. stop ends the tracking goroutine.
+func (s *Server) trackLeave(pr *Progress) (stop func()) {
+	self := s.src.Node.ID()
+	owned := func() int {
+		n := 0
+		for _, q := range s.src.Node.FSM().Queues("") {
+			if q.Owner == self && !q.Exclusive {
+				n++
+			}
+		}
+		return n
+	}
+	start := owned()
+	_, movedBefore := s.src.Node.HandOffs()
+	pr.mu.Lock()
+	pr.Total = start
+	pr.mu.Unlock()
+	quit, done := make(chan struct{}), make(chan struct{})
+	update := func() {
+		_, moved := s.src.Node.HandOffs()
+		pr.mu.Lock()
+		pr.Queues, pr.Messages = max(start-owned(), 0), int(moved-movedBefore)
+		pr.mu.Unlock()
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				update()
+				return
+			case <-t.C:
+				update()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// clusterHandOffs sums the live nodes' hand-off counters.
+func (s *Server) clusterHandOffs(p *principal) (active int, moved int64) {
+	for _, st := range s.clusterStats(p) {
+		active += st.HandOffsActive
+		moved += st.HandOffsMoved
+	}
+	return
+}
+
+// trackRebalance follows the messages of a rebalance's moved queues in the background until no
+// node hands off anything any more (at most ten minutes, or until the server closes).
+func (s *Server) trackRebalance(pr *Progress, p *principal, before int64) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		deadline := time.Now().Add(10 * time.Minute)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.quit:
+				s.finishProgress(pr, errors.New("the node closed while messages were moving"))
+				return
+			case <-t.C:
+			}
+			active, moved := s.clusterHandOffs(p)
+			pr.mu.Lock()
+			pr.Messages = int(moved - before)
+			pr.mu.Unlock()
+			if active == 0 {
+				s.finishProgress(pr, nil)
+				return
+			}
+			if time.Now().After(deadline) {
+				s.finishProgress(pr, errors.New("messages still moving after 10 minutes"))
+				return
+			}
+		}
+	}()
 }

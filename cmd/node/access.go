@@ -326,7 +326,7 @@ func runDefinitions(args []string, stdout, stderr io.Writer) int {
 	if err := json.Unmarshal(raw, &defs); err != nil {
 		return s.fail(fmt.Errorf("%s is not JSON: %w", file, err))
 	}
-	stop := s.watchProgress("import")
+	stop := watchProgress(*s.api, s.stdout, "import")
 	err = s.api.call(http.MethodPost, "/api/definitions", defs, nil)
 	stop()
 	if err != nil {
@@ -336,11 +336,38 @@ func runDefinitions(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// watchProgress prints the node's progress reports of a running operation every second until
-// stop is called (long imports, leaves and rebalances).
-func (s *sub) watchProgress(op string) (stop func()) {
+// progressLine reads the newest report of op started after since; running says whether it
+// still runs.
+func progressLine(api apiClient, op string, since time.Time) (line string, running, found bool) {
+	var ps []map[string]any
+	if err := api.get("/api/progress", &ps); err != nil {
+		return "", false, false
+	}
+	for i := len(ps) - 1; i >= 0; i-- {
+		p := ps[i]
+		st, err := time.Parse(time.RFC3339Nano, fmt.Sprint(p["started"]))
+		if p["operation"] != op || err != nil || st.Before(since.Add(-time.Second)) {
+			continue
+		}
+		line = fmt.Sprintf("%s: %v queues and %v messages moved", op, p["queues"], p["messages"])
+		if op == "import" {
+			line = fmt.Sprintf("%s: %v of %v definitions", op, p["items"], p["total"])
+		}
+		line += fmt.Sprintf(" after %.1fs (%.0f queues/s, %.0f messages/s)", p["elapsed_seconds"], p["queues_per_second"], p["messages_per_second"])
+		if e, ok := p["error"]; ok {
+			line += fmt.Sprintf("; %v", e)
+		}
+		return line, p["running"] == true, true
+	}
+	return "", false, false
+}
+
+// watchProgress prints the node's progress report of op every second while it runs, until
+// stop is called (the request that runs it returned).
+func watchProgress(api apiClient, out io.Writer, op string) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	started := time.Now()
+	api.timeout = 5 * time.Second
 	go func() {
 		defer close(done)
 		t := time.NewTicker(time.Second)
@@ -351,21 +378,28 @@ func (s *sub) watchProgress(op string) (stop func()) {
 				return
 			case <-t.C:
 			}
-			var ps []map[string]any
-			if err := s.api.at(s.api.addr).get("/api/progress", &ps); err != nil {
-				continue
-			}
-			for _, p := range ps {
-				if p["operation"] != op || p["running"] != true {
-					continue
-				}
-				if st, err := time.Parse(time.RFC3339Nano, fmt.Sprint(p["started"])); err != nil || st.Before(started.Add(-time.Second)) {
-					continue
-				}
-				fmt.Fprintf(s.stdout, "%s: %v queues, %v messages, %v items (of %v) after %.0fs; %.0f queues/s, %.0f messages/s\n",
-					op, p["queues"], p["messages"], p["items"], p["total"], p["elapsed_seconds"], p["queues_per_second"], p["messages_per_second"])
+			if line, running, ok := progressLine(api, op, started); ok && running {
+				fmt.Fprintln(out, line)
 			}
 		}
 	}()
 	return func() { close(quit); <-done }
+}
+
+// followProgress prints op's progress every second until it has finished (or timeout), then
+// its final report.
+func followProgress(api apiClient, out io.Writer, op string, since time.Time, timeout time.Duration) {
+	api.timeout = 5 * time.Second
+	deadline := time.Now().Add(timeout)
+	for {
+		line, running, ok := progressLine(api, op, since)
+		if !ok {
+			return
+		}
+		fmt.Fprintln(out, line)
+		if !running || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Second)
+	}
 }

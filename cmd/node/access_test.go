@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -153,4 +154,45 @@ func TestUserVhostPermissionCommands(t *testing.T) {
 	if out, _, _ := cli(t, "vhost", "list", "--http", h2); strings.Contains(out, "apps") {
 		t.Fatalf("vhost still listed:\n%s", out)
 	}
+}
+
+// TestRebalancePrintsProgress: `node rebalance` reports the queues moved and then follows the
+// messages until they all reached the new owner, with rates.
+func TestRebalancePrintsProgress(t *testing.T) {
+	nodes := startInProcess(t, "r", 2)
+	c, err := amqp.Dial("amqp://guest:guest@" + nodes[0].AMQPAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, _ := c.Channel()
+	for _, q := range []string{"r-a", "r-b"} {
+		if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 200; i++ {
+			if err := ch.Publish("", q, false, false, amqp.Publishing{Body: []byte("m")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for nodes[1].FSM.Digest() != nodes[0].FSM.Digest() || queueDepth(nodes[0], "r-b") != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("declares and publishes did not settle")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, errOut, code := cli(t, "rebalance", "--http", nodes[1].HTTP.Addr())
+	if code != 0 || !strings.Contains(out, "1 queues moved") || !strings.Contains(out, "rebalance: 1 queues and 200 messages moved") {
+		t.Fatalf("rebalance: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+func queueDepth(n *node.Node, name string) int {
+	if q := n.Broker.LocalQueue("/", name); q != nil {
+		r, u, _ := q.Counts()
+		return r + u
+	}
+	return -1
 }
