@@ -264,6 +264,31 @@ func TestDefinitionsFromRabbitMQIntoWarren(t *testing.T) {
 	if want != got {
 		t.Fatalf("definitions differ after the round trip:\nRabbitMQ:\n%s\nWarren:\n%s", want, got)
 	}
+	// And back: a user Warren hashed imports into RabbitMQ and logs in there.
+	if r := call(t, nodes[1].HTTP.Addr(), "PUT", "/api/users/w-user", "guest", "guest", `{"password":"w-pw","tags":"management"}`); r.status != 201 {
+		t.Fatalf("create w-user: %v", r)
+	}
+	if r := call(t, nodes[1].HTTP.Addr(), "PUT", "/api/permissions/d-vh/w-user", "guest", "guest", `{"configure":".*","write":".*","read":".*"}`); r.status != 201 {
+		t.Fatalf("permit w-user: %v", r)
+	}
+	back := filepath.Join(dir, "back.json")
+	if out, errOut, ok := admin(t, port(2), "export", back); !ok {
+		t.Fatalf("export from Warren: %s %s", out, errOut)
+	}
+	if out, errOut, ok := admin(t, rMgmt, "import", back); !ok {
+		t.Fatalf("import into RabbitMQ: %s %s", out, errOut)
+	}
+	defer r.must(t, "user deleted", "delete", "user", "name=w-user")
+	if r := call(t, "127.0.0.1:"+rMgmt, "GET", "/api/whoami", "w-user", "w-pw", ""); r.status != 200 {
+		t.Fatalf("a user hashed by Warren cannot log in to RabbitMQ: %v", r)
+	}
+	got = normalizedDefs(t, back)
+	for _, line := range append(strings.Split(want, "\n"), `permissions {"configure":".*","read":".*","user":"w-user","vhost":"d-vh","write":".*"}`) {
+		if !strings.Contains(got, line) {
+			t.Fatalf("Warren's export from another node lacks %s:\n%s", line, got)
+		}
+	}
+
 	c, err := amqp.Dial("amqp://d-user:d-pw@" + nodes[2].AMQPAddr() + "/d-vh")
 	if err != nil {
 		t.Fatalf("imported user with RabbitMQ's hash cannot log in: %v", err)
