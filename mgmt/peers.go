@@ -1,13 +1,16 @@
 package mgmt
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -230,4 +233,49 @@ func (s *Server) syncCluster(p *principal) {
 
 func (s *Server) appliedIndex(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]uint64{"applied": s.src.Node.FSM().AppliedIndex()})
+}
+
+// forwardToNode sends the request (with the caller's own credentials) to another node's API and
+// relays the answer: 400 when that node is not a live member, as RabbitMQ answers.
+func (s *Server) forwardToNode(w http.ResponseWriter, r *http.Request, p *principal, id string, body []byte) {
+	addr := ""
+	for _, m := range s.members() {
+		if m.ID == id && m.State == cluster.MemberAlive {
+			addr = m.Meta.HTTPAddr
+		}
+	}
+	if addr == "" || p.peer {
+		badRequest(w, "Node "+id+" could not be contacted")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	segs := strings.Split(r.URL.Path, "/")
+	for i, seg := range segs {
+		segs[i] = url.PathEscape(strings.ReplaceAll(seg, slashMark, "/"))
+	}
+	target := "http://" + addr + strings.Join(segs, "/")
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, target, bytes.NewReader(body))
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	req.SetBasicAuth(p.name, p.password)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		badRequest(w, "Node "+id+" could not be contacted")
+		return
+	}
+	defer resp.Body.Close()
+	for _, h := range []string{"Content-Type", "Location"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
 }

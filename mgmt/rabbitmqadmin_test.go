@@ -344,3 +344,25 @@ func normalizedDefs(t *testing.T, path string) string {
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }
+
+// TestDeclareQueueOnNode: rabbitmqadmin's node= places a queue on that node whichever node's API
+// is asked; an unknown node is refused with RabbitMQ's reason.
+func TestDeclareQueueOnNode(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/rabbitmqadmin"); err != nil {
+		t.Skipf("needs Debian's rabbitmqadmin: %v", err)
+	}
+	nodes := startCluster(t, 3)
+	_, p1, _ := net.SplitHostPort(nodes[0].HTTP.Addr())
+	if out, errOut, ok := admin(t, p1, "declare", "queue", "name=placed", "node=w3"); !ok || strings.TrimSpace(out) != "queue declared" {
+		t.Fatalf("declare on w3 through w1: %q %q", out, errOut)
+	}
+	for _, n := range nodes {
+		if q, ok := n.FSM.Queue("/", "placed"); !ok || q.Owner != "w3" {
+			t.Fatalf("queue placed: %+v %v", q, ok)
+		}
+	}
+	_, errOut, ok := admin(t, p1, "declare", "queue", "name=lost", "node=nosuch")
+	if ok || strings.TrimSpace(errOut) != "*** Node nosuch could not be contacted" {
+		t.Fatalf("declare on an unknown node: %v %q", ok, errOut)
+	}
+}

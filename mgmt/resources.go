@@ -1,8 +1,10 @@
 package mgmt
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -268,13 +270,26 @@ func (s *Server) putQueue(w http.ResponseWriter, r *http.Request, p *principal) 
 	if !s.vhostAccess(w, p, vhost, true) {
 		return
 	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
 	var body struct {
 		Durable    any            `json:"durable"`
 		AutoDelete any            `json:"auto_delete"`
 		Arguments  map[string]any `json:"arguments"`
+		Node       string         `json:"node"`
 	}
 	if err := decodeBody(r, &body); err != nil {
 		badRequest(w, err.Error())
+		return
+	}
+	if body.Node != "" && body.Node != s.src.Node.ID() {
+		// RabbitMQ's "node": the queue lives where it was declared, so the node that is to
+		// own it declares it.
+		s.forwardToNode(w, r, p, body.Node, raw)
 		return
 	}
 	durable, err1 := boolField(body.Durable, true)
@@ -287,7 +302,7 @@ func (s *Server) putQueue(w http.ResponseWriter, r *http.Request, p *principal) 
 		}
 	}
 	_, existed := s.src.Node.FSM().Queue(vhost, name)
-	err := s.withChannel(p, vhost, func(ch *amqp.Channel) error {
+	err = s.withChannel(p, vhost, func(ch *amqp.Channel) error {
 		_, err := ch.QueueDeclare(name, durable, autoDelete, false, false, args)
 		return err
 	})
