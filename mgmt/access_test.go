@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 type reply struct {
@@ -187,5 +190,57 @@ func TestLoopbackUserOnHTTP(t *testing.T) {
 	}
 	if r := call(t, local, "GET", "/api/whoami", "guest", "guest", ""); r.status != 200 {
 		t.Fatalf("guest via loopback: %v", r)
+	}
+}
+
+// TestDeletingVhostOrUserClosesItsConnections: as RabbitMQ, deleting a vhost or a user through
+// one node closes their connections on any node with 320 and RabbitMQ's reasons.
+func TestDeletingVhostOrUserClosesItsConnections(t *testing.T) {
+	nodes := startCluster(t, 2)
+	h1 := nodes[0].HTTP.Addr()
+	for _, s := range []struct{ method, path, body string }{
+		{"PUT", "/api/vhosts/gone-vh", "{}"},
+		{"PUT", "/api/users/gone-user", `{"password":"p","tags":""}`},
+		{"PUT", "/api/permissions/%2F/gone-user", `{"configure":".*","write":".*","read":".*"}`},
+	} {
+		if r := call(t, h1, s.method, s.path, "guest", "guest", s.body); r.status != 201 {
+			t.Fatalf("%s %s: %v", s.method, s.path, r)
+		}
+	}
+	dial := func(url string) chan *amqp.Error {
+		c, err := amqp.Dial(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c.NotifyClose(make(chan *amqp.Error, 1))
+	}
+	inVhost := dial("amqp://guest:guest@" + nodes[1].AMQPAddr() + "/gone-vh")
+	asUser := dial("amqp://gone-user:p@" + nodes[1].AMQPAddr() + "/")
+	other := dial("amqp://guest:guest@" + nodes[1].AMQPAddr() + "/")
+	for _, s := range []struct {
+		path   string
+		closed chan *amqp.Error
+		reason string
+	}{
+		{"/api/vhosts/gone-vh", inVhost, "CONNECTION_FORCED - vhost 'gone-vh' is down"},
+		{"/api/users/gone-user", asUser, "CONNECTION_FORCED - user 'gone-user' is deleted"},
+	} {
+		if r := call(t, h1, "DELETE", s.path, "guest", "guest", ""); r.status != 204 {
+			t.Fatalf("DELETE %s: %v", s.path, r)
+		}
+		select {
+		case e := <-s.closed:
+			if e == nil || e.Code != 320 || e.Reason != s.reason {
+				t.Fatalf("DELETE %s closed with %v", s.path, e)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("DELETE %s left its connection open", s.path)
+		}
+	}
+	select {
+	case e := <-other:
+		t.Fatalf("an unrelated connection closed: %v", e)
+	default:
 	}
 }

@@ -166,3 +166,24 @@ func (s *Server) listConsumers(w http.ResponseWriter, r *http.Request, p *princi
 	}
 	writeList(w, r, out)
 }
+
+// closeConnectionsWhere closes, on every live node, the client connections that match (a
+// deleted vhost's or user's, as RabbitMQ closes them) with 320 CONNECTION_FORCED and reason.
+func (s *Server) closeConnectionsWhere(p *principal, match func(server.ConnInfo) bool, reason string) {
+	addrs := map[string]string{}
+	for _, m := range s.members() {
+		addrs[m.ID] = m.Meta.HTTPAddr
+	}
+	for _, st := range s.clusterStats(p) {
+		for _, c := range st.Connections {
+			if !match(c) {
+				continue
+			}
+			if st.Node == s.src.Node.ID() {
+				s.src.AMQP.CloseConnection(c.ID, reason)
+			} else if err := s.peerCallWithReason(p, addrs[st.Node], "/api/warren/local/connections/"+url.PathEscape(c.ID), reason); err != nil {
+				s.log.Warn("close connection on another node", "node", st.Node, "connection", c.Name, "err", err)
+			}
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/server"
 )
 
 // apply commits an FSM command for the API; a refusal is answered and false returned.
@@ -91,13 +92,14 @@ func (s *Server) putVhost(w http.ResponseWriter, r *http.Request, p *principal) 
 	created(w, !res.Created)
 }
 
-func (s *Server) deleteVhost(w http.ResponseWriter, r *http.Request, _ *principal) {
+func (s *Server) deleteVhost(w http.ResponseWriter, r *http.Request, p *principal) {
 	v := pathValue(r, "vhost")
 	if !s.src.Node.FSM().VhostExists(v) {
 		notFound(w)
 		return
 	}
 	if _, ok := s.apply(w, fsm.DeleteVhost{Name: v}); ok {
+		s.closeConnectionsWhere(p, func(c server.ConnInfo) bool { return c.Vhost == v }, "vhost '"+v+"' is down")
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
@@ -216,13 +218,14 @@ func userCommand(name string, password, hash *string, algorithm string, tags []s
 	return cmd, ""
 }
 
-func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, _ *principal) {
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, p *principal) {
 	name := pathValue(r, "user")
 	if _, ok := s.findUser(name); !ok {
 		notFound(w)
 		return
 	}
 	if _, ok := s.apply(w, fsm.DeleteUser{Name: name}); ok {
+		s.closeConnectionsWhere(p, func(c server.ConnInfo) bool { return c.User == name }, "user '"+name+"' is deleted")
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
