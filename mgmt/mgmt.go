@@ -19,9 +19,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cluster"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/msgstore"
+	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/server"
 )
 
@@ -35,9 +36,21 @@ type Clients interface {
 	IsLoopbackUser(user string) bool
 }
 
+// Broker is what the API needs from the node's broker runtime (*broker.Node).
+type Broker interface {
+	ID() string
+	// FSM is the local topology replica, read-only here.
+	FSM() *fsm.FSM
+	// Apply commits a topology command (users, vhosts, permissions, imported definitions).
+	Apply(c fsm.Command) (fsm.Result, error)
+	LocalQueue(vhost, name string) *queue.Queue
+	BalancedOwner() string
+	HandOffs() (active int, moved int64)
+}
+
 // Source is what the API reads from a running node.
 type Source struct {
-	Node *broker.Node
+	Node Broker
 	// AMQP is the node's AMQP server (connections, counters, loopback users).
 	AMQP      Clients
 	RaftStats func() map[string]string
