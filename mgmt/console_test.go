@@ -64,6 +64,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("console: %v", err)
 	}
+	// One leader marked (polled: a loaded machine may be between elections at any one refresh).
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll("#nodes tbody tr.leader").length === 1`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		t.Fatalf("no leader shown: %v", err)
+	}
 	nodeRows, err1 := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#nodes tbody tr").length`))
 	leaderRows, err2 := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#nodes tbody tr.leader").length`))
 	queueNames, err3 := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("#queues tbody tr")].map(r => r.dataset.queue).join(",")`))
