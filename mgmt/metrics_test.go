@@ -2,8 +2,11 @@ package mgmt_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -105,5 +108,49 @@ func TestPrometheusMetrics(t *testing.T) {
 	}
 	if metricValue(t, owner, "warren_raft_is_leader")+metricValue(t, front, "warren_raft_is_leader") != 1 {
 		t.Error("not exactly one leader in the metrics")
+	}
+}
+
+// TestOverviewMessageRates: rabbitmqadmin's show overview on one node reports the cluster's
+// message counters and rates for publishes made through another node.
+func TestOverviewMessageRates(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/rabbitmqadmin"); err != nil {
+		t.Skipf("needs Debian's rabbitmqadmin: %v", err)
+	}
+	nodes := startCluster(t, 2)
+	c, err := amqp.Dial("amqp://guest:guest@" + nodes[1].AMQPAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, _ := c.Channel()
+	if _, err := ch.QueueDeclare("rates", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if err := ch.Publish("", "rates", false, false, amqp.Publishing{Body: []byte("r")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		if _, ok, err := ch.Get("rates", true); err != nil || !ok {
+			t.Fatalf("get: %v %v", ok, err)
+		}
+	}
+	_, port, _ := net.SplitHostPort(nodes[0].HTTP.Addr())
+	var out string
+	waitFor(t, 10*time.Second, "the overview to count the messages", func() bool {
+		o, _, ok := admin(t, port, "-f", "tsv", "show", "overview", "message_stats.publish", "message_stats.get", "queue_totals.messages")
+		out = o
+		return ok && strings.HasSuffix(strings.TrimSpace(o), "50\t20\t30")
+	})
+	o, errOut, ok := admin(t, port, "-f", "raw_json", "show", "overview")
+	var ov []map[string]any // show prints a list of one
+	if !ok || json.Unmarshal([]byte(o), &ov) != nil || len(ov) != 1 {
+		t.Fatalf("show overview: %q %q (%s)", o, errOut, out)
+	}
+	ms := ov[0]["message_stats"].(map[string]any)
+	if rate := ms["publish_details"].(map[string]any)["rate"].(float64); rate <= 0 {
+		t.Fatalf("publish rate %v in %v", rate, ms)
 	}
 }
