@@ -74,8 +74,8 @@ func writeAMQPError(w http.ResponseWriter, err error) {
 		return
 	}
 	reason := ae.Reason
-	if _, rest, ok := strings.Cut(reason, " - "); ok && strings.ToUpper(reason[:strings.Index(reason, " - ")]) == reason[:strings.Index(reason, " - ")] {
-		reason = rest
+	if code, rest, ok := strings.Cut(reason, " - "); ok && code == strings.ToUpper(code) {
+		reason = rest // "NOT_FOUND - no queue ..." → "no queue ..."
 	}
 	switch ae.Code {
 	case amqp.AccessRefused:
