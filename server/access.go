@@ -270,3 +270,25 @@ func splitAddr(a net.Addr) (string, int) {
 	n, _ := strconv.Atoi(p)
 	return h, n
 }
+
+// permitArgExchange applies RabbitMQ's extra checks when a new queue names a dead-letter
+// exchange, or a new exchange an alternate exchange: read on the declared resource and write on
+// the exchange it names. A re-declare of an existing one checks nothing more.
+func (c *conn) permitArgExchange(kind, name string, args wire.Table) error {
+	key := "x-dead-letter-exchange"
+	exists := false
+	if kind == "exchange" {
+		key = "alternate-exchange"
+		_, exists = c.s.node.FSM().Exchange(c.vhost, name)
+	} else {
+		_, exists = c.s.node.FSM().Queue(c.vhost, name)
+	}
+	target, ok := args[key].(string)
+	if exists || !ok {
+		return nil
+	}
+	if err := c.permitted(permRead, kind, name); err != nil {
+		return err
+	}
+	return c.permitted(permWrite, "exchange", target)
+}

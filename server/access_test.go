@@ -64,6 +64,12 @@ func TestPermissionsEnforced(t *testing.T) {
 	if _, ok := n.FSM.Queue("/", "alice.q"); ok {
 		t.Fatal("refused declare created the queue")
 	}
+	// A new queue's dead-letter exchange needs write on it (RabbitMQ), an existing one's not.
+	_, err = fresh().QueueDeclare("bob.dlx", false, false, false, false, amqp.Table{"x-dead-letter-exchange": "amq.fanout"})
+	wantRefused(t, err, "access to exchange 'amq.fanout' in vhost '/' refused for user 'bob'")
+	if _, err := fresh().QueueDeclare("bob.q", false, false, false, false, nil); err != nil {
+		t.Fatalf("re-declare: %v", err)
+	}
 	err = fresh().ExchangeDeclare("x", "direct", false, false, false, false, nil)
 	wantRefused(t, err, "access to exchange 'x' in vhost '/' refused for user 'bob'")
 	err = fresh().QueueBind("bob.q", "k", "amq.topic", false, nil)

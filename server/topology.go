@@ -40,6 +40,9 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 	if err := c.permitted(permConfigure, "exchange", m.Exchange); err != nil {
 		return err
 	}
+	if err := c.permitArgExchange("exchange", m.Exchange, m.Arguments); err != nil {
+		return err
+	}
 	_, err := c.s.node.Apply(fsm.DeclareExchange{
 		Vhost: c.vhost, Name: m.Exchange, Kind: m.Type, Durable: m.Durable,
 		AutoDelete: m.AutoDelete, Internal: m.Internal, Args: encodeArgs(m.Arguments),
@@ -89,6 +92,9 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		return errorf(wire.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", name)
 	}
 	if err := c.permitted(permConfigure, "queue", name); err != nil {
+		return err
+	}
+	if err := c.permitArgExchange("queue", name, m.Arguments); err != nil {
 		return err
 	}
 	cmd := fsm.DeclareQueue{
