@@ -39,8 +39,14 @@ func TestAMQPPermissionsLikeRabbitMQ(t *testing.T) {
 		name string
 		do   func(ch *amqp.Channel) error
 	}{
-		{"declare p-q", func(ch *amqp.Channel) error { _, err := ch.QueueDeclare("p-q", false, true, false, false, nil); return err }},
-		{"declare other", func(ch *amqp.Channel) error { _, err := ch.QueueDeclare("o-q", false, true, false, false, nil); return err }},
+		{"declare p-q", func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclare("p-q", false, true, false, false, nil)
+			return err
+		}},
+		{"declare other", func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclare("o-q", false, true, false, false, nil)
+			return err
+		}},
 		{"declare with dlx outside", func(ch *amqp.Channel) error {
 			_, err := ch.QueueDeclare("p-dlx", false, true, false, false, amqp.Table{"x-dead-letter-exchange": "other-x"})
 			return err
@@ -48,14 +54,22 @@ func TestAMQPPermissionsLikeRabbitMQ(t *testing.T) {
 		{"declare exchange with ae outside", func(ch *amqp.Channel) error {
 			return ch.ExchangeDeclare("p-ae", "fanout", false, true, false, false, amqp.Table{"alternate-exchange": "other-x"})
 		}},
-		{"declare passive other", func(ch *amqp.Channel) error { _, err := ch.QueueDeclarePassive("other-q", true, false, false, false, nil); return err }},
-		{"declare exchange p-x", func(ch *amqp.Channel) error { return ch.ExchangeDeclare("p-x", "direct", false, true, false, false, nil) }},
+		{"declare passive other", func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclarePassive("other-q", true, false, false, false, nil)
+			return err
+		}},
+		{"declare exchange p-x", func(ch *amqp.Channel) error {
+			return ch.ExchangeDeclare("p-x", "direct", false, true, false, false, nil)
+		}},
 		{"bind p-q to amq.direct", func(ch *amqp.Channel) error { return ch.QueueBind("p-q", "k", "amq.direct", false, nil) }},
 		{"bind p-q to other-x", func(ch *amqp.Channel) error { return ch.QueueBind("p-q", "k", "other-x", false, nil) }},
 		{"bind other-q to amq.direct", func(ch *amqp.Channel) error { return ch.QueueBind("other-q", "k", "amq.direct", false, nil) }},
 		{"bind exchange p-x to other-x", func(ch *amqp.Channel) error { return ch.ExchangeBind("p-x", "k", "other-x", false, nil) }},
 		{"get other-q", func(ch *amqp.Channel) error { _, _, err := ch.Get("other-q", true); return err }},
-		{"consume other-q", func(ch *amqp.Channel) error { _, err := ch.Consume("other-q", "", true, false, false, false, nil); return err }},
+		{"consume other-q", func(ch *amqp.Channel) error {
+			_, err := ch.Consume("other-q", "", true, false, false, false, nil)
+			return err
+		}},
 		{"purge other-q", func(ch *amqp.Channel) error { _, err := ch.QueuePurge("other-q", false); return err }},
 		{"delete other-q", func(ch *amqp.Channel) error { _, err := ch.QueueDelete("other-q", false, false, false); return err }},
 		{"delete other-x", func(ch *amqp.Channel) error { return ch.ExchangeDelete("other-x", false, false) }},

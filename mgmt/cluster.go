@@ -76,6 +76,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request, p *principal) 
 // messageTotals sums the nodes' message counters and rates into RabbitMQ's message_stats.
 type messageTotals struct {
 	publish, deliver, get, ack, redeliver                     uint64
+	deliverNoAck, getNoAck, confirm, returned, dropped        uint64
 	publishRate, deliverRate, getRate, ackRate, redeliverRate float64
 }
 
@@ -86,6 +87,11 @@ func (t *messageTotals) add(st nodeStats) {
 	t.get += m.Get
 	t.ack += m.Ack
 	t.redeliver += m.Redeliver
+	t.deliverNoAck += m.DeliverNoAck
+	t.getNoAck += m.GetNoAck
+	t.confirm += m.Confirm
+	t.returned += m.ReturnedUnroutable
+	t.dropped += m.DroppedUnroutable
 	t.publishRate += r.Publish
 	t.deliverRate += r.Deliver
 	t.getRate += r.Get
@@ -97,9 +103,10 @@ func (t *messageTotals) json() map[string]any {
 	rate := func(v float64) map[string]float64 { return map[string]float64{"rate": v} }
 	return map[string]any{
 		"publish": t.publish, "publish_details": rate(t.publishRate),
-		"deliver": t.deliver, "deliver_details": rate(t.deliverRate),
-		"deliver_no_ack": 0, "deliver_no_ack_details": rate(0),
-		"get": t.get, "get_details": rate(t.getRate),
+		"deliver": t.deliver - t.deliverNoAck, "deliver_details": rate(t.deliverRate),
+		"deliver_no_ack": t.deliverNoAck, "get_no_ack": t.getNoAck, "confirm": t.confirm,
+		"return_unroutable": t.returned, "drop_unroutable": t.dropped,
+		"get": t.get - t.getNoAck, "get_details": rate(t.getRate),
 		"deliver_get": t.deliver + t.get, "deliver_get_details": rate(t.deliverRate + t.getRate),
 		"ack": t.ack, "ack_details": rate(t.ackRate),
 		"redeliver": t.redeliver, "redeliver_details": rate(t.redeliverRate),

@@ -46,6 +46,14 @@ var (
 	mUnacked       = desc("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", "vhost", "queue")
 	mQMessages     = desc("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth", "vhost", "queue")
 	mQConsumers    = desc("rabbitmq_queue_consumers", "Consumers on a queue", "vhost", "queue")
+	mConfirmed     = desc("rabbitmq_global_messages_confirmed_total", "Total number of messages confirmed to publishers")
+	mRouted        = desc("rabbitmq_global_messages_routed_total", "Total number of messages routed to queues or streams")
+	mReturned      = desc("rabbitmq_global_messages_unroutable_returned_total", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable")
+	mDropped       = desc("rabbitmq_global_messages_unroutable_dropped_total", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable")
+	mDeliveredAuto = desc("rabbitmq_global_messages_delivered_consume_auto_ack_total", "Total number of messages delivered to consumers using automatic acknowledgement")
+	mGetAuto       = desc("rabbitmq_global_messages_delivered_get_auto_ack_total", "Total number of messages delivered to basic.get using automatic acknowledgement")
+	mConnOpened    = desc("rabbitmq_connections_opened_total", "Total number of connections opened")
+	mConnClosed    = desc("rabbitmq_connections_closed_total", "Total number of connections closed or terminated")
 	mResident      = desc("rabbitmq_process_resident_memory_bytes", "Memory used in bytes")
 
 	// Warren's own (names kept from earlier releases).
@@ -75,7 +83,8 @@ var (
 
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIdentity, mBuild, mConnections, mChannels, mConsumers, mQueues, mReceived, mDelivered,
-		mDeliveredCons, mDeliveredGet, mAcked, mRedelivered, mReady, mUnacked, mQMessages, mQConsumers, mResident,
+		mDeliveredCons, mDeliveredGet, mAcked, mRedelivered, mConfirmed, mRouted, mReturned, mDropped, mDeliveredAuto, mGetAuto,
+		mConnOpened, mConnClosed, mReady, mUnacked, mQMessages, mQConsumers, mResident,
 		wConnections, wQueues, wReady, wUnacked, wQConsumers, wRaftTerm, wRaftApplied, wRaftCommit, wRaftLast, wRaftLeader,
 		wRaftChanges, wRaftPeers, wLinkOut, wLinkWrites, wLinkIn, wLinkFramesIn, wFsyncs, wRecords, wBytes, wBatch, wLive, wSegments} {
 		ch <- d
@@ -110,8 +119,16 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	m := st.Messages
 	counter(mReceived, float64(m.Publish))
 	counter(mDelivered, float64(m.Deliver+m.Get))
-	counter(mDeliveredCons, float64(m.Deliver))
-	counter(mDeliveredGet, float64(m.Get))
+	counter(mDeliveredCons, float64(m.Deliver-m.DeliverNoAck))
+	counter(mDeliveredGet, float64(m.Get-m.GetNoAck))
+	counter(mDeliveredAuto, float64(m.DeliverNoAck))
+	counter(mGetAuto, float64(m.GetNoAck))
+	counter(mConfirmed, float64(m.Confirm))
+	counter(mRouted, float64(m.Routed))
+	counter(mReturned, float64(m.ReturnedUnroutable))
+	counter(mDropped, float64(m.DroppedUnroutable))
+	counter(mConnOpened, float64(m.ConnectionsOpened))
+	counter(mConnClosed, float64(m.ConnectionsClosed))
 	counter(mAcked, float64(m.Ack))
 	counter(mRedelivered, float64(m.Redeliver))
 	for _, q := range st.Queues {

@@ -92,8 +92,17 @@ func TestPrometheusMetrics(t *testing.T) {
 		t.Errorf("persistent publishes not in the store metrics:\n%s", owner)
 	}
 	front := scrape(t, nodes[1].HTTP.Addr())
-	if got := metricValue(t, front, "rabbitmq_global_messages_received_total"); got != 3 {
-		t.Errorf("received on w2 = %v, want 3", got)
+	for _, name := range []string{"rabbitmq_global_messages_received_total", "rabbitmq_global_messages_confirmed_total", "rabbitmq_global_messages_routed_total", "rabbitmq_connections_opened_total"} {
+		want := 3.0
+		if name == "rabbitmq_connections_opened_total" {
+			want = 1
+		}
+		if got := metricValue(t, front, name); got != want {
+			t.Errorf("%s on w2 = %v, want %v", name, got, want)
+		}
+	}
+	if got := metricValue(t, front, "rabbitmq_global_messages_delivered_consume_manual_ack_total"); got != 3 {
+		t.Errorf("deliveries to the manual-ack consumer on w2 = %v, want 3", got)
 	}
 	if metricValue(t, front, "rabbitmq_connections") != 1 || metricValue(t, front, "rabbitmq_consumers") != 1 {
 		t.Errorf("w2 connections/consumers:\n%s", front)
@@ -140,7 +149,7 @@ func TestOverviewMessageRates(t *testing.T) {
 	_, port, _ := net.SplitHostPort(nodes[0].HTTP.Addr())
 	var out string
 	waitFor(t, 10*time.Second, "the overview to count the messages", func() bool {
-		o, _, ok := admin(t, port, "-f", "tsv", "show", "overview", "message_stats.publish", "message_stats.get", "queue_totals.messages")
+		o, _, ok := admin(t, port, "-f", "tsv", "show", "overview", "message_stats.publish", "message_stats.get_no_ack", "queue_totals.messages")
 		out = o
 		return ok && strings.HasSuffix(strings.TrimSpace(o), "50\t20\t30")
 	})

@@ -121,6 +121,18 @@ func (c *conn) meta() *connMeta {
 	return c.info.Load()
 }
 
+// closedConn counts a connection that had been opened, once it is gone.
+func (c *conn) closedConn() {
+	if m := c.info.Load(); m != nil {
+		m.mu.Lock()
+		opened := m.opened
+		m.mu.Unlock()
+		if opened {
+			c.s.stats.connectionsClosed.Add(1)
+		}
+	}
+}
+
 // opened records a connection that finished its handshake, for the management API.
 func (c *conn) opened(props wire.Table) {
 	m := c.meta()
@@ -128,6 +140,7 @@ func (c *conn) opened(props wire.Table) {
 	m.clientProps = tableToJSON(props)
 	m.opened = true
 	m.mu.Unlock()
+	c.s.stats.connectionsOpened.Add(1)
 }
 
 func tableToJSON(t wire.Table) map[string]any {
@@ -145,20 +158,44 @@ func tableToJSON(t wire.Table) map[string]any {
 	return out
 }
 
-// MessageStats are a node's message counters since start (RabbitMQ's message_stats).
+// MessageStats are a node's message and connection counters since start (RabbitMQ's
+// message_stats and rabbitmq_prometheus's global counters). Deliver and Get include their
+// no-ack parts (DeliverNoAck, GetNoAck).
 type MessageStats struct {
 	Publish, Deliver, Get, Ack, Redeliver uint64
+	DeliverNoAck, GetNoAck                uint64
+	Confirm, Routed, ReturnedUnroutable   uint64
+	DroppedUnroutable                     uint64
+	ConnectionsOpened, ConnectionsClosed  uint64
 }
 
 type messageCounters struct {
 	publish, deliver, get, ack, redeliver atomic.Uint64
+	deliverNoAck, getNoAck                atomic.Uint64
+	confirm, routed, returned, dropped    atomic.Uint64
+	connectionsOpened, connectionsClosed  atomic.Uint64
 }
 
 // MessageStats returns the node's message counters.
 func (s *Server) MessageStats() MessageStats {
 	st := &s.stats
 	return MessageStats{Publish: st.publish.Load(), Deliver: st.deliver.Load(), Get: st.get.Load(),
-		Ack: st.ack.Load(), Redeliver: st.redeliver.Load()}
+		Ack: st.ack.Load(), Redeliver: st.redeliver.Load(), DeliverNoAck: st.deliverNoAck.Load(),
+		GetNoAck: st.getNoAck.Load(), Confirm: st.confirm.Load(), Routed: st.routed.Load(),
+		ReturnedUnroutable: st.returned.Load(), DroppedUnroutable: st.dropped.Load(),
+		ConnectionsOpened: st.connectionsOpened.Load(), ConnectionsClosed: st.connectionsClosed.Load()}
+}
+
+// countRouting counts where a publish went: to queues, back to a mandatory publisher, or nowhere.
+func (st *messageCounters) countRouting(routed int, mandatory bool) {
+	switch {
+	case routed > 0:
+		st.routed.Add(1)
+	case mandatory:
+		st.returned.Add(1)
+	default:
+		st.dropped.Add(1)
+	}
 }
 
 // ConnInfo is one open client connection as the management API lists it.

@@ -80,6 +80,9 @@ func (cs *consumer) TryDeliver(d queue.Delivery) bool {
 	c.unlockOut()
 	ch.mu.Unlock()
 	c.s.stats.deliver.Add(1)
+	if cs.noAck {
+		c.s.stats.deliverNoAck.Add(1)
+	}
 	if d.Redelivered {
 		c.s.stats.redeliver.Add(1)
 	}
@@ -251,6 +254,9 @@ func (ch *channel) get(m *wire.BasicGet) error {
 		return nil
 	}
 	ch.c.s.stats.get.Add(1)
+	if m.NoAck {
+		ch.c.s.stats.getNoAck.Add(1)
+	}
 	ch.mu.Lock()
 	ch.nextTag++
 	tag := ch.nextTag

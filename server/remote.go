@@ -55,6 +55,7 @@ func (cs *consumer) deliverRemoteLocked(d datalink.Delivery, msg *queue.Message)
 	c.unlockOut()
 	c.s.stats.deliver.Add(1)
 	if cs.noAck {
+		c.s.stats.deliverNoAck.Add(1)
 		cs.remote.Credit(1)
 	}
 }
@@ -129,6 +130,9 @@ func (ch *channel) getRemote(m *wire.BasicGet, qd fsm.Queue) error {
 	}, msg.Props, msg.Body)
 	ch.mu.Unlock()
 	ch.c.s.stats.get.Add(1)
+	if m.NoAck {
+		ch.c.s.stats.getNoAck.Add(1)
+	}
 	return nil
 }
 

@@ -152,6 +152,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		go func() {
 			defer s.wg.Done()
 			c.serve()
+			c.closedConn()
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
