@@ -141,6 +141,7 @@ func (s *Server) nodeList(p *principal) []map[string]any {
 		if known && st.Err == "" {
 			item["mem_used"], item["uptime"], item["raft"] = st.MemUsed, st.Uptime, st.Raft
 			item["connections"] = len(st.Connections)
+			item["mem_alarm"], item["mem_limit"] = st.MemAlarm, st.MemLimit
 			item["message_rates"] = st.Rates
 		}
 		out = append(out, item)
@@ -249,4 +250,35 @@ func (s *Server) rebalance(w http.ResponseWriter, _ *http.Request, p *principal)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"moved": moved})
+}
+
+// healthAlarms is RabbitMQ's /api/health/checks/alarms (every live node) and local-alarms (this
+// node): 200 {"status":"ok"}, or 503 naming the nodes whose memory alarm blocks publishers.
+func (s *Server) healthAlarms(local bool) handler {
+	return func(w http.ResponseWriter, _ *http.Request, p *principal) {
+		stats := []nodeStats{s.local()}
+		if !local {
+			stats = s.clusterStats(p)
+		}
+		var alarms []map[string]string
+		for _, st := range stats {
+			if st.MemAlarm {
+				alarms = append(alarms, map[string]string{"node": st.Node, "resource": "memory"})
+			}
+		}
+		if len(alarms) > 0 {
+			reason := "resource alarm(s) in effect in the cluster"
+			if local {
+				reason = "resource alarm(s) in effect on the node"
+			}
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "failed", "reason": reason, "alarms": alarms})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// healthVhosts: every vhost runs wherever the node runs (there is no per-vhost process to fail).
+func (s *Server) healthVhosts(w http.ResponseWriter, _ *http.Request, _ *principal) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }

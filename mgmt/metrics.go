@@ -54,6 +54,8 @@ var (
 	mGetAuto       = desc("rabbitmq_global_messages_delivered_get_auto_ack_total", "Total number of messages delivered to basic.get using automatic acknowledgement")
 	mConnOpened    = desc("rabbitmq_connections_opened_total", "Total number of connections opened")
 	mConnClosed    = desc("rabbitmq_connections_closed_total", "Total number of connections closed or terminated")
+	mMemLimit      = desc("rabbitmq_resident_memory_limit_bytes", "Memory high watermark in bytes")
+	mMemAlarm      = desc("rabbitmq_alarms_memory_used_watermark", "is 1 if VM memory watermark alarm is in effect")
 	mResident      = desc("rabbitmq_process_resident_memory_bytes", "Memory used in bytes")
 
 	// Warren's own (names kept from earlier releases).
@@ -84,7 +86,7 @@ var (
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIdentity, mBuild, mConnections, mChannels, mConsumers, mQueues, mReceived, mDelivered,
 		mDeliveredCons, mDeliveredGet, mAcked, mRedelivered, mConfirmed, mRouted, mReturned, mDropped, mDeliveredAuto, mGetAuto,
-		mConnOpened, mConnClosed, mReady, mUnacked, mQMessages, mQConsumers, mResident,
+		mConnOpened, mConnClosed, mMemLimit, mMemAlarm, mReady, mUnacked, mQMessages, mQConsumers, mResident,
 		wConnections, wQueues, wReady, wUnacked, wQConsumers, wRaftTerm, wRaftApplied, wRaftCommit, wRaftLast, wRaftLeader,
 		wRaftChanges, wRaftPeers, wLinkOut, wLinkWrites, wLinkIn, wLinkFramesIn, wFsyncs, wRecords, wBytes, wBatch, wLive, wSegments} {
 		ch <- d
@@ -141,6 +143,12 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(wQConsumers, float64(q.Consumers), q.Vhost, q.Name)
 	}
 	gauge(mResident, float64(st.MemUsed))
+	alarm := 0.0
+	if st.MemAlarm {
+		alarm = 1
+	}
+	gauge(mMemAlarm, alarm)
+	gauge(mMemLimit, float64(st.MemLimit))
 	if s.src.RaftStats != nil {
 		rs := s.src.RaftStats()
 		num := func(k string) float64 { v, _ := strconv.ParseFloat(rs[k], 64); return v }

@@ -163,3 +163,33 @@ func TestOverviewMessageRates(t *testing.T) {
 		t.Fatalf("publish rate %v in %v", rate, ms)
 	}
 }
+
+// TestHealthChecksAndMemoryAlarm: RabbitMQ's alarm health checks answer 200 ok, then 503 naming
+// the node (asked through another node) once its memory alarm is on, and the metric says so;
+// local-alarms on a node without the alarm stays ok.
+func TestHealthChecksAndMemoryAlarm(t *testing.T) {
+	nodes := startCluster(t, 2)
+	a1, a2 := nodes[0].HTTP.Addr(), nodes[1].HTTP.Addr()
+	if r := call(t, a2, "GET", "/api/health/checks/alarms", "guest", "guest", ""); r.status != 200 || r.body != `{"status":"ok"}` {
+		t.Fatalf("alarms before: %v", r)
+	}
+	nodes[0].AMQP.SetMemoryHighWatermark(1) // any heap is over it
+	defer nodes[0].AMQP.SetMemoryHighWatermark(1 << 40)
+	waitFor(t, 10*time.Second, "the alarm in the health check", func() bool {
+		r := call(t, a2, "GET", "/api/health/checks/alarms", "guest", "guest", "")
+		return r.status == 503 && strings.Contains(r.body, `"alarms":[{"node":"w1","resource":"memory"}]`)
+	})
+	if r := call(t, a2, "GET", "/api/health/checks/local-alarms", "guest", "guest", ""); r.status != 200 {
+		t.Fatalf("local-alarms on w2: %v", r)
+	}
+	if r := call(t, a1, "GET", "/api/health/checks/local-alarms", "guest", "guest", ""); r.status != 503 {
+		t.Fatalf("local-alarms on w1: %v", r)
+	}
+	if v := metricValue(t, scrape(t, a1), "rabbitmq_alarms_memory_used_watermark"); v != 1 {
+		t.Fatalf("alarm metric %v", v)
+	}
+	nodes[0].AMQP.SetMemoryHighWatermark(1 << 40)
+	waitFor(t, 10*time.Second, "the alarm to clear", func() bool {
+		return call(t, a2, "GET", "/api/health/checks/alarms", "guest", "guest", "").status == 200
+	})
+}

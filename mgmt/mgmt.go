@@ -34,6 +34,7 @@ type Clients interface {
 	CloseConnection(name, reason string) bool
 	MessageStats() server.MessageStats
 	IsLoopbackUser(user string) bool
+	MemoryAlarm() (on bool, limit uint64)
 }
 
 // Broker is what the API needs from the node's broker runtime (*broker.Node).
@@ -194,6 +195,9 @@ func (s *Server) routes() *http.ServeMux {
 	h("POST /api/cluster/join", adm, s.join)
 	h("POST /api/cluster/rebalance", adm, s.rebalance)
 	h("GET /api/progress", mon, s.listProgress)
+	h("GET /api/health/checks/alarms", m, s.healthAlarms(false))
+	h("GET /api/health/checks/local-alarms", m, s.healthAlarms(true))
+	h("GET /api/health/checks/virtual-hosts", m, s.healthVhosts)
 	mux.HandleFunc("GET /api/warren/local", s.peerOnly(s.localStats))
 	mux.HandleFunc("GET /api/warren/applied", s.authed(levelManagement, func(w http.ResponseWriter, r *http.Request, _ *principal) { s.appliedIndex(w, r) }))
 	mux.HandleFunc("DELETE /api/warren/local/connections/{name}", s.peerOnly(s.closeLocalConnection))

@@ -55,6 +55,8 @@ type nodeStats struct {
 	Raft        map[string]string   `json:"raft"`
 	// Hand-offs of queues moved away from this node (leave, rebalance): running, and
 	// messages forwarded since the node started.
+	MemAlarm       bool   `json:"mem_alarm"`
+	MemLimit       uint64 `json:"mem_limit"`
 	HandOffsActive int    `json:"handoffs_active"`
 	HandOffsMoved  int64  `json:"handoffs_moved"`
 	Err            string `json:"error,omitempty"`
@@ -95,6 +97,9 @@ func (s *Server) local() nodeStats {
 	st := nodeStats{Node: s.src.Node.ID(), Messages: now.msgs, Rates: rates, Queues: []queueSample{},
 		MemUsed: memUsed(), Uptime: time.Since(s.started).Milliseconds()}
 	st.HandOffsActive, st.HandOffsMoved = s.src.Node.HandOffs()
+	if s.src.AMQP != nil {
+		st.MemAlarm, st.MemLimit = s.src.AMQP.MemoryAlarm()
+	}
 	if s.src.RaftStats != nil {
 		rs := s.src.RaftStats()
 		st.Raft = map[string]string{"state": rs["state"], "term": rs["term"], "applied_index": rs["applied_index"],

@@ -329,3 +329,8 @@ func (c *conn) permitArgExchange(kind, name string, args wire.Table) error {
 	}
 	return c.permitted(permWrite, "exchange", target)
 }
+
+// MemoryAlarm reports whether the memory alarm blocks publishers now, and its limit in bytes.
+func (s *Server) MemoryAlarm() (on bool, limit uint64) {
+	return s.mem.blocked.Load(), s.mem.limit.Load()
+}

@@ -148,8 +148,9 @@ async function refresh() {
   }
   $("cluster-name").textContent = overview.cluster_name + " · " + overview.product_version;
   const running = nodes.filter((n) => n.running).length;
-  const healthy = running === nodes.length && overview.leader;
-  $("health").textContent = healthy ? "healthy" : (overview.leader ? "degraded" : "no leader");
+  const alarms = nodes.filter((n) => n.mem_alarm).length;
+  const healthy = running === nodes.length && overview.leader && alarms === 0;
+  $("health").textContent = healthy ? "healthy" : (!overview.leader ? "no leader" : (alarms ? "memory alarm" : "degraded"));
   $("health").className = "badge " + (healthy ? "ok" : "bad");
   fill("nodes", nodes, (tr, n) => {
     tr.dataset.node = n.name;
@@ -162,7 +163,9 @@ async function refresh() {
     cell(tr, raft.applied_index, "num");
     cell(tr, n.queues, "num");
     cell(tr, n.connections, "num");
+    cell(tr, n.message_rates ? n.message_rates.Publish.toFixed(1) : "", "num");
     cell(tr, bytes(n.mem_used), "num");
+    cell(tr, n.mem_alarm ? "memory" : "");
     cell(tr, n.amqp_addr);
   });
   fill("queues", queues, (tr, q) => {
