@@ -270,7 +270,9 @@ func (s *Server) forwardToNode(w http.ResponseWriter, r *http.Request, p *princi
 	}
 	req.SetBasicAuth(p.name, p.password)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.peers.Do(req)
+	// Bounded by ctx, not by s.peers' short timeout: the other node answers once the change
+	// is applied everywhere.
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		badRequest(w, "Node "+id+" could not be contacted")
 		return
