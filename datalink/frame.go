@@ -423,6 +423,8 @@ func (fr *frameReader) next() (body []byte, owned bool, err error) {
 	if _, err := io.ReadFull(fr.r, body); err != nil {
 		return nil, false, fmt.Errorf("datalink: read frame body: %w", err)
 	}
+	traffic.framesIn.Add(1)
+	traffic.bytesIn.Add(uint64(4 + n))
 	return body, owned, nil
 }
 

@@ -180,6 +180,8 @@ func (l *link) writeLoop() {
 
 		_, err := l.conn.Write(batch)
 		wrote = true
+		traffic.bytesOut.Add(uint64(len(batch)))
+		traffic.writes.Add(1)
 
 		l.mu.Lock()
 		l.inflight = 0

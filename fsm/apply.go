@@ -68,6 +68,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.deleteUser(ctx, c)
 	case SetPermissions:
 		return f.setPermissions(c)
+	case ClearPermissions:
+		return f.clearPermissions(ctx, c)
 	case DeclareExchange:
 		return f.declareExchange(ctx, c)
 	case DeleteExchange:
@@ -156,6 +158,20 @@ func (f *FSM) setPermissions(c SetPermissions) *Error {
 		f.perms[c.User] = make(map[string]Permissions)
 	}
 	f.perms[c.User][c.Vhost] = Permissions{Configure: c.Configure, Write: c.Write, Read: c.Read}
+	return nil
+}
+
+// clearPermissions of a user or vhost that does not exist, or of permissions never set, is
+// NotFound (the HTTP API answers 404), not an error.
+func (f *FSM) clearPermissions(ctx *applyCtx, c ClearPermissions) *Error {
+	if _, ok := f.perms[c.User][c.Vhost]; !ok {
+		ctx.res.NotFound = true
+		return nil
+	}
+	delete(f.perms[c.User], c.Vhost)
+	if len(f.perms[c.User]) == 0 {
+		delete(f.perms, c.User)
+	}
 	return nil
 }
 

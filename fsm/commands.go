@@ -28,6 +28,7 @@ const (
 	OpNodeStarted
 	OpNodeFailed
 	OpMoveQueues
+	OpClearPermissions
 	OpSetInSync
 	OpElectLeader
 	OpAddReplica
@@ -39,7 +40,8 @@ var opNames = map[Op]string{
 	OpDeclareExchange: "DeclareExchange", OpDeleteExchange: "DeleteExchange",
 	OpDeclareQueue: "DeclareQueue", OpDeleteQueue: "DeleteQueue", OpBind: "Bind",
 	OpUnbind: "Unbind", OpDropConnection: "DropConnection", OpNodeStarted: "NodeStarted",
-	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues", OpSetInSync: "SetInSync", OpElectLeader: "ElectLeader", OpAddReplica: "AddReplica",
+	OpNodeFailed: "NodeFailed", OpMoveQueues: "MoveQueues", OpClearPermissions: "ClearPermissions",
+	OpSetInSync: "SetInSync", OpElectLeader: "ElectLeader", OpAddReplica: "AddReplica",
 }
 
 func (o Op) String() string {
@@ -66,6 +68,9 @@ type PutUser struct {
 }
 type DeleteUser struct{ Name string }
 type SetPermissions struct{ User, Vhost, Configure, Write, Read string }
+
+// ClearPermissions takes a user's permissions in a vhost away (rabbitmqctl clear_permissions).
+type ClearPermissions struct{ User, Vhost string }
 
 // DeclareExchange carries Args as an encoded AMQP field table.
 type DeclareExchange struct {
@@ -157,24 +162,25 @@ type MoveQueues struct {
 	Moves []QueueRef // Owner is the new owner
 }
 
-func (AddVhost) op() Op        { return OpAddVhost }
-func (DeleteVhost) op() Op     { return OpDeleteVhost }
-func (PutUser) op() Op         { return OpPutUser }
-func (DeleteUser) op() Op      { return OpDeleteUser }
-func (SetPermissions) op() Op  { return OpSetPermissions }
-func (DeclareExchange) op() Op { return OpDeclareExchange }
-func (DeleteExchange) op() Op  { return OpDeleteExchange }
-func (DeclareQueue) op() Op    { return OpDeclareQueue }
-func (DeleteQueue) op() Op     { return OpDeleteQueue }
-func (Bind) op() Op            { return OpBind }
-func (Unbind) op() Op          { return OpUnbind }
-func (DropConnection) op() Op  { return OpDropConnection }
-func (NodeStarted) op() Op     { return OpNodeStarted }
-func (NodeFailed) op() Op      { return OpNodeFailed }
-func (MoveQueues) op() Op      { return OpMoveQueues }
-func (SetInSync) op() Op       { return OpSetInSync }
-func (ElectLeader) op() Op     { return OpElectLeader }
-func (AddReplica) op() Op      { return OpAddReplica }
+func (AddVhost) op() Op         { return OpAddVhost }
+func (DeleteVhost) op() Op      { return OpDeleteVhost }
+func (PutUser) op() Op          { return OpPutUser }
+func (DeleteUser) op() Op       { return OpDeleteUser }
+func (SetPermissions) op() Op   { return OpSetPermissions }
+func (DeclareExchange) op() Op  { return OpDeclareExchange }
+func (DeleteExchange) op() Op   { return OpDeleteExchange }
+func (DeclareQueue) op() Op     { return OpDeclareQueue }
+func (DeleteQueue) op() Op      { return OpDeleteQueue }
+func (Bind) op() Op             { return OpBind }
+func (Unbind) op() Op           { return OpUnbind }
+func (DropConnection) op() Op   { return OpDropConnection }
+func (NodeStarted) op() Op      { return OpNodeStarted }
+func (NodeFailed) op() Op       { return OpNodeFailed }
+func (MoveQueues) op() Op       { return OpMoveQueues }
+func (ClearPermissions) op() Op { return OpClearPermissions }
+func (SetInSync) op() Op        { return OpSetInSync }
+func (ElectLeader) op() Op      { return OpElectLeader }
+func (AddReplica) op() Op       { return OpAddReplica }
 
 // Encode serialises a command as its op byte followed by JSON. Struct fields
 // marshal in declaration order, so the bytes are deterministic.
@@ -228,6 +234,8 @@ func Decode(b []byte) (Command, error) {
 		c, err = decodeInto[NodeFailed](body)
 	case OpMoveQueues:
 		c, err = decodeInto[MoveQueues](body)
+	case OpClearPermissions:
+		c, err = decodeInto[ClearPermissions](body)
 	case OpSetInSync:
 		c, err = decodeInto[SetInSync](body)
 	case OpElectLeader:

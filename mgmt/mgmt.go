@@ -1,39 +1,70 @@
-// Package mgmt owns a node's HTTP API: read-only JSON views in RabbitMQ's management shape
-// (/api/overview, /api/nodes, /api/queues, /api/exchanges, /api/bindings) behind basic auth
-// against the FSM's users, and Prometheus metrics at /metrics.
+// Package mgmt owns a node's HTTP side: RabbitMQ's management API (3.10 shapes and status codes,
+// enough for rabbitmqadmin and definitions files), Warren's cluster operations, Prometheus
+// metrics at /metrics and the web console at /. Users, tags and per-vhost permissions are
+// checked as RabbitMQ does; changes to a vhost's resources go over an AMQP connection to this
+// node as the requesting user, so the broker's own permission checks and refusals apply.
+// Views that span the cluster (queue depths, connections, rates) ask the other nodes' APIs.
 package mgmt
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/msgstore"
+	"github.com/warrenmq/warren/queue"
+	"github.com/warrenmq/warren/server"
 )
+
+// Clients is what the API needs from the node's AMQP server.
+type Clients interface {
+	Addr() net.Addr
+	ConnectionCount() int
+	Connections() []server.ConnInfo
+	CloseConnection(name, reason string) bool
+	MessageStats() server.MessageStats
+	IsLoopbackUser(user string) bool
+	MemoryAlarm() (on bool, limit uint64)
+}
+
+// Broker is what the API needs from the node's broker runtime (*broker.Node).
+type Broker interface {
+	ID() string
+	// FSM is the local topology replica, read-only here.
+	FSM() *fsm.FSM
+	// Apply commits a topology command (users, vhosts, permissions, imported definitions).
+	Apply(c fsm.Command) (fsm.Result, error)
+	LocalQueue(vhost, name string) *queue.Queue
+	BalancedOwner() string
+	HandOffs() (active int, moved int64)
+}
 
 // Source is what the API reads from a running node.
 type Source struct {
-	Node        *broker.Node
-	Connections func() int
-	RaftStats   func() map[string]string
-	Version     string
+	Node Broker
+	// AMQP is the node's AMQP server (connections, counters, loopback users).
+	AMQP      Clients
+	RaftStats func() map[string]string
+	Version   string
 	// StoreStats reports the message store's counters (nil: no store).
 	StoreStats func() msgstore.Stats
 	// Members lists the cluster's nodes as gossip sees them (nil: a node without gossip).
+	// Every view of the cluster's nodes reads them through members().
 	Members func() []cluster.Member
 	// Leader returns the Raft leader's node id ("" when none is known).
 	Leader func() string
+	// ClusterSecret signs the API's calls to the other nodes (cluster-wide views).
+	ClusterSecret string
 	// Forget removes a dead node for good; ErrNotLeader when this node is not the leader.
 	Forget       func(id string) error
 	ErrNotLeader error
@@ -52,11 +83,22 @@ type Source struct {
 
 // Server serves the HTTP API.
 type Server struct {
-	src  Source
-	log  *slog.Logger
-	http *http.Server
-	ln   net.Listener
-	done chan struct{}
+	src     Source
+	log     *slog.Logger
+	http    *http.Server
+	ln      net.Listener
+	done    chan struct{}
+	rates   *sampler
+	metrics *metricsCollector
+	peers   *http.Client
+	// started is when the API started, for the node's uptime.
+	started time.Time
+
+	progressMu sync.Mutex
+	progress   map[string]*Progress
+	// bg runs progress tracking that outlives a request; quit stops it.
+	bg   sync.WaitGroup
+	quit chan struct{}
 }
 
 // Listen starts serving on addr in the background.
@@ -65,19 +107,11 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
 	}
-	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{})}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/overview", s.auth(s.overview))
-	mux.HandleFunc("GET /api/nodes", s.auth(s.nodes))
-	mux.HandleFunc("GET /api/queues", s.auth(s.queues))
-	mux.HandleFunc("GET /api/exchanges", s.auth(s.exchanges))
-	mux.HandleFunc("GET /api/bindings", s.auth(s.bindings))
-	mux.HandleFunc("GET /metrics", s.metrics)
-	mux.HandleFunc("POST /api/cluster/forget/{node}", s.auth(s.forget))
-	mux.HandleFunc("POST /api/cluster/leave", s.auth(s.leave))
-	mux.HandleFunc("POST /api/cluster/join", s.auth(s.join))
-	mux.HandleFunc("POST /api/cluster/rebalance", s.auth(s.rebalance))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{}),
+		peers: &http.Client{Timeout: 3 * time.Second}, started: time.Now(), progress: map[string]*Progress{}, quit: make(chan struct{})}
+	s.metrics = &metricsCollector{s: s}
+	s.rates = startSampler(s.sample)
+	s.http = &http.Server{Handler: keepEscapedSlashes(s.routes()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -87,286 +121,230 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	m, mon, adm := levelManagement, levelMonitoring, levelAdministrator
+	h := func(pattern string, level accessLevel, fn handler) { mux.HandleFunc(pattern, s.authed(level, fn)) }
+
+	h("GET /api/overview", m, s.overview)
+	h("GET /api/whoami", m, s.whoami)
+	h("GET /api/nodes", m, s.nodes)
+	h("GET /api/nodes/{node}", m, s.node)
+	h("GET /api/cluster-name", m, s.clusterName)
+
+	h("GET /api/vhosts", m, s.listVhosts)
+	h("GET /api/vhosts/{vhost}", m, s.showVhost)
+	h("PUT /api/vhosts/{vhost}", adm, s.putVhost)
+	h("DELETE /api/vhosts/{vhost}", adm, s.deleteVhost)
+	h("GET /api/vhosts/{vhost}/permissions", adm, s.vhostPermissions)
+
+	h("GET /api/users", adm, s.listUsers)
+	h("GET /api/users/{user}", adm, s.showUser)
+	h("PUT /api/users/{user}", adm, s.putUser)
+	h("DELETE /api/users/{user}", adm, s.deleteUser)
+	h("GET /api/users/{user}/permissions", adm, s.userPermissions)
+	h("GET /api/permissions", adm, s.listPermissions)
+	h("GET /api/permissions/{vhost}/{user}", adm, s.showPermission)
+	h("PUT /api/permissions/{vhost}/{user}", adm, s.putPermission)
+	h("DELETE /api/permissions/{vhost}/{user}", adm, s.deletePermission)
+
+	h("GET /api/exchanges", m, s.listExchanges)
+	h("GET /api/exchanges/{vhost}", m, s.listExchanges)
+	h("GET /api/exchanges/{vhost}/{name}", m, s.showExchange)
+	h("PUT /api/exchanges/{vhost}/{name}", m, s.putExchange)
+	h("DELETE /api/exchanges/{vhost}/{name}", m, s.deleteExchange)
+	h("POST /api/exchanges/{vhost}/{name}/publish", m, s.publish)
+	h("GET /api/exchanges/{vhost}/{name}/bindings/source", m, s.exchangeBindings(true))
+	h("GET /api/exchanges/{vhost}/{name}/bindings/destination", m, s.exchangeBindings(false))
+
+	h("GET /api/queues", m, s.listQueues)
+	h("GET /api/queues/{vhost}", m, s.listQueues)
+	h("GET /api/queues/{vhost}/{name}", m, s.showQueue)
+	h("PUT /api/queues/{vhost}/{name}", m, s.putQueue)
+	h("DELETE /api/queues/{vhost}/{name}", m, s.deleteQueue)
+	h("DELETE /api/queues/{vhost}/{name}/contents", m, s.purgeQueue)
+	h("POST /api/queues/{vhost}/{name}/get", m, s.getMessages)
+	h("GET /api/queues/{vhost}/{name}/bindings", m, s.queueBindings)
+
+	h("GET /api/bindings", m, s.listBindings)
+	h("GET /api/bindings/{vhost}", m, s.listBindings)
+	h("GET /api/bindings/{vhost}/e/{source}/{kind}/{dest}", m, s.listBindingsBetween)
+	h("POST /api/bindings/{vhost}/e/{source}/{kind}/{dest}", m, s.postBinding)
+	h("GET /api/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}", m, s.showBinding)
+	h("DELETE /api/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}", m, s.deleteBinding)
+
+	h("GET /api/connections", m, s.listConnections)
+	h("GET /api/connections/{name}", m, s.showConnection)
+	h("DELETE /api/connections/{name}", m, s.closeConnection)
+	h("GET /api/connections/{name}/channels", m, s.connectionChannels)
+	h("GET /api/channels", m, s.listChannels)
+	h("GET /api/consumers", m, s.listConsumers)
+	h("GET /api/consumers/{vhost}", m, s.listConsumers)
+	h("GET /api/vhosts/{vhost}/connections", m, s.listConnections)
+
+	h("GET /api/definitions", adm, s.exportDefinitions)
+	h("GET /api/definitions/{vhost}", adm, s.exportDefinitions)
+	h("POST /api/definitions", adm, s.importDefinitions)
+	h("POST /api/definitions/{vhost}", adm, s.importDefinitions)
+
+	// Endpoints rabbitmqadmin lists that Warren has nothing behind: empty, as an unconfigured
+	// RabbitMQ answers.
+	for _, p := range []string{"parameters", "policies", "operator-policies", "vhost-limits", "topic-permissions", "global-parameters"} {
+		h("GET /api/"+p, m, s.emptyList)
+	}
+
+	// Warren's own.
+	h("POST /api/cluster/forget/{node}", adm, s.forget)
+	h("POST /api/cluster/leave", adm, s.leave)
+	h("POST /api/cluster/join", adm, s.join)
+	h("POST /api/cluster/rebalance", adm, s.rebalance)
+	h("GET /api/progress", mon, s.listProgress)
+	h("GET /api/health/checks/alarms", m, s.healthAlarms(false))
+	h("GET /api/health/checks/local-alarms", m, s.healthAlarms(true))
+	h("GET /api/health/checks/virtual-hosts", m, s.healthVhosts)
+	mux.HandleFunc("GET /api/warren/local", s.peerOnly(s.localStats))
+	mux.HandleFunc("GET /api/warren/applied", s.authed(levelManagement, func(w http.ResponseWriter, r *http.Request, _ *principal) { s.appliedIndex(w, r) }))
+	mux.HandleFunc("DELETE /api/warren/local/connections/{name}", s.peerOnly(s.closeLocalConnection))
+
+	mux.Handle("GET /metrics", s.metricsHandler())
+	s.consoleRoutes(mux)
+	return mux
+}
+
+// slashMark stands for a "/" inside one path segment ("%2F", RabbitMQ's default vhost) while
+// ServeMux matches: it would otherwise clean "/api/queues/%2F/q" into another path.
+const slashMark = "\uE000"
+
+func keepEscapedSlashes(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawPath != "" {
+			segs := strings.Split(r.URL.RawPath, "/")
+			for i, seg := range segs {
+				if u, err := url.PathUnescape(seg); err == nil {
+					segs[i] = strings.ReplaceAll(u, "/", slashMark)
+				}
+			}
+			u := *r.URL
+			u.Path, u.RawPath = strings.Join(segs, "/"), ""
+			r2 := *r
+			r2.URL = &u
+			r = &r2
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// pathValue is r.PathValue with escaped slashes restored.
+func pathValue(r *http.Request, key string) string {
+	return strings.ReplaceAll(r.PathValue(key), slashMark, "/")
+}
+
 // Addr returns the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Close stops the server and waits for its goroutine.
+// Close stops the server and waits for its goroutines.
 func (s *Server) Close() {
 	_ = s.http.Close()
 	<-s.done
-}
-
-func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		user, pass, ok := r.BasicAuth()
-		if ok {
-			hash, _, found := s.src.Node.FSM().User(user)
-			ok = found && broker.CheckPassword(hash, pass)
-		}
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Basic realm="Warren"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "not_authorised", "reason": "Login failed"})
-			return
-		}
-		h(w, r)
-	}
+	close(s.quit)
+	s.bg.Wait()
+	s.rates.stop()
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
-	f := s.src.Node.FSM()
-	stats := s.src.RaftStats()
-	ready, unacked, consumers := s.totals()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"product_name":    "Warren",
-		"product_version": s.src.Version,
-		"node":            s.src.Node.ID(),
-		"cluster_name":    cmp.Or(s.src.ClusterName, "warren"),
-		"leader":          s.leader(),
-		"topology_digest": f.Digest(),
-		"topology":        s.topology(),
-		"raft": map[string]string{
-			"state": stats["state"], "term": stats["term"], "applied_index": stats["applied_index"],
-			"commit_index": stats["commit_index"], "last_log_index": stats["last_log_index"],
-		},
-		"object_totals": map[string]int{
-			"connections": s.src.Connections(), "queues": len(f.Queues("")),
-			"exchanges": len(f.Exchanges("")), "consumers": consumers,
-		},
-		"queue_totals": map[string]int{
-			"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
-		},
-	})
+// writeError answers in RabbitMQ's error shape.
+func writeError(w http.ResponseWriter, status int, kind, reason string) {
+	writeJSON(w, status, map[string]string{"error": kind, "reason": reason})
 }
 
-// topology is {"writable": bool, "reason": why not}: read-only when no majority is reachable.
-func (s *Server) topology() map[string]any {
-	if s.src.Topology == nil {
-		return map[string]any{"writable": true}
+func notFound(w http.ResponseWriter) {
+	writeError(w, http.StatusNotFound, "Object Not Found", "Not Found")
+}
+
+func badRequest(w http.ResponseWriter, reason string) {
+	writeError(w, http.StatusBadRequest, "bad_request", reason)
+}
+
+// writeList answers a listing, honouring RabbitMQ's columns=a,b.c and sort/sort_reverse.
+func writeList(w http.ResponseWriter, r *http.Request, items []map[string]any) {
+	q := r.URL.Query()
+	if key := q.Get("sort"); key != "" {
+		sort.SliceStable(items, func(i, j int) bool { return lessAny(pick(items[i], key), pick(items[j], key)) })
 	}
-	w, why := s.src.Topology()
-	out := map[string]any{"writable": w}
-	if !w {
-		out["reason"] = why
+	if q.Get("sort_reverse") == "true" {
+		for i, j := 0, len(items)-1; i < j; i, j = i+1, j-1 {
+			items[i], items[j] = items[j], items[i]
+		}
+	}
+	if cols := q.Get("columns"); cols != "" {
+		for i, it := range items {
+			items[i] = selectColumns(it, strings.Split(cols, ","))
+		}
+	}
+	if items == nil {
+		items = []map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, items)
+}
+
+func pick(m map[string]any, path string) any {
+	var cur any = m
+	for _, part := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[part]
+	}
+	return cur
+}
+
+func selectColumns(m map[string]any, cols []string) map[string]any {
+	out := map[string]any{}
+	for _, c := range cols {
+		v := pick(m, c)
+		if v == nil {
+			continue
+		}
+		parts := strings.Split(c, ".")
+		dst := out
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := dst[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				dst[p] = next
+			}
+			dst = next
+		}
+		dst[parts[len(parts)-1]] = v
 	}
 	return out
 }
 
-func (s *Server) leader() string {
-	if s.src.Leader == nil {
-		return ""
-	}
-	return s.src.Leader()
-}
-
-func (s *Server) totals() (ready, unacked, consumers int) {
-	for _, q := range s.src.Node.FSM().Queues("") {
-		if lq := s.src.Node.LocalQueue(q.Vhost, q.Name); lq != nil {
-			r, u, c := lq.Counts()
-			ready, unacked, consumers = ready+r, unacked+u, consumers+c
+func lessAny(a, b any) bool {
+	switch x := a.(type) {
+	case int:
+		if y, ok := b.(int); ok {
+			return x < y
+		}
+	case float64:
+		if y, ok := b.(float64); ok {
+			return x < y
+		}
+	case string:
+		if y, ok := b.(string); ok {
+			return x < y
 		}
 	}
-	return
+	return fmt.Sprint(a) < fmt.Sprint(b)
 }
 
-// nodes answers in RabbitMQ's shape (name, running) plus Warren's own fields: gossip state,
-// addresses, whether the node leads Raft, and how many queues it owns.
-func (s *Server) nodes(w http.ResponseWriter, _ *http.Request) {
-	owned := map[string]int{}
-	for _, q := range s.src.Node.FSM().Queues("") {
-		owned[q.Owner]++
-	}
-	leader := ""
-	if s.src.Leader != nil {
-		leader = s.src.Leader()
-	}
-	self := s.src.Node.ID()
-	var members []cluster.Member
-	if s.src.Members != nil {
-		members = s.src.Members()
-	}
-	if len(members) == 0 {
-		members = []cluster.Member{{ID: self, State: cluster.MemberAlive}}
-	}
-	out := []map[string]any{}
-	for _, m := range members {
-		out = append(out, map[string]any{
-			"name": m.ID, "running": m.State == cluster.MemberAlive, "state": m.State.String(),
-			"type": "disc", "leader": m.ID == leader, "queues": owned[m.ID],
-			"amqp_addr": m.Meta.AMQPAddr, "http_addr": m.Meta.HTTPAddr, "self": m.ID == self,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
-	writeJSON(w, http.StatusOK, out)
-}
-
-// forget answers 204 when the node was forgotten, 409 with the reason when it may not be (alive,
-// or this node is not the leader: the client asks the leader), 501 on a node without a cluster.
-func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
-	if s.src.Forget == nil {
-		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
-		return
-	}
-	if err := s.src.Forget(r.PathValue("node")); err != nil {
-		reason := "conflict"
-		if s.src.ErrNotLeader != nil && errors.Is(err, s.src.ErrNotLeader) {
-			reason = "not_leader"
-		}
-		writeJSON(w, http.StatusConflict, map[string]string{"error": reason, "reason": err.Error()})
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// leave answers 200 with the leave report once this node has handed its queues over and left
-// Raft and gossip (it then shuts down), 409 with the reason when it could not.
-func (s *Server) leave(w http.ResponseWriter, r *http.Request) {
-	if s.src.Leave == nil {
-		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
-		return
-	}
-	timeout := 2 * time.Minute
-	if v := r.URL.Query().Get("timeout"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "reason": "timeout must be a positive duration such as 2m"})
-			return
-		}
-		timeout = d
-	}
-	rep, err := s.src.Leave(timeout)
-	if err != nil {
-		writeJSON(w, http.StatusConflict, map[string]any{"error": "conflict", "reason": err.Error(), "report": rep})
-		return
-	}
-	writeJSON(w, http.StatusOK, rep)
-}
-
-// join answers 204 once this node is a member of the cluster at the seeds in the JSON body
-// ({"seeds": ["host:port"]}), 409 with the reason when it refused or failed.
-func (s *Server) join(w http.ResponseWriter, r *http.Request) {
-	if s.src.Join == nil {
-		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
-		return
-	}
-	var body struct {
-		Seeds []string `json:"seeds"`
-	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil || len(body.Seeds) == 0 {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "reason": `body must be {"seeds": ["host:port", ...]}`})
-		return
-	}
-	if err := s.src.Join(body.Seeds, time.Minute); err != nil {
-		writeJSON(w, http.StatusConflict, map[string]string{"error": "conflict", "reason": err.Error()})
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// rebalance answers 200 {"moved": N} once the moves are committed (the messages follow).
-func (s *Server) rebalance(w http.ResponseWriter, _ *http.Request) {
-	if s.src.Rebalance == nil {
-		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "not_clustered"})
-		return
-	}
-	moved, err := s.src.Rebalance()
-	if err != nil {
-		writeJSON(w, http.StatusConflict, map[string]any{"error": "conflict", "reason": err.Error(), "moved": moved})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]int{"moved": moved})
-}
-
-func (s *Server) queues(w http.ResponseWriter, _ *http.Request) {
-	out := []map[string]any{}
-	for _, q := range s.src.Node.FSM().Queues("") {
-		item := map[string]any{
-			"name": q.Name, "vhost": q.Vhost, "durable": q.Durable, "exclusive": q.Exclusive,
-			"auto_delete": q.AutoDelete, "node": q.Owner, "arguments": decodeArgs(q.Args), "type": "classic",
-		}
-		if q.Type == fsm.QueueTypeQuorum {
-			// RabbitMQ's fields for quorum queues, and the in-sync set (docs/replication.md).
-			item["type"], item["leader"], item["members"], item["in_sync"], item["epoch"] = q.Type, q.Owner, q.Replicas, q.InSync, q.Epoch
-		}
-		if lq := s.src.Node.LocalQueue(q.Vhost, q.Name); lq != nil {
-			r, u, c := lq.Counts()
-			item["messages_ready"], item["messages_unacknowledged"], item["messages"], item["consumers"] = r, u, r+u, c
-		}
-		out = append(out, item)
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) exchanges(w http.ResponseWriter, _ *http.Request) {
-	out := []map[string]any{}
-	for _, x := range s.src.Node.FSM().Exchanges("") {
-		out = append(out, map[string]any{
-			"name": x.Name, "vhost": x.Vhost, "type": x.Kind, "durable": x.Durable,
-			"auto_delete": x.AutoDelete, "internal": x.Internal, "arguments": decodeArgs(x.Args),
-		})
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) bindings(w http.ResponseWriter, _ *http.Request) {
-	out := []map[string]any{}
-	for _, b := range s.src.Node.FSM().Bindings("") {
-		kind := "queue"
-		if b.Dest.IsExchange {
-			kind = "exchange"
-		}
-		out = append(out, map[string]any{
-			"source": b.Source, "vhost": b.Vhost, "destination": b.Dest.Name, "destination_type": kind,
-			"routing_key": b.Key, "arguments": decodeArgs(b.Args),
-		})
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func decodeArgs(b []byte) map[string]any {
-	if len(b) == 0 {
-		return map[string]any{}
-	}
-	t, err := broker.DecodeArgs(b)
-	if err != nil {
-		return map[string]any{"error": err.Error()}
-	}
-	return t
-}
-
-// metrics writes Prometheus text exposition, one sample per queue plus node totals.
-func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	var b strings.Builder
-	f := s.src.Node.FSM()
-	qs := f.Queues("")
-	sort.Slice(qs, func(i, j int) bool { return qs[i].Vhost+qs[i].Name < qs[j].Vhost+qs[j].Name })
-	fmt.Fprintf(&b, "# TYPE warren_connections gauge\nwarren_connections %d\n", s.src.Connections())
-	fmt.Fprintf(&b, "# TYPE warren_queues gauge\nwarren_queues %d\n", len(qs))
-	fmt.Fprintf(&b, "# TYPE warren_raft_applied_index gauge\nwarren_raft_applied_index %d\n", f.AppliedIndex())
-	if s.src.StoreStats != nil {
-		st := s.src.StoreStats()
-		fmt.Fprintf(&b, "# TYPE warren_store_fsyncs_total counter\nwarren_store_fsyncs_total %d\n", st.Fsyncs)
-		fmt.Fprintf(&b, "# TYPE warren_store_records_total counter\nwarren_store_records_total %d\n", st.Records)
-		fmt.Fprintf(&b, "# TYPE warren_store_bytes_written_total counter\nwarren_store_bytes_written_total %d\n", st.BytesWritten)
-		fmt.Fprintf(&b, "# TYPE warren_store_live_messages gauge\nwarren_store_live_messages %d\n", st.LiveMessages)
-		fmt.Fprintf(&b, "# TYPE warren_store_segments gauge\nwarren_store_segments %d\n", st.Segments)
-	}
-	b.WriteString("# TYPE warren_queue_messages_ready gauge\n# TYPE warren_queue_messages_unacked gauge\n# TYPE warren_queue_consumers gauge\n")
-	for _, q := range qs {
-		lq := s.src.Node.LocalQueue(q.Vhost, q.Name)
-		if lq == nil {
-			continue
-		}
-		r, u, c := lq.Counts()
-		labels := fmt.Sprintf(`{vhost=%q,queue=%q}`, q.Vhost, q.Name)
-		fmt.Fprintf(&b, "warren_queue_messages_ready%s %d\nwarren_queue_messages_unacked%s %d\nwarren_queue_consumers%s %d\n",
-			labels, r, labels, u, labels, c)
-	}
-	_, _ = w.Write([]byte(b.String()))
+func (s *Server) emptyList(w http.ResponseWriter, r *http.Request, _ *principal) {
+	writeList(w, r, nil)
 }

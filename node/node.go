@@ -199,7 +199,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if cfg.HTTPAddr != "" {
 		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
-			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
+			Node: n.Broker, AMQP: n.AMQP, RaftStats: n.Store.Stats, Version: server.Version, ClusterSecret: cfg.ClusterSecret,
 			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
 			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
 			Topology: n.Store.TopologyStatus, ClusterName: cfg.Server.ClusterName,

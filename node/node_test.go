@@ -202,7 +202,7 @@ func TestHTTPAPI(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	text, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(text), `warren_queue_messages_ready{vhost="/",queue="api-q"} 1`) ||
+	if !strings.Contains(string(text), `warren_queue_messages_ready{queue="api-q",vhost="/"} 1`) ||
 		!strings.Contains(string(text), "warren_store_fsyncs_total ") {
 		t.Fatalf("/metrics:\n%s", text)
 	}

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Starts or stops Debian's rabbitmq-server as a reference broker on a spare loopback port, so it
 # never takes Warren's 5672. State lives under $RABBIT_DIR (default /tmp/warren-rabbitmq).
-#   scripts/rabbitmq.sh start [PORT]   (default 5682; waits until it accepts AMQP)
+#   scripts/rabbitmq.sh start [PORT [MGMT_PORT]]   (default 5682; waits until it accepts AMQP,
+#                                                 and HTTP when MGMT_PORT enables the management plugin)
 #   scripts/rabbitmq.sh stop
+# RABBIT_NODENAME names the Erlang node (default warrenref@localhost): set it, and RABBIT_DIR, to
+# run a second broker beside the first (the Go tests do).
 set -euo pipefail
 cmd=${1:-start}
 port=${2:-${RABBIT_PORT:-5682}}
+mgmt=${3:-${RABBIT_MGMT_PORT:-}}
 dir=${RABBIT_DIR:-/tmp/warren-rabbitmq}
-export RABBITMQ_NODENAME=warrenref@localhost
+export RABBITMQ_NODENAME=${RABBIT_NODENAME:-warrenref@localhost}
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT=$port
 export RABBITMQ_DIST_PORT=$((port + 20000))
@@ -23,13 +27,17 @@ start)
   command -v rabbitmq-server >/dev/null || { echo "rabbitmq.sh: rabbitmq-server is not installed (apt-get install -y rabbitmq-server)" >&2; exit 1; }
   mkdir -p "$dir/mnesia" "$dir/log"
   echo '[].' > "$dir/enabled_plugins"
+  [ -n "$mgmt" ] && echo '[rabbitmq_management].' > "$dir/enabled_plugins"
   id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$dir"
   # Same defaults a benchmark user gets from a stock install, plus loopback guest access.
   printf 'loopback_users.guest = true\nlisteners.tcp.default = 127.0.0.1:%s\n' "$port" > "$dir/rabbitmq.conf"
+  [ -n "$mgmt" ] && printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$mgmt" >> "$dir/rabbitmq.conf"
   if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then echo "rabbitmq.sh: port $port already answers"; exit 0; fi
   nohup rabbitmq-server > "$dir/server.out" 2>&1 &
   for _ in $(seq 1 240); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then echo "rabbitmq.sh: RabbitMQ listening on 127.0.0.1:$port"; exit 0; fi
+    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && { [ -z "$mgmt" ] || (exec 3<>/dev/tcp/127.0.0.1/"$mgmt") 2>/dev/null; }; then
+      echo "rabbitmq.sh: RabbitMQ listening on 127.0.0.1:$port${mgmt:+ (management on $mgmt)}"; exit 0
+    fi
     sleep 0.5
   done
   echo "rabbitmq.sh: RabbitMQ did not start; see $dir/server.out and $dir/log" >&2

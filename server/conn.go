@@ -154,7 +154,8 @@ type conn struct {
 	hasExclusive bool
 	closeSent    atomic.Bool // we sent connection.close and wait for close-ok
 	closeOnce    sync.Once
-	released     bool // releaseResources ran (reader goroutine only)
+	released     bool                     // releaseResources ran (reader goroutine only)
+	info         atomic.Pointer[connMeta] // what the management API shows (access.go)
 
 	pub  wire.BasicPublish // reused for every basic.publish
 	ackM wire.BasicAck

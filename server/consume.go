@@ -15,6 +15,7 @@ import (
 type consumer struct {
 	ch        *channel
 	tag       string
+	queue     string            // the queue's name, for the management API
 	q         *queue.Queue      // nil for a consumer of another node's queue
 	remote    *broker.RemoteSub // set for a consumer of another node's queue
 	noAck     bool
@@ -78,6 +79,13 @@ func (cs *consumer) TryDeliver(d queue.Delivery) bool {
 	}, d.Msg.Props, d.Msg.Body)
 	c.unlockOut()
 	ch.mu.Unlock()
+	c.s.stats.deliver.Add(1)
+	if cs.noAck {
+		c.s.stats.deliverNoAck.Add(1)
+	}
+	if d.Redelivered {
+		c.s.stats.redeliver.Add(1)
+	}
 	return true
 }
 
@@ -171,6 +179,9 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 	if tag == "" {
 		tag = "amq.ctag-" + randomName()
 	}
+	if err := ch.c.permitted(permRead, "queue", m.Queue); err != nil {
+		return err
+	}
 	if limit := ch.c.s.cfg.ConsumerMaxPerChannel; limit > 0 {
 		ch.mu.Lock()
 		_, dup := ch.consumers[tag]
@@ -193,7 +204,7 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 		ch.mu.Unlock()
 		return errorf(wire.NotAllowed, "attempt to reuse consumer tag '%s'", tag)
 	}
-	cs := &consumer{ch: ch, tag: tag, q: q, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
+	cs := &consumer{ch: ch, tag: tag, queue: m.Queue, q: q, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
 	ch.consumers[tag] = cs
 	ch.mu.Unlock()
 
@@ -241,6 +252,9 @@ func (ch *channel) cancel(m *wire.BasicCancel) error {
 }
 
 func (ch *channel) get(m *wire.BasicGet) error {
+	if err := ch.c.permitted(permRead, "queue", m.Queue); err != nil {
+		return err
+	}
 	q, qd, err := ch.c.lookupAnyQueue(m.Queue)
 	if err != nil {
 		return err
@@ -254,6 +268,10 @@ func (ch *channel) get(m *wire.BasicGet) error {
 	if !ok {
 		ch.c.sendMethod(ch.id, &wire.BasicGetEmpty{})
 		return nil
+	}
+	ch.c.s.stats.get.Add(1)
+	if m.NoAck {
+		ch.c.s.stats.getNoAck.Add(1)
 	}
 	ch.mu.Lock()
 	ch.nextTag++
@@ -275,6 +293,7 @@ func (ch *channel) ack(tag uint64, multiple bool) error {
 		return ch.txSettleAdd(txSettle{kind: 0, tag: tag, multiple: multiple})
 	}
 	return ch.settle(tag, multiple, func(msgs []unackedMsg) {
+		ch.c.s.stats.ack.Add(uint64(len(msgs)))
 		if len(msgs) == 1 && msgs[0].q != nil {
 			one := [1]queue.Settled{msgs[0].settled}
 			msgs[0].q.Ack(one[:])

@@ -107,8 +107,13 @@ func (c *conn) handshake() error {
 		c.closeWithError(errorf(wire.NotAllowed, "vhost %s not found", open.VirtualHost))
 		return fmt.Errorf("unknown vhost %q", open.VirtualHost)
 	}
+	if ae := c.checkVhostAccess(c.user, open.VirtualHost); ae != nil {
+		c.closeWithError(ae)
+		return fmt.Errorf("user %q may not open vhost %q", c.user, open.VirtualHost)
+	}
 	c.vhost = open.VirtualHost
 	c.sendMethod(0, &wire.ConnectionOpenOk{})
+	c.opened(startOk.ClientProperties)
 	c.log = c.log.With("user", c.user, "vhost", c.vhost)
 	c.log.Debug("connection open", "heartbeat_s", c.heartbeat, "frame_max", c.frameMax)
 	return nil

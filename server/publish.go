@@ -161,6 +161,10 @@ func (ch *channel) finishPublish() error {
 		seq = ch.publishSeq
 	}
 	return ch.run(wire.ClassBasic, 40, func() error {
+		if err := ch.c.permitPublish(p.exchange); err != nil {
+			return err
+		}
+		ch.c.s.stats.publish.Add(1)
 		if err := ch.rewriteReplyTo(msg); err != nil {
 			return err
 		}
@@ -205,6 +209,7 @@ func (ch *channel) deliverPublish(exchange string, mandatory bool, msg *queue.Me
 	if err != nil {
 		return err
 	}
+	ch.c.s.stats.countRouting(res.Routed, mandatory)
 	if res.Routed == 0 && mandatory {
 		ch.c.sendContent(ch.id, &wire.BasicReturn{ReplyCode: wire.NoRoute, ReplyText: "NO_ROUTE",
 			Exchange: exchange, RoutingKey: msg.RoutingKey}, msg.Props, msg.Body)
@@ -243,6 +248,7 @@ func (ch *channel) deferredConfirm(seq uint64) func(error) {
 				ch.c.sendMethod(ch.id, &wire.BasicNack{DeliveryTag: seq})
 			} else {
 				ch.c.sendMethod(ch.id, &wire.BasicAck{DeliveryTag: seq})
+				ch.c.s.stats.confirm.Add(1)
 			}
 		}
 		ch.mu.Unlock()
@@ -257,6 +263,7 @@ func (ch *channel) ackLater(seq uint64) {
 		ch.c.confirmDirty = append(ch.c.confirmDirty, ch)
 	}
 	ch.ackPending = append(ch.ackPending, seq)
+	ch.c.s.stats.confirm.Add(1)
 }
 
 func (ch *channel) flushConfirms() {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/warrenmq/warren/broker"
@@ -59,7 +60,9 @@ func (cs *consumer) deliverRemoteNowLocked(d datalink.Delivery, msg *queue.Messa
 		Exchange: msg.Exchange, RoutingKey: msg.RoutingKey,
 	}, msg.Props, msg.Body)
 	c.unlockOut()
+	c.s.stats.deliver.Add(1)
 	if cs.noAck {
+		c.s.stats.deliverNoAck.Add(1)
 		cs.remote.Credit(1)
 	}
 }
@@ -76,7 +79,7 @@ func (ch *channel) consumeRemote(m *wire.BasicConsume, qd fsm.Queue, tag string)
 		ch.mu.Unlock()
 		return errorf(wire.NotAllowed, "attempt to reuse consumer tag '%s'", tag)
 	}
-	cs := &consumer{ch: ch, tag: tag, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
+	cs := &consumer{ch: ch, tag: tag, queue: m.Queue, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
 	ch.consumers[tag] = cs
 	ch.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -133,6 +136,10 @@ func (ch *channel) getRemote(m *wire.BasicGet, qd fsm.Queue) error {
 		RoutingKey: msg.RoutingKey, MessageCount: d.Remaining,
 	}, msg.Props, msg.Body)
 	ch.mu.Unlock()
+	ch.c.s.stats.get.Add(1)
+	if m.NoAck {
+		ch.c.s.stats.getNoAck.Add(1)
+	}
 	return nil
 }
 
@@ -167,6 +174,11 @@ func settleRemote(msgs []unackedMsg, kind datalink.SettleKind) {
 			order = append(order, u.rsub)
 		}
 		bySub[u.rsub] = append(bySub[u.rsub], u.rseq)
+	}
+	// Each remote basic.get has its own sub, and the owner puts each requeued batch back at the
+	// queue's front: requeue the latest first so the messages keep their order, as RabbitMQ.
+	if kind == datalink.SettleRequeue {
+		slices.Reverse(order)
 	}
 	for _, s := range order {
 		s.Settle(kind, bySub[s])

@@ -118,6 +118,7 @@ type Server struct {
 	node   *broker.Node
 	log    *slog.Logger
 	connID atomic.Uint64
+	stats  messageCounters
 
 	mem       *memoryAlarm
 	logins    *loginThrottle
@@ -195,6 +196,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		go func() {
 			defer s.wg.Done()
 			c.serve()
+			c.closedConn()
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()

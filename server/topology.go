@@ -37,6 +37,12 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 	if _, err := exchange.NewMatcher(m.Type); err != nil {
 		return errorf(wire.CommandInvalid, "unknown exchange type '%s'", m.Type)
 	}
+	if err := c.permitted(permConfigure, "exchange", m.Exchange); err != nil {
+		return err
+	}
+	if err := c.permitArgExchange("exchange", m.Exchange, m.Arguments); err != nil {
+		return err
+	}
 	cmd := fsm.DeclareExchange{
 		Vhost: c.vhost, Name: m.Exchange, Kind: m.Type, Durable: m.Durable,
 		AutoDelete: m.AutoDelete, Internal: m.Internal, Args: encodeArgs(m.Arguments),
@@ -58,6 +64,9 @@ func (ch *channel) exchangeDelete(m *wire.ExchangeDelete) error {
 	c := ch.c
 	if m.Exchange == "" {
 		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
+	}
+	if err := c.permitted(permConfigure, "exchange", m.Exchange); err != nil {
+		return err
 	}
 	if _, err := c.s.node.Apply(fsm.DeleteExchange{Vhost: c.vhost, Name: m.Exchange, IfUnused: m.IfUnused}); err != nil {
 		return err
@@ -93,6 +102,12 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		name = "amq.gen-" + randomName()
 	} else if strings.HasPrefix(name, "amq.") {
 		return errorf(wire.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", name)
+	}
+	if err := c.permitted(permConfigure, "queue", name); err != nil {
+		return err
+	}
+	if err := c.permitArgExchange("queue", name, m.Arguments); err != nil {
+		return err
 	}
 	cmd := fsm.DeclareQueue{
 		Vhost: c.vhost, Name: name, Durable: m.Durable, Exclusive: m.Exclusive,
@@ -186,6 +201,16 @@ func (ch *channel) bind(dest string, destIsExchange bool, source, key string, ar
 	if source == "" || (destIsExchange && dest == "") {
 		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
 	}
+	destKind := "queue"
+	if destIsExchange {
+		destKind = "exchange"
+	}
+	if err := c.permitted(permWrite, destKind, dest); err != nil {
+		return err
+	}
+	if err := c.permitted(permRead, "exchange", source); err != nil {
+		return err
+	}
 	d := exchange.Dest{Name: dest, IsExchange: destIsExchange}
 	var err error
 	if unbind {
@@ -249,6 +274,9 @@ func (c *conn) lookupAnyQueue(name string) (*queue.Queue, fsm.Queue, error) {
 }
 
 func (ch *channel) queuePurge(m *wire.QueuePurge) error {
+	if err := ch.c.permitted(permRead, "queue", m.Queue); err != nil {
+		return err
+	}
 	q, qd, err := ch.c.lookupAnyQueue(m.Queue)
 	if err != nil {
 		return err
@@ -267,6 +295,9 @@ func (ch *channel) queuePurge(m *wire.QueuePurge) error {
 
 func (ch *channel) queueDelete(m *wire.QueueDelete) error {
 	c := ch.c
+	if err := c.permitted(permConfigure, "queue", m.Queue); err != nil {
+		return err
+	}
 	qd, ok := c.s.node.FSM().Queue(c.vhost, m.Queue)
 	if !ok {
 		// RabbitMQ 3.10 answers delete-ok for a queue that does not exist.

@@ -50,10 +50,14 @@ func runRebalance(args []string, stdout, stderr io.Writer) int {
 	var out struct {
 		Moved int `json:"moved"`
 	}
+	started := time.Now()
 	if err := api.do(http.MethodPost, "/api/cluster/rebalance", &out); err != nil {
 		fmt.Fprintf(stderr, "node rebalance: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%d queues moved; their messages follow them\n", out.Moved)
+	if out.Moved > 0 {
+		followProgress(*api, stdout, "rebalance", started, 10*time.Minute)
+	}
 	return 0
 }

@@ -29,7 +29,10 @@ func runLeave(args []string, stdout, stderr io.Writer) int {
 		MessagesMoved int64  `json:"messages_moved"`
 		Took          string `json:"took"`
 	}
-	if err := api.do(http.MethodPost, "/api/cluster/leave?timeout="+url.QueryEscape(timeout.String()), &rep); err != nil {
+	stop := watchProgress(*api, stdout, "leave")
+	err := api.do(http.MethodPost, "/api/cluster/leave?timeout="+url.QueryEscape(timeout.String()), &rep)
+	stop()
+	if err != nil {
 		fmt.Fprintf(stderr, "node leave: the node at %s did not leave: %v\n", api.addr, err)
 		return 1
 	}

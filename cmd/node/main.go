@@ -43,6 +43,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runJoin(args, stdout, stderr)
 	case "rebalance":
 		return runRebalance(args, stdout, stderr)
+	case "user":
+		return runUser(args, stdout, stderr)
+	case "vhost":
+		return runVhost(args, stdout, stderr)
+	case "permissions":
+		return runPermissions(args, stdout, stderr)
+	case "definitions":
+		return runDefinitions(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -59,6 +67,10 @@ func usage(w io.Writer) {
        node leave [--http ADDR]             hand this node's queues to the others, leave, exit
        node join [--http ADDR] GOSSIP-ADDR  make a new, empty node join the cluster at GOSSIP-ADDR
        node rebalance [--http ADDR]         spread queues (and their messages) evenly over live nodes
+       node user add|delete|list|passwd|tags [--http ADDR] ...   manage users (administrator only)
+       node vhost add|delete|list [--http ADDR] ...              manage vhosts
+       node permissions set|clear|list [--http ADDR] [--vhost V] ... configure/write/read regexes
+       node definitions export|import [--http ADDR] FILE         RabbitMQ's definitions JSON
        node rpc call|cast|notify|listen [flags]
 `)
 }
