@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -154,6 +156,14 @@ func TestQuorumQueueSurvivesTheLossOfANodeAndItsDisk(t *testing.T) {
 	waitReplicas(procs[2], "three in-sync replicas again, n4 among them", func(l string, m, s []string) bool {
 		return len(m) == 3 && len(s) == 3 && slices.Contains(s, "n4") && !slices.Contains(m, "n1")
 	})
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"status", "--http", procs[2].http}, &out, &errb); code != 0 {
+		t.Fatalf("node status: %d %s", code, errb.String())
+	}
+	if st := out.String(); !strings.Contains(st, "replicated queues") || !regexp.MustCompile(`qq\s.*n4\+`).MatchString(st) || strings.Count(st, "*") < 2 {
+		t.Fatalf("node status does not show qq's replicas with n4 in sync:\n%s", st)
+	}
 	if nacked := publish("after", 100); nacked > 0 {
 		t.Fatalf("%d of 100 publishes nacked after the repair", nacked)
 	}

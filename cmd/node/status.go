@@ -29,10 +29,24 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "node status: cannot read the node at %s: %v\n", api.addr, err)
 		return 1
 	}
+	var queues []map[string]any
+	if err := get("/api/queues", &queues); err != nil {
+		fmt.Fprintf(stderr, "node status: cannot read the node at %s: %v\n", api.addr, err)
+		return 1
+	}
+	var replicated []map[string]any
+	for _, q := range queues {
+		if q["type"] == "quorum" {
+			replicated = append(replicated, map[string]any{
+				"vhost": q["vhost"], "name": q["name"], "leader": q["leader"], "members": q["members"],
+				"in_sync": q["in_sync"], "epoch": q["epoch"], "messages": q["messages"],
+			})
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"nodes": nodes, "overview": overview})
+		_ = enc.Encode(map[string]any{"nodes": nodes, "overview": overview, "replicated_queues": replicated})
 		return 0
 	}
 	raft, _ := overview["raft"].(map[string]any)
@@ -51,7 +65,42 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%v\t%v\t%s\t%v\t%v\n", n["name"], orDash(n["state"]), lead, orDash(n["queues"]), orDash(n["amqp_addr"]))
 	}
 	_ = tw.Flush()
+	if len(replicated) > 0 {
+		// Each replica: "*" leads, "+" in sync (holds every confirmed message), "-" catching up.
+		fmt.Fprintln(stdout, "replicated queues (* leader, + in sync, - catching up):")
+		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VHOST\tQUEUE\tEPOCH\tMESSAGES\tREPLICAS")
+		for _, q := range replicated {
+			fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%s\n", q["vhost"], q["name"], orDash(q["epoch"]), orDash(q["messages"]), replicaList(q))
+		}
+		_ = tw.Flush()
+	}
 	return 0
+}
+
+func replicaList(q map[string]any) string {
+	inSync := map[any]bool{}
+	if set, ok := q["in_sync"].([]any); ok {
+		for _, r := range set {
+			inSync[r] = true
+		}
+	}
+	members, _ := q["members"].([]any)
+	out := ""
+	for i, m := range members {
+		mark := "-"
+		switch {
+		case m == q["leader"]:
+			mark = "*"
+		case inSync[m]:
+			mark = "+"
+		}
+		if i > 0 {
+			out += " "
+		}
+		out += fmt.Sprintf("%v%s", m, mark)
+	}
+	return out
 }
 
 func orDash(v any) any {
