@@ -390,14 +390,21 @@ func (r *replicated) sendLocked(entries []replica.Entry) {
 // appendLocked sends one Append to f; its reply acknowledges everything up to the newest
 // message sent.
 func (r *replicated) appendLocked(f *follower, entries []replica.Entry) {
+	r.appendThroughLocked(f, entries, 0)
+}
+
+// appendThroughLocked is appendLocked that also moves the follower's position to through (if
+// beyond its newest message): the end of a sync, when what lies between was settled.
+func (r *replicated) appendThroughLocked(f *follower, entries []replica.Entry, through replica.Ident) {
 	prev := f.sent
 	for _, e := range entries {
 		if !e.Settle {
 			f.sent = e.Ident
 		}
 	}
+	f.sent = max(f.sent, through)
 	upTo := f.sent
-	req := replica.AppendRequest(nil, &replica.Request{Kind: replica.Append, Epoch: r.epoch, Prev: prev, Entries: entries})
+	req := replica.AppendRequest(nil, &replica.Request{Kind: replica.Append, Epoch: r.epoch, Prev: prev, UpTo: upTo, Entries: entries})
 	if f.inflight.Add(1) == 1 {
 		f.oldest.Store(time.Now().UnixNano())
 	}

@@ -118,6 +118,7 @@ func (r *replicated) followAppendLocked(req *replica.Request, reply func([]byte,
 		}
 		r.idx.Add(e.Ident, id)
 	}
+	r.idx.SetPosition(req.UpTo)
 	r.mu.Unlock()
 	if len(settled) > 0 {
 		r.n.msgs.AckMany(r.key, settled)

@@ -191,7 +191,7 @@ func (r *replicated) claimLeadership(qd fsm.Queue) {
 // to live streaming with whatever happened meanwhile.
 func (r *replicated) syncFollower(f *follower, gen, epoch uint64) {
 	defer r.n.bg.Done()
-	err := r.doSync(f, gen, epoch)
+	target, err := r.doSync(f, gen, epoch)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if f.gen != gen {
@@ -205,9 +205,9 @@ func (r *replicated) syncFollower(f *follower, gen, epoch uint64) {
 		}
 		return
 	}
-	if len(f.pending) > 0 {
-		r.appendLocked(f, f.pending)
-	}
+	// Everything up to target the follower lacks was sent (what was settled meanwhile need
+	// not be): its position moves there, so its acknowledgement covers those messages' confirms.
+	r.appendThroughLocked(f, f.pending, target)
 	f.pending = nil
 	f.state, f.downSince = followerLive, 0
 	r.n.wakeQuorum() // it may join the in-sync set now
@@ -215,20 +215,20 @@ func (r *replicated) syncFollower(f *follower, gen, epoch uint64) {
 
 var errSyncAbandoned = errors.New("sync abandoned")
 
-func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
+func (r *replicated) doSync(f *follower, gen, epoch uint64) (replica.Ident, error) {
 	current := func() bool { return f.gen == gen && r.leading && r.epoch == epoch }
 	body, err := r.n.replicateWait(f.node, r.key, &replica.Request{Kind: replica.Sync, Epoch: epoch})
 	if err != nil {
-		return fmt.Errorf("position: %w", err)
+		return 0, fmt.Errorf("position: %w", err)
 	}
 	pos, err := replica.DecodePosition(body)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r.mu.Lock()
 	if !current() {
 		r.mu.Unlock()
-		return errSyncAbandoned
+		return 0, errSyncAbandoned
 	}
 	keep := r.idx.Live(pos)
 	target := r.idx.Last()
@@ -244,17 +244,17 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 	f.pending = kept
 	r.mu.Unlock()
 	if _, err := r.n.replicateWait(f.node, r.key, &replica.Request{Kind: replica.Truncate, Epoch: epoch, UpTo: pos, Keep: keep}); err != nil {
-		return fmt.Errorf("truncate: %w", err)
+		return 0, fmt.Errorf("truncate: %w", err)
 	}
 	pager, ok := r.n.msgs.(*pagedStore)
 	if !ok {
-		return errors.New("the message store cannot read messages back")
+		return 0, errors.New("the message store cannot read messages back")
 	}
 	for after := pos; after < target; {
 		r.mu.Lock()
 		if !current() {
 			r.mu.Unlock()
-			return errSyncAbandoned
+			return 0, errSyncAbandoned
 		}
 		idents, ids := r.idx.After(after, catchUpBatch)
 		r.mu.Unlock()
@@ -266,13 +266,13 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 		}
 		got, _, err := pager.pager.ReadQueueCopy(r.key, ids[0]-1, ids[len(ids)-1], len(ids), catchUpBytes)
 		if err != nil {
-			return fmt.Errorf("read stored messages: %w", err)
+			return 0, fmt.Errorf("read stored messages: %w", err)
 		}
 		entries := make([]replica.Entry, 0, len(got))
 		for _, m := range got {
 			ident, _, err := replica.SplitStored(m.Data)
 			if err != nil {
-				return fmt.Errorf("stored message %d: %w", m.ID, err)
+				return 0, fmt.Errorf("stored message %d: %w", m.ID, err)
 			}
 			entries = append(entries, replica.Entry{Ident: ident, Data: m.Data})
 		}
@@ -284,7 +284,7 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 		r.mu.Lock()
 		if !current() {
 			r.mu.Unlock()
-			return errSyncAbandoned
+			return 0, errSyncAbandoned
 		}
 		// Every message of the range the leader still holds must be in the answer (the
 		// follower's acknowledgement will cover the whole range); one that was settled
@@ -302,7 +302,7 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 			}
 			if _, live := r.idx.ID(ident); live {
 				r.mu.Unlock()
-				return fmt.Errorf("catch-up read missed message %v (store id %d)", ident, ids[i])
+				return 0, fmt.Errorf("catch-up read missed message %v (store id %d)", ident, ids[i])
 			}
 		}
 		if len(entries) > 0 {
@@ -311,7 +311,7 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) error {
 		r.mu.Unlock()
 		after = next
 	}
-	return nil
+	return target, nil
 }
 
 // replicate sends one request to a node's Handler.Replicate over the data link.

@@ -263,3 +263,32 @@ func TestLeaveHandsReplicatedQueueLeadershipOver(t *testing.T) {
 	}
 	drainUntil(t, dialNode(t, nodes[2]), "handed", acked)
 }
+
+// TestQuorumQueueConfirmsPublishesRightAfterTheDeclare: publishes into a new replicated queue
+// right after its declare, on its leader's node, with and without a consumer settling them,
+// are all confirmed (followers that had not applied the declare yet are synced later).
+func TestQuorumQueueConfirmsPublishesRightAfterTheDeclare(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	for _, withConsumer := range []bool{false, true} {
+		name := fmt.Sprintf("fresh-%v", withConsumer)
+		ch := dialNode(t, nodes[0])
+		if _, err := ch.QueueDeclare(name, true, false, false, false, quorumArgs); err != nil {
+			t.Fatal(err)
+		}
+		if withConsumer {
+			cons := dialNode(t, nodes[0])
+			msgs, err := cons.Consume(name, "", true, false, false, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				for range msgs {
+				}
+			}()
+		}
+		acked := publishConfirmed(t, ch, name, "f", 2000)
+		if len(acked) != 2000 {
+			t.Fatalf("consumer %v: %d of 2000 confirmed", withConsumer, len(acked))
+		}
+	}
+}

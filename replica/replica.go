@@ -63,7 +63,10 @@ type Request struct {
 	Epoch   uint64
 	Prev    Ident   // Append
 	Entries []Entry // Append
-	UpTo    Ident   // Truncate
+	// UpTo: Truncate drops what the leader does not hold up to here; an Append moves the
+	// follower's position here (a sync's last Append: the follower now holds everything the
+	// leader holds up to UpTo, also when the messages in between were settled meanwhile).
+	UpTo Ident
 	Keep    []Ident // Truncate, ascending
 }
 
@@ -76,6 +79,7 @@ func AppendRequest(b []byte, r *Request) []byte {
 	switch r.Kind {
 	case Append:
 		b = binary.AppendUvarint(b, uint64(r.Prev))
+		b = binary.AppendUvarint(b, uint64(r.UpTo))
 		b = binary.AppendUvarint(b, uint64(len(r.Entries)))
 		for _, e := range r.Entries {
 			b = binary.AppendUvarint(b, uint64(e.Ident))
@@ -111,6 +115,7 @@ func DecodeRequest(b []byte) (*Request, error) {
 	switch r.Kind {
 	case Append:
 		r.Prev = Ident(d.uvarint())
+		r.UpTo = Ident(d.uvarint())
 		n := d.uvarint()
 		if n > uint64(len(d.b)) { // every entry takes at least two bytes
 			return nil, errMalformed
