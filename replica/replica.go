@@ -67,7 +67,7 @@ type Request struct {
 	// follower's position here (a sync's last Append: the follower now holds everything the
 	// leader holds up to UpTo, also when the messages in between were settled meanwhile).
 	UpTo Ident
-	Keep    []Ident // Truncate, ascending
+	Keep []Ident // Truncate, ascending
 }
 
 var errMalformed = errors.New("replica: malformed request")
