@@ -1,0 +1,117 @@
+package cluster
+
+import (
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/warrenmq/warren/fsm"
+)
+
+func raftTerm(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	term, err := strconv.ParseUint(s.Raft().Stats()["term"], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return term
+}
+
+// TestRaftPortRefusesPeersWithoutTheSecret: hashicorp/raft's own client side (its plain TCP
+// transport, and our transport keyed by a wrong secret) cannot get a RequestVote or an
+// AppendEntries with a higher term through; the node's term and log stay as they were. A
+// transport keyed by the right secret is answered, so the refusals are the handshake's doing.
+func TestRaftPortRefusesPeersWithoutTheSecret(t *testing.T) {
+	s, f := singleLeader(t)
+	target := raft.ServerAddress(s.RaftAddr())
+	term, last := raftTerm(t, s), s.Raft().LastIndex()
+	hl := hclog.NewNullLogger()
+
+	plain, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 1, time.Second, hl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	wrong, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", "not the secret"), testLogger(), hl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+
+	cmd := encode(t, fsm.AddVhost{Name: "evil"})
+	for name, tr := range map[string]*raft.NetworkTransport{"plain tcp": plain, "wrong secret": wrong} {
+		var vote raft.RequestVoteResponse
+		err := tr.RequestVote("solo", target, &raft.RequestVoteRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("evil"), Addr: []byte(tr.LocalAddr())},
+			Term:      term + 100, LastLogIndex: last + 100, LastLogTerm: term + 100,
+		}, &vote)
+		if err == nil {
+			t.Errorf("%s: RequestVote answered (term %d, granted %v)", name, vote.Term, vote.Granted)
+		}
+		var app raft.AppendEntriesResponse
+		err = tr.AppendEntries("solo", target, &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("evil"), Addr: []byte(tr.LocalAddr())},
+			Term:      term + 200, PrevLogEntry: last, PrevLogTerm: term, LeaderCommitIndex: last + 1,
+			Entries: []*raft.Log{{Index: last + 1, Term: term + 200, Type: raft.LogCommand, Data: cmd}},
+		}, &app)
+		if err == nil {
+			t.Errorf("%s: AppendEntries answered (success %v)", name, app.Success)
+		}
+	}
+	if got := raftTerm(t, s); got != term {
+		t.Fatalf("term moved from %d to %d", term, got)
+	}
+	if !s.IsLeader() || f.VhostExists("evil") {
+		t.Fatalf("leader %v, evil vhost %v", s.IsLeader(), f.VhostExists("evil"))
+	}
+
+	// Garbage and silence are cut off without reaching raft.
+	c, err := net.Dial("tcp", string(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n-------------------"))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// EOF or a reset (the node closed with our bytes unread), not our read timing out.
+	if _, err := io.ReadAll(c); err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("garbage connection left open: %v", err)
+		}
+	}
+	_ = c.Close()
+
+	right, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", testSecret), testLogger(), hl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer right.Close()
+	var vote raft.RequestVoteResponse
+	if err := right.RequestVote("solo", target, &raft.RequestVoteRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("friend"), Addr: []byte(right.LocalAddr())}, Term: term,
+	}, &vote); err != nil {
+		t.Fatalf("a peer holding the secret was refused: %v", err)
+	}
+	right.CloseStreams()
+	plain.CloseStreams()
+	wrong.CloseStreams()
+}
+
+// TestRaftClusterOverAuthenticatedTransport: nodes that share the secret form a cluster over
+// the handshake; one with another secret never gets a vote or a log entry.
+func TestRaftClusterOverAuthenticatedTransport(t *testing.T) {
+	a := startTestNode(t, "a", nodeOptions{})
+	b := startTestNode(t, "b", nodeOptions{join: []string{a.members.GossipAddr()}})
+	waitFor(t, 15*time.Second, "b to become a voter", func() bool {
+		servers, err := a.store.Configuration()
+		return err == nil && len(servers) == 2
+	})
+	if _, err := b.apply(fsm.AddVhost{Name: "through-b"}); err != nil {
+		t.Fatalf("apply on follower: %v", err)
+	}
+	waitFor(t, 5*time.Second, "vhost on a", func() bool { return a.fsm.VhostExists("through-b") })
+}
