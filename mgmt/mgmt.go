@@ -59,6 +59,11 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
 	}
+	return Serve(ln, src, log), nil
+}
+
+// Serve serves the API on ln (a TLS listener for https) in the background.
+func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
 	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/overview", s.auth(s.overview))
@@ -78,7 +83,7 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 			log.Error("http api stopped", "err", err)
 		}
 	}()
-	return s, nil
+	return s
 }
 
 // Addr returns the bound address.

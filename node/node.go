@@ -40,8 +40,9 @@ type Config struct {
 	InMemoryRaft  bool
 	RaftLogOutput io.Writer // hashicorp/raft's own log (default stderr)
 	// Join lists gossip addresses of running nodes to join; empty starts (or restarts) a
-	// cluster of its own. ClusterSecret must be the same on every node: gossip, forwarded
-	// writes and data links are keyed by it. ForwardAddr serves topology writes forwarded
+	// cluster of its own. ClusterSecret must be the same on every node: Raft, gossip,
+	// forwarded writes and data links are keyed by it. Empty on a node that joins nobody
+	// generates one (kept in DataDir/cluster-secret); empty with Join is an error. ForwardAddr serves topology writes forwarded
 	// from followers. ReapAfter (0: never) removes nodes dead that long from Raft.
 	Join          []string
 	ClusterSecret string
@@ -60,6 +61,13 @@ type Config struct {
 	JoinWait time.Duration
 	// Server tunes the AMQP server (heartbeat, frame size, loopback users); Node is filled in.
 	Server server.Config
+	// AMQPSAddr serves AMQP over TLS and HTTPSAddr the HTTP API over TLS ("" = off), both
+	// with the certificate files in TLS (required by either). TLSOnly refuses plaintext
+	// client listeners: AMQPAddr and HTTPAddr must then be empty.
+	AMQPSAddr string
+	HTTPSAddr string
+	TLS       *server.TLSFiles
+	TLSOnly   bool
 }
 
 // Node is a started node.
@@ -73,6 +81,8 @@ type Node struct {
 	Store     *cluster.Store
 	AMQP      *server.Server
 	HTTP      *mgmt.Server
+	HTTPS     *mgmt.Server
+	TLS       *server.TLSSource // nil without TLS listeners; ReloadTLS re-reads its files
 	Messages  *msgstore.Store
 	Members   *cluster.Membership
 
@@ -97,6 +107,13 @@ func Start(cfg Config) (*Node, error) {
 	if err := claimDataDir(cfg.DataDir, cfg.ID); err != nil {
 		return nil, err
 	}
+	if err := checkTLSConfig(cfg); err != nil {
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+	}
+	if err := resolveSecret(&cfg, log); err != nil {
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+	}
+	n.cfg = cfg
 	n.FSM = fsm.New(fsm.Options{DecodeArgs: broker.DecodeArgs})
 	n.Broker = broker.New(cfg.ID, n.FSM, log)
 	msgs, rec, err := msgstore.Open(msgstore.Options{Dir: filepath.Join(cfg.DataDir, "messages"), Logger: log})
@@ -185,20 +202,27 @@ func Start(cfg Config) (*Node, error) {
 	scfg.Node = n.Broker
 	scfg.Logger = log
 	n.AMQP = server.New(scfg)
-	if err := n.AMQP.Listen(cfg.AMQPAddr); err != nil {
-		n.Close()
-		return nil, err
+	if cfg.AMQPAddr != "" {
+		if err := n.AMQP.Listen(cfg.AMQPAddr); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	api := mgmt.Source{
+		Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
+		StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
+		Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
 	}
 	if cfg.HTTPAddr != "" {
-		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
-			Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
-			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
-			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
-		}, log)
+		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, api, log)
 		if err != nil {
 			n.Close()
 			return nil, err
 		}
+	}
+	if err := n.listenTLS(api); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 	}
 	if n.Members != nil {
 		// The AMQP and HTTP ports may have been picked at listen time (":0").
@@ -206,18 +230,20 @@ func Start(cfg Config) (*Node, error) {
 		if host == "" {
 			host = n.Members.AdvertiseHost()
 		}
-		meta := cluster.Meta{AMQPAddr: advertised(n.AMQP.Addr().String(), host), RaftAddr: store.RaftAddr(), ForwardAddr: advertised(store.ForwardAddr(), host)}
+		meta := cluster.Meta{AMQPAddr: advertised(n.clientAddr(), host), RaftAddr: store.RaftAddr(), ForwardAddr: advertised(store.ForwardAddr(), host)}
 		if n.links != nil {
 			meta.DataAddr = advertised(n.links.Addr(), host)
 		}
 		if n.HTTP != nil {
 			meta.HTTPAddr = advertised(n.HTTP.Addr(), host)
+		} else if n.HTTPS != nil {
+			meta.HTTPAddr = advertised(n.HTTPS.Addr(), host)
 		}
 		if err := n.Members.UpdateMeta(meta, 5*time.Second); err != nil {
 			log.Warn("announce addresses to the cluster", "err", err)
 		}
 	}
-	log.Info("node started", "amqp", n.AMQP.Addr().String(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
+	log.Info("node started", "amqp", n.AMQPAddr(), "amqps", n.AMQPSAddr(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
 	return n, nil
 }
 
@@ -262,8 +288,13 @@ func (n *Node) prepareTopology() error {
 	return nil
 }
 
-// AMQPAddr returns the address clients connect to.
-func (n *Node) AMQPAddr() string { return n.AMQP.Addr().String() }
+// AMQPAddr returns the address clients connect to without TLS ("" when there is none).
+func (n *Node) AMQPAddr() string {
+	if a := n.AMQP.Addr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
 
 // Close closes client connections with 320 CONNECTION_FORCED, then stops Raft and the broker.
 func (n *Node) Close() error {
@@ -275,6 +306,9 @@ func (n *Node) close() error {
 	var errs []error
 	if n.HTTP != nil {
 		n.HTTP.Close()
+	}
+	if n.HTTPS != nil {
+		n.HTTPS.Close()
 	}
 	if n.AMQP != nil {
 		n.AMQP.Close()

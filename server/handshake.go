@@ -53,7 +53,7 @@ func (c *conn) handshake() error {
 				"direct_reply_to":              false,
 			},
 		},
-		Mechanisms: "AMQPLAIN PLAIN",
+		Mechanisms: c.mechanisms(),
 		Locales:    "en_US",
 	})
 
@@ -65,13 +65,19 @@ func (c *conn) handshake() error {
 		c.cancelNotify, _ = caps["consumer_cancel_notify"].(bool)
 		c.blockedNotify, _ = caps["connection.blocked"].(bool)
 	}
-	user, pass, err := saslCredentials(startOk.Mechanism, startOk.Response)
-	if err != nil {
-		c.closeWithError(errorf(wire.AccessRefused, "%v", err))
-		return err
-	}
-	if err := c.authenticate(user, pass, startOk.Mechanism); err != nil {
-		return err
+	if startOk.Mechanism == "EXTERNAL" {
+		if err := c.authenticateExternal(); err != nil {
+			return err
+		}
+	} else {
+		user, pass, err := saslCredentials(startOk.Mechanism, startOk.Response)
+		if err != nil {
+			c.closeWithError(errorf(wire.AccessRefused, "%v", err))
+			return err
+		}
+		if err := c.authenticate(user, pass, startOk.Mechanism); err != nil {
+			return err
+		}
 	}
 
 	c.sendMethod(0, &wire.ConnectionTune{ChannelMax: c.s.cfg.ChannelMax, FrameMax: c.s.cfg.FrameMax, Heartbeat: c.s.cfg.Heartbeat})

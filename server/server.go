@@ -78,10 +78,13 @@ type Server struct {
 	connID atomic.Uint64
 
 	mem       *memoryAlarm
+	memOnce   sync.Once
+	memRuns   atomic.Bool
 	closingCh chan struct{} // closed by Close: blocked publishers stop waiting
 
 	mu      sync.Mutex
 	ln      net.Listener
+	tlsLn   net.Listener // amqps (tls.go)
 	conns   map[*conn]struct{}
 	closing bool
 	wg      sync.WaitGroup
@@ -103,10 +106,18 @@ func (s *Server) Listen(addr string) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
-	go s.mem.run()
+	s.startMemoryAlarm()
 	s.wg.Add(1)
 	go s.acceptLoop(ln)
 	return nil
+}
+
+// startMemoryAlarm runs the memory alarm once, whichever listener comes first.
+func (s *Server) startMemoryAlarm() {
+	s.memOnce.Do(func() {
+		s.memRuns.Store(true)
+		go s.mem.run()
+	})
 }
 
 // Addr returns the listener's address, or nil before Listen.
@@ -175,7 +186,7 @@ func (s *Server) Close() {
 	}
 	s.closing = true
 	close(s.closingCh)
-	ln := s.ln
+	ln, tlsLn := s.ln, s.tlsLn
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -184,11 +195,14 @@ func (s *Server) Close() {
 	if ln != nil {
 		_ = ln.Close()
 	}
+	if tlsLn != nil {
+		_ = tlsLn.Close()
+	}
 	for _, c := range conns {
 		c.forceClose(wire.ConnectionForced, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
 	}
 	s.wg.Wait()
-	if ln != nil {
+	if s.memRuns.Load() {
 		s.mem.close()
 	}
 }

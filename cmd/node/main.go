@@ -42,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runJoin(args, stdout, stderr)
 	case "rebalance":
 		return runRebalance(args, stdout, stderr)
+	case "certs":
+		return runCerts(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -58,14 +60,19 @@ func usage(w io.Writer) {
        node leave [--http ADDR]             hand this node's queues to the others, leave, exit
        node join [--http ADDR] GOSSIP-ADDR  make a new, empty node join the cluster at GOSSIP-ADDR
        node rebalance [--http ADDR]         spread queues (and their messages) evenly over live nodes
+       node certs [--dir DIR] [--nodes N1,N2] [--hosts H1,H2] [--clients USER,...]
+                                            write a throw-away CA and node/client certificates (dev, tests)
        node rpc call|cast|notify|listen [flags]
 `)
 }
 
+func envKey(name string) string {
+	return "WARREN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
 // envDefault reads WARREN_<NAME> (dashes become underscores) or returns def.
 func envDefault(name, def string) string {
-	key := "WARREN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-	if v, ok := os.LookupEnv(key); ok {
+	if v, ok := os.LookupEnv(envKey(name)); ok {
 		return v
 	}
 	return def
@@ -119,7 +126,7 @@ func runNode(args []string, stderr io.Writer) int {
 	forwardAddr := str("forward-addr", "127.0.0.1:0", "address serving topology writes forwarded by other nodes (port 0: any; announced by gossip)")
 	dataAddr := str("data-addr", "127.0.0.1:0", "node-to-node data link address for publishes forwarded to queue owners (port 0: any; announced by gossip)")
 	join := str("join", "", "comma-separated gossip addresses of running nodes to join (empty: start a cluster of its own)")
-	secret := str("cluster-secret", "", "shared secret of the cluster: nodes without it cannot gossip, join or forward")
+	secret := str("cluster-secret", "", "shared secret of the cluster: nodes without it cannot speak Raft, gossip, join, forward writes or open data links (empty: a random one, generated at first start and kept in the data dir; required with --join)")
 	advertiseHost := str("advertise-host", "", "host or IP other nodes reach this one on, for addresses that listen on 0.0.0.0 (containers)")
 	bootstrap := fs.Bool("bootstrap", envDefault("bootstrap", "") == "true", "start a new cluster if this node has no state, even with --join set (one node of a static deployment; env WARREN_BOOTSTRAP=true)")
 	joinWait := fs.Duration("join-wait", durationEnvOr("join-wait", 60*time.Second), "how long a new node keeps dialling the --join seeds before it gives up (env WARREN_JOIN_WAIT)")
@@ -127,7 +134,12 @@ func runNode(args []string, stderr io.Writer) int {
 	logLevel := str("log-level", "info", "debug, info, warn or error")
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
+	tf := addTLSFlags(fs, str)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := tf.settle(fs, amqpAddr, httpAddr); err != nil {
+		fmt.Fprintf(stderr, "node: %v\n", err)
 		return 2
 	}
 	var level slog.Level
@@ -155,16 +167,27 @@ func runNode(args []string, stderr io.Writer) int {
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
-		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers)},
+		Server:    server.Config{LoopbackUsers: splitList(*loopbackUsers)},
+		AMQPSAddr: *tf.amqpsAddr, HTTPSAddr: *tf.httpsAddr, TLS: tf.files(), TLSOnly: *tf.only,
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)
 		return 1
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+wait:
 	select {
 	case s := <-sig:
+		if s == syscall.SIGHUP {
+			// Certificates renewed on disk: new TLS handshakes use them, connections stay.
+			if n.TLS != nil {
+				if err := n.ReloadTLS(); err != nil {
+					log.Error("SIGHUP: certificates not reloaded; the previous ones stay in use", "err", err)
+				}
+			}
+			goto wait
+		}
 		log.Info("shutting down", "signal", s.String())
 	case <-n.Done():
 		log.Info("left the cluster; exiting")
