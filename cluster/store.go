@@ -67,6 +67,8 @@ type Config struct {
 	ForwardAddr string
 	// ResultCodec carries FSM results back over the forwarding link; default FSMResultCodec.
 	ResultCodec ResultCodec
+	// TLS, when set, wraps Raft and forwarding connections in mutual TLS (tls.go).
+	TLS *NodeTLS
 }
 
 // Store wraps hashicorp/raft: the whole flow of a topology write is Apply → (forward to the
@@ -186,7 +188,7 @@ func Open(cfg Config) (*Store, error) {
 			advertise = addr
 		}
 		raftKey := deriveKey("warren-raft-v1", cfg.Secret)
-		tcp, err := newAuthTransport(cfg.RaftAddr, advertise, raftKey, s.log, rc.Logger)
+		tcp, err := newAuthTransport(cfg.RaftAddr, advertise, raftKey, cfg.TLS, s.log, rc.Logger)
 		if err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
@@ -202,7 +204,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		adv, _ := net.ResolveTCPAddr("tcp", string(tcp.LocalAddr()))
 		s.newTransport = func() (*raft.NetworkTransport, error) {
-			return newAuthTransport(bind, adv, raftKey, s.log, rc.Logger)
+			return newAuthTransport(bind, adv, raftKey, cfg.TLS, s.log, rc.Logger)
 		}
 	}
 	s.transport = trans
@@ -231,9 +233,10 @@ func Open(cfg Config) (*Store, error) {
 	s.rc = rc
 	s.dataDir, s.inMemory = cfg.DataDir, cfg.InMemory
 	s.forwardPool = newForwardPool(s.forwardKey)
+	s.forwardPool.tls = cfg.TLS
 
 	if cfg.ForwardAddr != "" {
-		fs, err := listenForward(cfg.ForwardAddr, s, s.log)
+		fs, err := listenForward(cfg.ForwardAddr, s, cfg.TLS, s.log)
 		if err != nil {
 			_ = s.r().Shutdown().Error()
 			s.closeAll()

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,7 @@ type authStreamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	key       []byte
+	tls       *NodeTLS // nil: plain TCP under the handshake
 	log       *slog.Logger
 
 	ready     chan net.Conn
@@ -70,7 +72,7 @@ type authStreamLayer struct {
 
 // newAuthTransport listens on bind and returns a raft transport whose every connection, in
 // and out, is authenticated with key. advertise nil advertises the listener's address.
-func newAuthTransport(bind string, advertise net.Addr, key []byte, log *slog.Logger, hl hclog.Logger) (*raft.NetworkTransport, error) {
+func newAuthTransport(bind string, advertise net.Addr, key []byte, nt *NodeTLS, log *slog.Logger, hl hclog.Logger) (*raft.NetworkTransport, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -83,7 +85,7 @@ func newAuthTransport(bind string, advertise net.Addr, key []byte, log *slog.Log
 		return nil, fmt.Errorf("raft address %s is not one other nodes can dial", advertise)
 	}
 	l := &authStreamLayer{
-		ln: ln, advertise: advertise, key: key, log: log,
+		ln: ln, advertise: advertise, key: key, tls: nt, log: log,
 		ready: make(chan net.Conn), done: make(chan struct{}), pending: map[net.Conn]struct{}{},
 	}
 	l.wg.Add(1)
@@ -136,11 +138,15 @@ func (l *authStreamLayer) acceptLoop() {
 }
 
 // admit runs the acceptor's side of the handshake and hands the connection to raft.
-func (l *authStreamLayer) admit(c net.Conn) {
+func (l *authStreamLayer) admit(raw net.Conn) {
 	defer l.wg.Done()
+	c := raw
+	if l.tls != nil {
+		c = tls.Server(raw, l.tls.Server) // the TLS handshake runs within acceptHandshake's deadline
+	}
 	err := acceptHandshake(c, l.key)
 	l.mu.Lock()
-	delete(l.pending, c)
+	delete(l.pending, raw)
 	l.mu.Unlock()
 	if err != nil {
 		l.log.Warn("raft: refused a connection that did not prove the cluster secret", "remote", c.RemoteAddr().String(), "err", err)
@@ -209,7 +215,11 @@ func dialHandshake(c net.Conn, key []byte, deadline time.Time) error {
 		return fmt.Errorf("write proof: %w", err)
 	}
 	var ok [1]byte
-	if _, err := io.ReadFull(c, ok[:]); err != nil || ok[0] != raftAccepted {
+	if _, err := io.ReadFull(c, ok[:]); err != nil {
+		// A peer closes here when our proof is wrong, or when it is shutting down.
+		return fmt.Errorf("%w: the peer closed after our proof: %v", errRaftAuth, err)
+	}
+	if ok[0] != raftAccepted {
 		return fmt.Errorf("%w: the peer refused our proof", errRaftAuth)
 	}
 	return c.SetDeadline(time.Time{})
@@ -221,6 +231,9 @@ func (l *authStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration
 	c, err := net.DialTimeout("tcp", string(address), timeout)
 	if err != nil {
 		return nil, err
+	}
+	if l.tls != nil {
+		c = tls.Client(c, l.tls.Client)
 	}
 	if err := dialHandshake(c, l.key, deadline); err != nil {
 		_ = c.Close()

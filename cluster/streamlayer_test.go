@@ -3,6 +3,7 @@ package cluster
 import (
 	"io"
 	"net"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/pki"
 )
 
 func raftTerm(t *testing.T, s *Store) uint64 {
@@ -37,7 +39,7 @@ func TestRaftPortRefusesPeersWithoutTheSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	wrong, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", "not the secret"), testLogger(), hl)
+	wrong, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", "not the secret"), nil, testLogger(), hl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +87,7 @@ func TestRaftPortRefusesPeersWithoutTheSecret(t *testing.T) {
 	}
 	_ = c.Close()
 
-	right, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", testSecret), testLogger(), hl)
+	right, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", testSecret), nil, testLogger(), hl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,4 +116,92 @@ func TestRaftClusterOverAuthenticatedTransport(t *testing.T) {
 		t.Fatalf("apply on follower: %v", err)
 	}
 	waitFor(t, 5*time.Second, "vhost on a", func() bool { return a.fsm.VhostExists("through-b") })
+}
+
+func writeNodeTLS(t *testing.T, ca *pki.CA, name string) TLSFiles {
+	t.Helper()
+	dir := t.TempDir()
+	caFiles := pki.Issued{CertPEM: ca.CertPEM}
+	caFiles.KeyPEM, _ = ca.KeyPEM()
+	if err := caFiles.WriteAs(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	issued, err := ca.Issue(name, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := issued.Write(dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return TLSFiles{Cert: cert, Key: key, CA: filepath.Join(dir, "ca.pem")}
+}
+
+// TestRaftMutualTLS: with --cluster-tls-* a Raft peer needs a certificate of the cluster's CA
+// on top of the secret: the right secret over plain TCP, or with another CA's certificate, is
+// refused; the right secret and certificate are answered.
+func TestRaftMutualTLS(t *testing.T) {
+	ca, err := pki.NewCA("cluster", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nt, err := LoadNodeTLS(writeNodeTLS(t, ca, "solo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fsm.New(fsm.Options{})
+	s, err := Open(Config{
+		NodeID: "solo", RaftAddr: "127.0.0.1:0", ForwardAddr: "127.0.0.1:0", FSM: f, Logger: testLogger(),
+		InMemory: true, RaftLogOutput: raftLogOutput(), Secret: testSecret, TLS: nt,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.WaitLeader(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := pki.NewCA("other", time.Hour)
+	stranger, err := LoadNodeTLS(writeNodeTLS(t, other, "stranger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := LoadNodeTLS(writeNodeTLS(t, ca, "peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := deriveKey("warren-raft-v1", testSecret)
+	hl := hclog.NewNullLogger()
+	target := raft.ServerAddress(s.RaftAddr())
+	term := raftTerm(t, s)
+	for name, tc := range map[string]struct {
+		nt *NodeTLS
+		ok bool
+	}{"no certificate": {nil, false}, "another CA": {stranger, false}, "cluster CA": {peer, true}} {
+		tr, err := newAuthTransport("127.0.0.1:0", nil, key, tc.nt, testLogger(), hl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vote raft.RequestVoteResponse
+		err = tr.RequestVote("solo", target, &raft.RequestVoteRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("x"), Addr: []byte(tr.LocalAddr())}, Term: term,
+		}, &vote)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: RequestVote error %v, want success %v", name, err, tc.ok)
+		}
+		tr.CloseStreams()
+		_ = tr.Close()
+	}
+	// Forwarded writes ride the same certificates.
+	good := newForwardPool(deriveKey("warren-forward-v1", testSecret))
+	good.tls = peer
+	defer good.close()
+	if _, _, err := good.apply(s.ForwardAddr(), encode(t, fsm.AddVhost{Name: "tls"}), time.Now().Add(3*time.Second)); err != nil {
+		t.Fatalf("forward with the cluster's certificate: %v", err)
+	}
+	plain := newForwardPool(deriveKey("warren-forward-v1", testSecret))
+	defer plain.close()
+	if _, _, err := plain.apply(s.ForwardAddr(), encode(t, fsm.AddVhost{Name: "plain"}), time.Now().Add(3*time.Second)); err == nil || f.VhostExists("plain") {
+		t.Fatalf("forward without a certificate: %v", err)
+	}
 }

@@ -88,6 +88,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.nodeFailed(ctx, c)
 	case MoveQueues:
 		return f.moveQueues(ctx, c)
+	case SetVhostLimits:
+		return f.setVhostLimits(c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}
@@ -270,6 +272,9 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 		existing := *q
 		ctx.res.Queue = &existing
 		return nil
+	}
+	if refusal := checkQueueLimit(vh, c.Name); refusal != nil {
+		return refusal
 	}
 	q := &Queue{
 		Vhost: c.Vhost, Name: c.Name,

@@ -42,6 +42,9 @@ type Source struct {
 	Join func(seeds []string, timeout time.Duration) error
 	// Rebalance spreads queues evenly over the live nodes and says how many moved.
 	Rebalance func() (int, error)
+	// Limits reports this node's connection caps and memory/disk alarms (nil: none); they
+	// are merged into this node's entry of /api/nodes.
+	Limits func() any
 }
 
 // Server serves the HTTP API.
@@ -76,7 +79,7 @@ func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /api/cluster/leave", s.auth(s.leave))
 	mux.HandleFunc("POST /api/cluster/join", s.auth(s.join))
 	mux.HandleFunc("POST /api/cluster/rebalance", s.auth(s.rebalance))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: s.limitsFirst(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -185,6 +188,9 @@ func (s *Server) nodes(w http.ResponseWriter, _ *http.Request) {
 			"type": "disc", "leader": m.ID == leader, "queues": owned[m.ID],
 			"amqp_addr": m.Meta.AMQPAddr, "http_addr": m.Meta.HTTPAddr, "self": m.ID == self,
 		})
+		if m.ID == self && s.src.Limits != nil {
+			mergeLimits(out[len(out)-1], s.src.Limits())
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
 	writeJSON(w, http.StatusOK, out)

@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,7 +47,7 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func startLoggedCluster(t *testing.T, size int, secret string, logs io.Writer) []*node.Node {
+func startLoggedCluster(t *testing.T, size int, secret string, logs io.Writer, tune ...func(*node.Config)) []*node.Node {
 	t.Helper()
 	var nodes []*node.Node
 	var seed string
@@ -61,6 +62,9 @@ func startLoggedCluster(t *testing.T, size int, secret string, logs io.Writer) [
 			cfg.Join = []string{seed}
 		} else {
 			seed = cfg.GossipAddr
+		}
+		for _, f := range tune {
+			f(&cfg)
 		}
 		n, err := node.Start(cfg)
 		if err != nil {
@@ -220,11 +224,12 @@ func TestHostilePeerChangesNothing(t *testing.T) {
 		m, _ := nodes[0].Members.Member(n.Broker.ID())
 		p := datalink.Dial(m.Meta.DataAddr, datalink.Config{NodeID: "evil", Secret: "a-guess", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ConnectWait: time.Second}, nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, err := p.Publish(ctx, []string{"/\x00" + queues[i], queues[i]}, []byte("forged"), false)
+		_, err := p.Publish(ctx, []string{queues[i]}, []byte("forged"), false)
+		up := p.Up()
 		cancel()
 		_ = p.Close()
-		if err == nil {
-			t.Errorf("%s accepted a data-link publish from a peer without the secret", n.Broker.ID())
+		if !errors.Is(err, datalink.ErrLinkDown) || up {
+			t.Errorf("%s: data-link publish from a peer without the secret: %v (link up %v)", n.Broker.ID(), err, up)
 		}
 	}
 

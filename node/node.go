@@ -68,6 +68,9 @@ type Config struct {
 	HTTPSAddr string
 	TLS       *server.TLSFiles
 	TLSOnly   bool
+	// ClusterTLS puts Raft, forwarding and data links in mutual TLS with the operator's
+	// certificates, on top of the cluster secret (nil: the secret alone).
+	ClusterTLS *cluster.TLSFiles
 }
 
 // Node is a started node.
@@ -127,6 +130,13 @@ func Start(cfg Config) (*Node, error) {
 	}
 	// Before Raft replays the topology, so the durable queues it creates keep their messages.
 	n.Broker.AttachMessageStore(msgs)
+	var nodeTLS *cluster.NodeTLS
+	if cfg.ClusterTLS != nil {
+		if nodeTLS, err = cluster.LoadNodeTLS(*cfg.ClusterTLS); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+		}
+	}
 	raftAdvertise := advertised(cfg.RaftAddr, cfg.AdvertiseHost)
 	if raftAdvertise == cfg.RaftAddr {
 		raftAdvertise = ""
@@ -135,7 +145,7 @@ func Start(cfg Config) (*Node, error) {
 		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
 		Transport: cfg.RaftTransport, InMemory: cfg.InMemoryRaft, RaftLogOutput: cfg.RaftLogOutput,
 		Join: len(cfg.Join) > 0 && !cfg.Bootstrap, Secret: cfg.ClusterSecret, ForwardAddr: cfg.ForwardAddr,
-		RaftAdvertise: raftAdvertise,
+		RaftAdvertise: raftAdvertise, TLS: nodeTLS,
 	})
 	if err != nil {
 		n.Close()
@@ -178,6 +188,9 @@ func Start(cfg Config) (*Node, error) {
 		})
 		if cfg.DataAddr != "" {
 			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
+			if nodeTLS != nil {
+				lcfg.ServerTLS, lcfg.ClientTLS = nodeTLS.Server, nodeTLS.Client
+			}
 			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
 			if err != nil {
 				n.Close()
@@ -201,6 +214,9 @@ func Start(cfg Config) (*Node, error) {
 	scfg := cfg.Server
 	scfg.Node = n.Broker
 	scfg.Logger = log
+	if scfg.DataDir == "" {
+		scfg.DataDir = cfg.DataDir // the disk free limit watches the data dir's file system
+	}
 	n.AMQP = server.New(scfg)
 	if cfg.AMQPAddr != "" {
 		if err := n.AMQP.Listen(cfg.AMQPAddr); err != nil {
@@ -212,6 +228,7 @@ func Start(cfg Config) (*Node, error) {
 		Node: n.Broker, Connections: n.AMQP.ConnectionCount, RaftStats: n.Store.Stats, Version: server.Version,
 		StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
 		Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
+		Limits: func() any { return n.AMQP.Limits() },
 	}
 	if cfg.HTTPAddr != "" {
 		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, api, log)

@@ -135,8 +135,8 @@ func (c *conn) handleChannelMethod(id uint16, payload []byte) error {
 }
 
 func (c *conn) openChannel(id uint16) error {
-	if id > c.s.cfg.ChannelMax {
-		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, c.s.cfg.ChannelMax)
+	if max := c.negotiatedChannelMax(); id > max {
+		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, max)
 	}
 	ch := newChannel(c, id)
 	c.channels[id] = ch

@@ -97,6 +97,9 @@ func (c *conn) handshake() error {
 	if tuneOk.FrameMax != 0 {
 		c.frameMax = tuneOk.FrameMax
 	}
+	if err := c.tuneChannelMax(tuneOk.ChannelMax); err != nil {
+		return err
+	}
 	c.fr.SetMaxFrameSize(c.s.cfg.FrameMax)
 	c.heartbeat = tuneOk.Heartbeat
 
@@ -107,6 +110,9 @@ func (c *conn) handshake() error {
 	if !c.s.node.FSM().VhostExists(open.VirtualHost) {
 		c.closeWithError(errorf(wire.NotAllowed, "vhost %s not found", open.VirtualHost))
 		return fmt.Errorf("unknown vhost %q", open.VirtualHost)
+	}
+	if err := c.admit(open.VirtualHost); err != nil {
+		return err
 	}
 	c.vhost = open.VirtualHost
 	c.sendMethod(0, &wire.ConnectionOpenOk{})

@@ -38,6 +38,13 @@ type Config struct {
 	// MemoryHighWatermark is the heap size (bytes) above which publishers are blocked
 	// (connection.blocked); default 40% of physical memory, as RabbitMQ.
 	MemoryHighWatermark uint64
+	// MaxConnections caps open client connections on this node (0: no cap); vhosts have
+	// their own max-connections limit in the FSM (limits.go).
+	MaxConnections int
+	// DiskFreeLimit blocks publishers while the file system of DataDir has less free space
+	// (bytes; default 50 MB, RabbitMQ's disk_free_limit); DataDir "" turns the check off.
+	DiskFreeLimit uint64
+	DataDir       string
 }
 
 func (c *Config) setDefaults() {
@@ -65,6 +72,9 @@ func (c *Config) setDefaults() {
 	if c.MemoryHighWatermark == 0 {
 		c.MemoryHighWatermark = defaultMemoryLimit()
 	}
+	if c.DiskFreeLimit == 0 {
+		c.DiskFreeLimit = defaultDiskFreeLimit
+	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 128 << 20
 	}
@@ -81,6 +91,7 @@ type Server struct {
 	memOnce   sync.Once
 	memRuns   atomic.Bool
 	closingCh chan struct{} // closed by Close: blocked publishers stop waiting
+	limits    connLimits
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -93,8 +104,11 @@ type Server struct {
 // New returns a server for cfg.Node.
 func New(cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{}),
+	s := &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{}),
 		mem: newMemoryAlarm(cfg.MemoryHighWatermark), closingCh: make(chan struct{})}
+	s.mem.disk.path = cfg.DataDir
+	s.mem.disk.limit.Store(cfg.DiskFreeLimit)
+	return s
 }
 
 // Listen binds addr and serves connections in the background; Addr reports the bound address.

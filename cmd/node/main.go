@@ -135,7 +135,12 @@ func runNode(args []string, stderr io.Writer) int {
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
 	tf := addTLSFlags(fs, str)
+	lf := addLimitFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := lf.check(); err != nil {
+		fmt.Fprintf(stderr, "node: %v\n", err)
 		return 2
 	}
 	if err := tf.settle(fs, amqpAddr, httpAddr); err != nil {
@@ -167,8 +172,10 @@ func runNode(args []string, stderr io.Writer) int {
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
-		Server:    server.Config{LoopbackUsers: splitList(*loopbackUsers)},
-		AMQPSAddr: *tf.amqpsAddr, HTTPSAddr: *tf.httpsAddr, TLS: tf.files(), TLSOnly: *tf.only,
+		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers),
+			MaxConnections: *lf.maxConns, ChannelMax: uint16(*lf.channelMax), DiskFreeLimit: *lf.diskFree,
+			MemoryHighWatermark: *lf.memHigh},
+		AMQPSAddr: *tf.amqpsAddr, HTTPSAddr: *tf.httpsAddr, TLS: tf.files(), TLSOnly: *tf.only, ClusterTLS: tf.clusterFiles(),
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)

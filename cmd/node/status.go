@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -48,7 +49,35 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%v\t%v\t%s\t%v\t%v\n", n["name"], orDash(n["state"]), lead, orDash(n["queues"]), orDash(n["amqp_addr"]))
 	}
 	_ = tw.Flush()
+	for _, n := range nodes {
+		if n["self"] == true && n["mem_limit"] != nil {
+			fmt.Fprintf(stdout, "this node (%v): connections %v (max %v), channel_max %v, memory %v of %v bytes, disk free %v bytes (limit %v), alarms: %s\n",
+				n["name"], n["connections"], orNone(n["connection_max"]), n["channel_max"], n["mem_used"], n["mem_limit"],
+				n["disk_free"], n["disk_free_limit"], alarms(n))
+		}
+	}
 	return 0
+}
+
+func orNone(v any) any {
+	if f, ok := v.(float64); ok && f == 0 {
+		return "none"
+	}
+	return v
+}
+
+func alarms(n map[string]any) string {
+	var on []string
+	if n["mem_alarm"] == true {
+		on = append(on, "memory")
+	}
+	if n["disk_free_alarm"] == true {
+		on = append(on, "disk")
+	}
+	if len(on) == 0 {
+		return "none"
+	}
+	return strings.Join(on, ", ")
 }
 
 func orDash(v any) any {

@@ -9,12 +9,31 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
+
+// syncBuffer is a bytes.Buffer a child process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 func caPool(t *testing.T, dir string) *x509.CertPool {
 	t.Helper()
@@ -61,8 +80,8 @@ func TestTLSOnlyNodeWithGeneratedCertsReloadsOnSIGHUP(t *testing.T) {
 	cmd := exec.Command(bin, "run", "--id", "tls1", "--data-dir", t.TempDir(), "--tls-only",
 		"--amqps-addr", addrs[0], "--https-addr", addrs[1], "--raft-addr", addrs[2], "--gossip-addr", addrs[3],
 		"--tls-cert", filepath.Join(certs, "n1.pem"), "--tls-key", filepath.Join(certs, "n1-key.pem"), "--tls-ca", filepath.Join(certs, "ca.pem"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

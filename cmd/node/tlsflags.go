@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 
+	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/server"
 )
 
@@ -12,17 +13,21 @@ import (
 type tlsFlags struct {
 	amqpsAddr, httpsAddr, cert, key, ca *string
 	verifyPeer, only                    *bool
+	clusterCert, clusterKey, clusterCA  *string
 }
 
 func addTLSFlags(fs *flag.FlagSet, str func(name, def, help string) *string) *tlsFlags {
 	return &tlsFlags{
-		amqpsAddr:  str("amqps-addr", "", "AMQP over TLS listen address, e.g. 127.0.0.1:5671 (empty: off)"),
-		httpsAddr:  str("https-addr", "", "HTTP API over TLS listen address, e.g. 127.0.0.1:15671 (empty: off)"),
-		cert:       str("tls-cert", "", "PEM certificate (chain) of the amqps/https listeners; re-read on SIGHUP"),
-		key:        str("tls-key", "", "PEM private key of --tls-cert; re-read on SIGHUP"),
-		ca:         str("tls-ca", "", "PEM CA certificates that sign client certificates"),
-		verifyPeer: fs.Bool("tls-verify-peer", os.Getenv("WARREN_TLS_VERIFY_PEER") == "true", "require a client certificate signed by --tls-ca; such clients may log in with EXTERNAL as the certificate's CN (env WARREN_TLS_VERIFY_PEER=true)"),
-		only:       fs.Bool("tls-only", os.Getenv("WARREN_TLS_ONLY") == "true", "open no plaintext client listener: --amqp-addr and --http-addr default to off and are refused if given (env WARREN_TLS_ONLY=true)"),
+		amqpsAddr:   str("amqps-addr", "", "AMQP over TLS listen address, e.g. 127.0.0.1:5671 (empty: off)"),
+		httpsAddr:   str("https-addr", "", "HTTP API over TLS listen address, e.g. 127.0.0.1:15671 (empty: off)"),
+		cert:        str("tls-cert", "", "PEM certificate (chain) of the amqps/https listeners; re-read on SIGHUP"),
+		key:         str("tls-key", "", "PEM private key of --tls-cert; re-read on SIGHUP"),
+		ca:          str("tls-ca", "", "PEM CA certificates that sign client certificates"),
+		verifyPeer:  fs.Bool("tls-verify-peer", os.Getenv("WARREN_TLS_VERIFY_PEER") == "true", "require a client certificate signed by --tls-ca; such clients may log in with EXTERNAL as the certificate's CN (env WARREN_TLS_VERIFY_PEER=true)"),
+		clusterCert: str("cluster-tls-cert", "", "PEM certificate of this node for mutual TLS on Raft, forwarding and data links (with --cluster-tls-key and --cluster-tls-ca; on top of the cluster secret)"),
+		clusterKey:  str("cluster-tls-key", "", "PEM private key of --cluster-tls-cert"),
+		clusterCA:   str("cluster-tls-ca", "", "PEM CA that signs every node's --cluster-tls-cert"),
+		only:        fs.Bool("tls-only", os.Getenv("WARREN_TLS_ONLY") == "true", "open no plaintext client listener: --amqp-addr and --http-addr default to off and are refused if given (env WARREN_TLS_ONLY=true)"),
 	}
 }
 
@@ -43,6 +48,13 @@ func (t *tlsFlags) settle(fs *flag.FlagSet, amqpAddr, httpAddr *string) error {
 		}
 	}
 	return nil
+}
+
+func (t *tlsFlags) clusterFiles() *cluster.TLSFiles {
+	if *t.clusterCert == "" && *t.clusterKey == "" && *t.clusterCA == "" {
+		return nil
+	}
+	return &cluster.TLSFiles{Cert: *t.clusterCert, Key: *t.clusterKey, CA: *t.clusterCA}
 }
 
 func (t *tlsFlags) files() *server.TLSFiles {
