@@ -116,6 +116,14 @@ func TestTLSOnlyNodeWithGeneratedCertsReloadsOnSIGHUP(t *testing.T) {
 		t.Fatalf("https api: %s", resp.Status)
 	}
 
+	// The CLI reaches a TLS-only node's API over https.
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"status", "--http", "https://" + addrs[1], "--tls-ca", filepath.Join(certs, "ca.pem")}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "tls1  alive") {
+		t.Fatalf("status over https: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+
 	// New CA and certificates, then SIGHUP.
 	if code := run([]string{"certs", "--dir", certs, "--nodes", "n1"}, &out, &errb); code != 0 {
 		t.Fatalf("node certs again: %s", errb.String())

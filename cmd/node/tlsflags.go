@@ -1,9 +1,15 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
+	"net/http"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/server"
@@ -62,4 +68,31 @@ func (t *tlsFlags) files() *server.TLSFiles {
 		return nil
 	}
 	return &server.TLSFiles{Cert: *t.cert, Key: *t.key, CA: *t.ca, VerifyPeer: *t.verifyPeer}
+}
+
+// apiBase is the URL prefix of a node's API: --http takes HOST:PORT (plain http) or a URL,
+// https:// for a node serving the API with --https-addr.
+func apiBase(addr string) string {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return strings.TrimSuffix(addr, "/")
+	}
+	return "http://" + addr
+}
+
+// apiHTTPClient trusts caFile (when given) for https API addresses.
+func apiHTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
+	c := &http.Client{Timeout: timeout}
+	if caFile == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-ca: no PEM certificate in %s", caFile)
+	}
+	c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return c, nil
 }
