@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -203,5 +205,84 @@ func TestRaftMutualTLS(t *testing.T) {
 	defer plain.close()
 	if _, _, err := plain.apply(s.ForwardAddr(), encode(t, fsm.AddVhost{Name: "plain"}), time.Now().Add(3*time.Second)); err == nil || f.VhostExists("plain") {
 		t.Fatalf("forward without a certificate: %v", err)
+	}
+}
+
+// TestNodeTLSReload: after the files are replaced with another CA's and Reload runs, new
+// handshakes trust the new CA and no longer the old one.
+func TestNodeTLSReload(t *testing.T) {
+	ca1, _ := pki.NewCA("one", time.Hour)
+	ca2, _ := pki.NewCA("two", time.Hour)
+	files := writeNodeTLS(t, ca1, "server")
+	srv, err := LoadNodeTLS(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer1, _ := LoadNodeTLS(writeNodeTLS(t, ca1, "p1"))
+	peer2, _ := LoadNodeTLS(writeNodeTLS(t, ca2, "p2"))
+	handshake := func(client *NodeTLS) error {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		errc := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			sc := tls.Server(c, srv.Server)
+			if err := sc.Handshake(); err != nil {
+				errc <- err
+				return
+			}
+			_, err = sc.Write([]byte{1})
+			errc <- err
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		tc := tls.Client(c, client.Client)
+		cerr := tc.Handshake()
+		if cerr == nil {
+			// TLS 1.3: the server's verdict on our certificate arrives with the first read.
+			_, cerr = tc.Read(make([]byte, 1))
+		}
+		_ = c.Close()
+		if serr := <-errc; serr != nil {
+			return serr
+		}
+		return cerr
+	}
+	if err := handshake(peer1); err != nil {
+		t.Fatalf("peer of the same CA: %v", err)
+	}
+	if handshake(peer2) == nil {
+		t.Fatal("peer of another CA accepted")
+	}
+	next := writeNodeTLS(t, ca2, "server")
+	for from, to := range map[string]string{next.Cert: files.Cert, next.Key: files.Key, next.CA: files.CA} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(peer2); err != nil {
+		t.Fatalf("peer of the new CA after reload: %v", err)
+	}
+	if handshake(peer1) == nil {
+		t.Fatal("peer of the old CA accepted after reload")
 	}
 }

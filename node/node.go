@@ -90,6 +90,7 @@ type Node struct {
 	Members   *cluster.Membership
 
 	reconciler  *cluster.Reconciler
+	clusterTLS  *cluster.NodeTLS // --cluster-tls-*; nil without
 	links       *datalink.Server
 	failStop    chan struct{}
 	failDone    chan struct{}
@@ -130,9 +131,8 @@ func Start(cfg Config) (*Node, error) {
 	}
 	// Before Raft replays the topology, so the durable queues it creates keep their messages.
 	n.Broker.AttachMessageStore(msgs)
-	var nodeTLS *cluster.NodeTLS
 	if cfg.ClusterTLS != nil {
-		if nodeTLS, err = cluster.LoadNodeTLS(*cfg.ClusterTLS); err != nil {
+		if n.clusterTLS, err = cluster.LoadNodeTLS(*cfg.ClusterTLS); err != nil {
 			n.Close()
 			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 		}
@@ -145,7 +145,7 @@ func Start(cfg Config) (*Node, error) {
 		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
 		Transport: cfg.RaftTransport, InMemory: cfg.InMemoryRaft, RaftLogOutput: cfg.RaftLogOutput,
 		Join: len(cfg.Join) > 0 && !cfg.Bootstrap, Secret: cfg.ClusterSecret, ForwardAddr: cfg.ForwardAddr,
-		RaftAdvertise: raftAdvertise, TLS: nodeTLS,
+		RaftAdvertise: raftAdvertise, TLS: n.clusterTLS,
 	})
 	if err != nil {
 		n.Close()
@@ -188,8 +188,8 @@ func Start(cfg Config) (*Node, error) {
 		})
 		if cfg.DataAddr != "" {
 			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
-			if nodeTLS != nil {
-				lcfg.ServerTLS, lcfg.ClientTLS = nodeTLS.Server, nodeTLS.Client
+			if n.clusterTLS != nil {
+				lcfg.ServerTLS, lcfg.ClientTLS = n.clusterTLS.Server, n.clusterTLS.Client
 			}
 			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
 			if err != nil {

@@ -58,13 +58,28 @@ func (n *Node) listenTLS(api mgmt.Source) error {
 	return nil
 }
 
-// ReloadTLS reads the certificate files again (SIGHUP): new handshakes use them, open
-// connections are kept. On an error the previous certificates stay in use.
+// ErrNoTLS is ReloadTLS on a node without certificates.
+var ErrNoTLS = errors.New("no TLS certificates to reload")
+
+// ReloadTLS reads the certificate files again (SIGHUP), of the client listeners and of node
+// links: new handshakes use them, open connections are kept. On an error the previous
+// certificates stay in use.
 func (n *Node) ReloadTLS() error {
-	if n.TLS == nil {
-		return errors.New("no TLS listeners to reload")
+	if n.TLS == nil && n.clusterTLS == nil {
+		return ErrNoTLS
 	}
-	return n.TLS.Reload()
+	var errs []error
+	if n.TLS != nil {
+		errs = append(errs, n.TLS.Reload())
+	}
+	if n.clusterTLS != nil {
+		if err := n.clusterTLS.Reload(); err != nil {
+			errs = append(errs, err)
+		} else {
+			n.log.Info("cluster tls: certificates reloaded")
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // AMQPSAddr returns the amqps listener's address ("" without one).

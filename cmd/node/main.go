@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -188,10 +189,11 @@ wait:
 	case s := <-sig:
 		if s == syscall.SIGHUP {
 			// Certificates renewed on disk: new TLS handshakes use them, connections stay.
-			if n.TLS != nil {
-				if err := n.ReloadTLS(); err != nil {
-					log.Error("SIGHUP: certificates not reloaded; the previous ones stay in use", "err", err)
-				}
+			switch err := n.ReloadTLS(); {
+			case errors.Is(err, node.ErrNoTLS):
+				log.Info("SIGHUP: no certificates to reload")
+			case err != nil:
+				log.Error("SIGHUP: certificates not reloaded; the previous ones stay in use", "err", err)
 			}
 			goto wait
 		}
