@@ -15,7 +15,7 @@
 # $PORT_OFFSET (default 0) shifts every port, so a second cluster can run beside the first.
 # WARREN_TLS=1 at `up` also writes a throw-away CA and certificates (`node certs`) to
 # $CLUSTER_DIR/certs and gives node i amqps on 5690+i and https on 15690+i (clients trust
-# certs/ca.pem; certs/client-guest.pem logs in with EXTERNAL). `scripts/cluster.sh reload I`
+# certs/ca.pem; certs/client-guest.pem logs in with EXTERNAL); node links use mutual TLS. `scripts/cluster.sh reload I`
 # sends node I SIGHUP to re-read its certificates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +50,8 @@ start_node() {
   local tls=()
   if [[ -e $dir/certs/ca.pem ]]; then
     tls=(--amqps-addr "127.0.0.1:$((5690 + off + i))" --https-addr "127.0.0.1:$((15690 + off + i))"
-      --tls-cert "$dir/certs/n$i.pem" --tls-key "$dir/certs/n$i-key.pem" --tls-ca "$dir/certs/ca.pem")
+      --tls-cert "$dir/certs/n$i.pem" --tls-key "$dir/certs/n$i-key.pem" --tls-ca "$dir/certs/ca.pem"
+      --cluster-tls-cert "$dir/certs/n$i.pem" --cluster-tls-key "$dir/certs/n$i-key.pem" --cluster-tls-ca "$dir/certs/ca.pem")
   fi
   WARREN_CLUSTER_SECRET=$(cat "$dir/secret") "$bin" run --id "n$i" --data-dir "$dir/n$i/data" "${tls[@]}" \
     --amqp-addr "127.0.0.1:$(amqp_port "$i")" --http-addr "$(http_addr "$i")" \

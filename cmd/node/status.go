@@ -52,8 +52,8 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	for _, n := range nodes {
 		if n["self"] == true && n["mem_limit"] != nil {
 			fmt.Fprintf(stdout, "this node (%v): connections %v (max %v), channel_max %v, memory %v of %v bytes, disk free %v bytes (limit %v), alarms: %s\n",
-				n["name"], n["connections"], orNone(n["connection_max"]), n["channel_max"], n["mem_used"], n["mem_limit"],
-				n["disk_free"], n["disk_free_limit"], alarms(n))
+				n["name"], whole(n["connections"]), orNone(n["connection_max"]), whole(n["channel_max"]), whole(n["mem_used"]), whole(n["mem_limit"]),
+				whole(n["disk_free"]), whole(n["disk_free_limit"]), alarms(n))
 		}
 	}
 	return 0
@@ -62,6 +62,14 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 func orNone(v any) any {
 	if f, ok := v.(float64); ok && f == 0 {
 		return "none"
+	}
+	return whole(v)
+}
+
+// whole prints a JSON number as an integer (encoding/json decodes numbers as float64).
+func whole(v any) any {
+	if f, ok := v.(float64); ok {
+		return fmt.Sprintf("%.0f", f)
 	}
 	return v
 }
