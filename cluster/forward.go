@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -119,10 +120,13 @@ type forwardServer struct {
 	stop  chan struct{}
 }
 
-func listenForward(addr string, s *Store, log *slog.Logger) (*forwardServer, error) {
+func listenForward(addr string, s *Store, nt *NodeTLS, log *slog.Logger) (*forwardServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for forwarded writes on %s: %w", addr, err)
+	}
+	if nt != nil {
+		ln = tls.NewListener(ln, nt.Server)
 	}
 	fs := &forwardServer{
 		ln: ln, store: s, log: log, conns: make(map[net.Conn]struct{}),
@@ -279,6 +283,7 @@ type forwardConn struct {
 // forwardPool keeps idle connections per leader address; concurrent writes use separate ones.
 type forwardPool struct {
 	key []byte
+	tls *NodeTLS // nil: plain TCP
 
 	mu     sync.Mutex
 	idle   map[string][]*forwardConn
@@ -306,6 +311,9 @@ func (p *forwardPool) get(addr string, deadline time.Time) (*forwardConn, error)
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if p.tls != nil {
+		conn = tls.Client(conn, p.tls.Client)
 	}
 	_ = conn.SetDeadline(deadline)
 	fc := &forwardConn{conn: conn, r: bufio.NewReader(conn), w: bufio.NewWriter(conn), nonce: make([]byte, nonceSize)}

@@ -59,7 +59,8 @@ type Config struct {
 	// Join marks a node started to join an existing cluster: it never bootstraps (see the
 	// package comment for the rule).
 	Join bool
-	// Secret is the cluster secret; forwarded writes are authenticated with an HMAC keyed by it.
+	// Secret is the cluster secret: every Raft connection proves it in a handshake before raft
+	// reads from it (streamlayer.go), and forwarded writes carry an HMAC keyed by it.
 	Secret string
 	// ForwardAddr is where this node accepts writes forwarded by followers while it is the
 	// leader ("" = do not serve; fine for a single node). Port 0 picks one; see ForwardAddr().
@@ -69,6 +70,8 @@ type Config struct {
 	// VisibleWait bounds how long Apply waits for other live nodes to apply a command
 	// (default DefaultVisibleWait; see barrier.go).
 	VisibleWait time.Duration
+	// TLS, when set, wraps Raft and forwarding connections in mutual TLS (tls.go).
+	TLS *NodeTLS
 }
 
 // Store wraps hashicorp/raft: the whole flow of a topology write is Apply → (forward to the
@@ -189,7 +192,8 @@ func Open(cfg Config) (*Store, error) {
 		case addr.Port != 0:
 			advertise = addr
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, raftIOTimeout, rc.Logger)
+		raftKey := deriveKey("warren-raft-v1", cfg.Secret)
+		tcp, err := newAuthTransport(cfg.RaftAddr, advertise, raftKey, cfg.TLS, s.log, rc.Logger)
 		if err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
@@ -205,7 +209,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		adv, _ := net.ResolveTCPAddr("tcp", string(tcp.LocalAddr()))
 		s.newTransport = func() (*raft.NetworkTransport, error) {
-			return raft.NewTCPTransportWithLogger(bind, adv, 3, raftIOTimeout, rc.Logger)
+			return newAuthTransport(bind, adv, raftKey, cfg.TLS, s.log, rc.Logger)
 		}
 	}
 	s.transport = trans
@@ -235,9 +239,10 @@ func Open(cfg Config) (*Store, error) {
 	s.dataDir, s.inMemory = cfg.DataDir, cfg.InMemory
 	s.forwardPool = newForwardPool(s.forwardKey)
 	s.vis = newVisibility(s, cfg.VisibleWait)
+	s.forwardPool.tls = cfg.TLS
 
 	if cfg.ForwardAddr != "" {
-		fs, err := listenForward(cfg.ForwardAddr, s, s.log)
+		fs, err := listenForward(cfg.ForwardAddr, s, cfg.TLS, s.log)
 		if err != nil {
 			_ = s.r().Shutdown().Error()
 			s.closeAll()

@@ -1,6 +1,7 @@
 package datalink
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 )
@@ -12,7 +13,10 @@ type Config struct {
 	// refused (HMAC-SHA256 challenge-response in both directions, keyed by
 	// SHA-256("warren-datalink\x00"+Secret)).
 	Secret string
-	Logger *slog.Logger
+	// ServerTLS and ClientTLS, when set, wrap accepted and dialled links in mutual TLS
+	// (--cluster-tls-*) under the secret's handshake.
+	ServerTLS, ClientTLS *tls.Config
+	Logger               *slog.Logger
 	// MaxBuffered is how many unsent bytes of publishes and deliveries one link keeps before
 	// publishers block and Deliverer.Deliver refuses; default 8 MiB.
 	MaxBuffered int

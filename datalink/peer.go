@@ -2,6 +2,7 @@ package datalink
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -214,6 +215,9 @@ func (p *Peer) connect() (*clientLink, *frameReader, error) {
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
+	}
+	if p.cfg.ClientTLS != nil {
+		conn = tls.Client(conn, p.cfg.ClientTLS)
 	}
 	// Close (or the timeout) must be able to interrupt a handshake with a silent peer.
 	stopWatch := context.AfterFunc(ctx, func() { _ = conn.Close() })

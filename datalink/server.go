@@ -1,6 +1,7 @@
 package datalink
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,9 @@ func Listen(addr string, cfg Config, h Handler) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("datalink: listen on %s: %w", addr, err)
+	}
+	if cfg.ServerTLS != nil {
+		ln = tls.NewListener(ln, cfg.ServerTLS)
 	}
 	s := &Server{
 		cfg:     cfg,

@@ -96,6 +96,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.electLeader(ctx, c)
 	case AddReplica:
 		return f.addReplica(ctx, c)
+	case SetVhostLimits:
+		return f.setVhostLimits(c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}
@@ -268,6 +270,9 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 		existing := *q
 		ctx.res.Queue = &existing
 		return nil
+	}
+	if refusal := checkQueueLimit(vh, c.Name); refusal != nil {
+		return refusal
 	}
 	q := &Queue{
 		Vhost: c.Vhost, Name: c.Name,

@@ -243,13 +243,20 @@ func Decode(b []byte) (Command, error) {
 	case OpAddReplica:
 		c, err = decodeInto[AddReplica](body)
 	default:
-		return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
+		dec, ok := extraDecoders[op]
+		if !ok {
+			return nil, fmt.Errorf("fsm: decode: unknown op %d", uint8(op))
+		}
+		c, err = dec(body)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("fsm: decode %s: %w", op, err)
 	}
 	return c, nil
 }
+
+// extraDecoders decode commands defined outside this file (limits.go).
+var extraDecoders = map[Op]func([]byte) (Command, error){}
 
 func decodeInto[T Command](body []byte) (Command, error) {
 	var v T

@@ -179,6 +179,7 @@ type vhostState struct {
 	bindings  map[bindingKey]*storedBinding
 	bySource  map[string]map[bindingKey]struct{}
 	byDest    map[exchange.Dest]map[bindingKey]struct{}
+	limits    map[string]int // limits.go; nil: none
 }
 
 type exchangeState struct {

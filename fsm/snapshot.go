@@ -39,6 +39,8 @@ type vhostDoc struct {
 	Exchanges []Exchange    `json:"exchanges"`
 	Queues    []Queue       `json:"queues"`
 	Bindings  []BindingInfo `json:"bindings"`
+	// Limits are the vhost limits (limits.go); omitted when none, so older digests hold.
+	Limits map[string]int `json:"limits,omitempty"`
 }
 
 type permDoc struct {
@@ -50,7 +52,7 @@ func (f *FSM) stateBytesLocked() ([]byte, error) {
 	var doc stateDoc
 	for _, vname := range f.vhostNamesLocked() {
 		vh := f.vhosts[vname]
-		vd := vhostDoc{Name: vname, Exchanges: []Exchange{}, Queues: []Queue{}, Bindings: []BindingInfo{}}
+		vd := vhostDoc{Name: vname, Exchanges: []Exchange{}, Queues: []Queue{}, Bindings: []BindingInfo{}, Limits: vh.limits}
 		for _, n := range sortedKeys(vh.exchanges) {
 			vd.Exchanges = append(vd.Exchanges, vh.exchanges[n].info)
 		}
@@ -189,6 +191,9 @@ func (f *FSM) load(doc stateDoc) error {
 		vh := newVhost(vd.Name)
 		clear(vh.exchanges) // the snapshot lists the predeclared ones too
 		f.vhosts[vd.Name] = vh
+		if len(vd.Limits) > 0 {
+			vh.limits = vd.Limits
+		}
 		for _, x := range vd.Exchanges {
 			m, err := exchange.NewMatcher(x.Kind)
 			if err != nil {

@@ -146,6 +146,9 @@ func (s *Server) nodeList(p *principal) []map[string]any {
 			item["mem_alarm"], item["mem_limit"] = st.MemAlarm, st.MemLimit
 			item["message_rates"] = st.Rates
 		}
+		if m.ID == self && s.src.Limits != nil {
+			mergeLimits(item, s.src.Limits())
+		}
 		out = append(out, item)
 	}
 	return out

@@ -79,6 +79,9 @@ type Source struct {
 	ClusterName string
 	// Topology says whether this node can commit topology changes, and why not (nil: always).
 	Topology func() (writable bool, reason string)
+	// Limits reports this node's connection caps and memory/disk alarms (nil: none); they
+	// are merged into this node's entry of /api/nodes.
+	Limits func() any
 }
 
 // Server serves the HTTP API.
@@ -107,18 +110,23 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
 	}
+	return Serve(ln, src, log), nil
+}
+
+// Serve serves the API on ln (a TLS listener for https) in the background.
+func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
 	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{}),
 		peers: &http.Client{Timeout: 3 * time.Second}, started: time.Now(), progress: map[string]*Progress{}, quit: make(chan struct{})}
 	s.metrics = &metricsCollector{s: s}
 	s.rates = startSampler(s.sample)
-	s.http = &http.Server{Handler: keepEscapedSlashes(s.routes()), ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: s.limitsFirst(keepEscapedSlashes(s.routes())), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http api stopped", "err", err)
 		}
 	}()
-	return s, nil
+	return s
 }
 
 func (s *Server) routes() *http.ServeMux {

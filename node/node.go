@@ -40,8 +40,9 @@ type Config struct {
 	InMemoryRaft  bool
 	RaftLogOutput io.Writer // hashicorp/raft's own log (default stderr)
 	// Join lists gossip addresses of running nodes to join; empty starts (or restarts) a
-	// cluster of its own. ClusterSecret must be the same on every node: gossip, forwarded
-	// writes and data links are keyed by it. ForwardAddr serves topology writes forwarded
+	// cluster of its own. ClusterSecret must be the same on every node: Raft, gossip,
+	// forwarded writes and data links are keyed by it. Empty on a node that joins nobody
+	// generates one (kept in DataDir/cluster-secret); empty with Join is an error. ForwardAddr serves topology writes forwarded
 	// from followers. ReapAfter (0: never) removes nodes dead that long from Raft.
 	Join          []string
 	ClusterSecret string
@@ -60,6 +61,16 @@ type Config struct {
 	JoinWait time.Duration
 	// Server tunes the AMQP server (heartbeat, frame size, loopback users); Node is filled in.
 	Server server.Config
+	// AMQPSAddr serves AMQP over TLS and HTTPSAddr the HTTP API over TLS ("" = off), both
+	// with the certificate files in TLS (required by either). TLSOnly refuses plaintext
+	// client listeners: AMQPAddr and HTTPAddr must then be empty.
+	AMQPSAddr string
+	HTTPSAddr string
+	TLS       *server.TLSFiles
+	TLSOnly   bool
+	// ClusterTLS puts Raft, forwarding and data links in mutual TLS with the operator's
+	// certificates, on top of the cluster secret (nil: the secret alone).
+	ClusterTLS *cluster.TLSFiles
 }
 
 // Node is a started node.
@@ -73,10 +84,13 @@ type Node struct {
 	Store     *cluster.Store
 	AMQP      *server.Server
 	HTTP      *mgmt.Server
+	HTTPS     *mgmt.Server
+	TLS       *server.TLSSource // nil without TLS listeners; ReloadTLS re-reads its files
 	Messages  *msgstore.Store
 	Members   *cluster.Membership
 
 	reconciler  *cluster.Reconciler
+	clusterTLS  *cluster.NodeTLS // --cluster-tls-*; nil without
 	links       *datalink.Server
 	failStop    chan struct{}
 	failDone    chan struct{}
@@ -99,6 +113,13 @@ func Start(cfg Config) (*Node, error) {
 	if err := claimDataDir(cfg.DataDir, cfg.ID); err != nil {
 		return nil, err
 	}
+	if err := checkTLSConfig(cfg); err != nil {
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+	}
+	if err := resolveSecret(&cfg, log); err != nil {
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+	}
+	n.cfg = cfg
 	n.FSM = fsm.New(fsm.Options{DecodeArgs: broker.DecodeArgs})
 	n.Broker = broker.New(cfg.ID, n.FSM, log)
 	msgs, rec, err := msgstore.Open(msgstore.Options{Dir: filepath.Join(cfg.DataDir, "messages"), Logger: log})
@@ -112,6 +133,12 @@ func Start(cfg Config) (*Node, error) {
 	}
 	// Before Raft replays the topology, so the durable queues it creates keep their messages.
 	n.Broker.AttachMessageStore(msgs)
+	if cfg.ClusterTLS != nil {
+		if n.clusterTLS, err = cluster.LoadNodeTLS(*cfg.ClusterTLS); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+		}
+	}
 	raftAdvertise := advertised(cfg.RaftAddr, cfg.AdvertiseHost)
 	if raftAdvertise == cfg.RaftAddr {
 		raftAdvertise = ""
@@ -120,7 +147,7 @@ func Start(cfg Config) (*Node, error) {
 		NodeID: cfg.ID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, FSM: n.FSM, Logger: log,
 		Transport: cfg.RaftTransport, InMemory: cfg.InMemoryRaft, RaftLogOutput: cfg.RaftLogOutput,
 		Join: len(cfg.Join) > 0 && !cfg.Bootstrap, Secret: cfg.ClusterSecret, ForwardAddr: cfg.ForwardAddr,
-		RaftAdvertise: raftAdvertise,
+		RaftAdvertise: raftAdvertise, TLS: n.clusterTLS,
 	})
 	if err != nil {
 		n.Close()
@@ -165,6 +192,9 @@ func Start(cfg Config) (*Node, error) {
 		store.SetLiveNodes(liveNodes)
 		if cfg.DataAddr != "" {
 			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
+			if n.clusterTLS != nil {
+				lcfg.ServerTLS, lcfg.ClientTLS = n.clusterTLS.Server, n.clusterTLS.Client
+			}
 			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
 			if err != nil {
 				n.Close()
@@ -192,22 +222,33 @@ func Start(cfg Config) (*Node, error) {
 	scfg := cfg.Server
 	scfg.Node = n.Broker
 	scfg.Logger = log
+	if scfg.DataDir == "" {
+		scfg.DataDir = cfg.DataDir // the disk free limit watches the data dir's file system
+	}
 	n.AMQP = server.New(scfg)
-	if err := n.AMQP.Listen(cfg.AMQPAddr); err != nil {
-		n.Close()
-		return nil, err
+	if cfg.AMQPAddr != "" {
+		if err := n.AMQP.Listen(cfg.AMQPAddr); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	api := mgmt.Source{
+		Node: n.Broker, AMQP: n.AMQP, RaftStats: n.Store.Stats, Version: server.Version, ClusterSecret: n.cfg.ClusterSecret,
+		StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
+		Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
+		Topology: n.Store.TopologyStatus, ClusterName: cfg.Server.ClusterName,
+		Limits: func() any { return n.AMQP.Limits() },
 	}
 	if cfg.HTTPAddr != "" {
-		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, mgmt.Source{
-			Node: n.Broker, AMQP: n.AMQP, RaftStats: n.Store.Stats, Version: server.Version, ClusterSecret: cfg.ClusterSecret,
-			StoreStats: n.Messages.Stats, Members: n.members, Leader: n.leader,
-			Forget: n.Forget, ErrNotLeader: ErrNotLeader, Leave: n.leaveForAPI, Join: n.joinForAPI, Rebalance: n.rebalanceForAPI,
-			Topology: n.Store.TopologyStatus, ClusterName: cfg.Server.ClusterName,
-		}, log)
+		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, api, log)
 		if err != nil {
 			n.Close()
 			return nil, err
 		}
+	}
+	if err := n.listenTLS(api); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 	}
 	if n.Members != nil {
 		// The AMQP and HTTP ports may have been picked at listen time (":0").
@@ -215,18 +256,20 @@ func Start(cfg Config) (*Node, error) {
 		if host == "" {
 			host = n.Members.AdvertiseHost()
 		}
-		meta := cluster.Meta{AMQPAddr: advertised(n.AMQP.Addr().String(), host), RaftAddr: store.RaftAddr(), ForwardAddr: advertised(store.ForwardAddr(), host)}
+		meta := cluster.Meta{AMQPAddr: advertised(n.clientAddr(), host), RaftAddr: store.RaftAddr(), ForwardAddr: advertised(store.ForwardAddr(), host)}
 		if n.links != nil {
 			meta.DataAddr = advertised(n.links.Addr(), host)
 		}
 		if n.HTTP != nil {
 			meta.HTTPAddr = advertised(n.HTTP.Addr(), host)
+		} else if n.HTTPS != nil {
+			meta.HTTPAddr = advertised(n.HTTPS.Addr(), host)
 		}
 		if err := n.Members.UpdateMeta(meta, 5*time.Second); err != nil {
 			log.Warn("announce addresses to the cluster", "err", err)
 		}
 	}
-	log.Info("node started", "amqp", n.AMQP.Addr().String(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
+	log.Info("node started", "amqp", n.AMQPAddr(), "amqps", n.AMQPSAddr(), "raft", cfg.RaftAddr, "data_dir", cfg.DataDir)
 	return n, nil
 }
 
@@ -271,8 +314,13 @@ func (n *Node) prepareTopology() error {
 	return nil
 }
 
-// AMQPAddr returns the address clients connect to.
-func (n *Node) AMQPAddr() string { return n.AMQP.Addr().String() }
+// AMQPAddr returns the address clients connect to without TLS ("" when there is none).
+func (n *Node) AMQPAddr() string {
+	if a := n.AMQP.Addr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
 
 // Close closes client connections with 320 CONNECTION_FORCED, then stops Raft and the broker.
 func (n *Node) Close() error {
@@ -284,6 +332,9 @@ func (n *Node) close() error {
 	var errs []error
 	if n.HTTP != nil {
 		n.HTTP.Close()
+	}
+	if n.HTTPS != nil {
+		n.HTTPS.Close()
 	}
 	if n.AMQP != nil {
 		n.AMQP.Close()

@@ -13,6 +13,10 @@
 # 7100+i, gossip on 7200+i, forwarded writes on 7300+i, data links on 7400+i. State lives under $CLUSTER_DIR
 # (default .cluster/); the cluster secret is $WARREN_CLUSTER_SECRET (default: one made at `up`).
 # $PORT_OFFSET (default 0) shifts every port, so a second cluster can run beside the first.
+# WARREN_TLS=1 at `up` also writes a throw-away CA and certificates (`node certs`) to
+# $CLUSTER_DIR/certs and gives node i amqps on 5690+i and https on 15690+i (clients trust
+# certs/ca.pem; certs/client-guest.pem logs in with EXTERNAL); node links use mutual TLS. `scripts/cluster.sh reload I`
+# sends node I SIGHUP to re-read its certificates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${CLUSTER_DIR:-.cluster}
@@ -43,7 +47,13 @@ start_node() {
   # The first node of a new cluster bootstraps it; every other start joins the others.
   if [[ $i -eq 1 && ! -e $dir/n1/data/raft ]]; then join=""; fi
   mkdir -p "$dir/n$i"
-  WARREN_CLUSTER_SECRET=$(cat "$dir/secret") "$bin" run --id "n$i" --data-dir "$dir/n$i/data" \
+  local tls=()
+  if [[ -e $dir/certs/ca.pem ]]; then
+    tls=(--amqps-addr "127.0.0.1:$((5690 + off + i))" --https-addr "127.0.0.1:$((15690 + off + i))"
+      --tls-cert "$dir/certs/n$i.pem" --tls-key "$dir/certs/n$i-key.pem" --tls-ca "$dir/certs/ca.pem"
+      --cluster-tls-cert "$dir/certs/n$i.pem" --cluster-tls-key "$dir/certs/n$i-key.pem" --cluster-tls-ca "$dir/certs/ca.pem")
+  fi
+  WARREN_CLUSTER_SECRET=$(cat "$dir/secret") "$bin" run --id "n$i" --data-dir "$dir/n$i/data" "${tls[@]}" \
     --amqp-addr "127.0.0.1:$(amqp_port "$i")" --http-addr "$(http_addr "$i")" \
     --raft-addr "127.0.0.1:$((7100 + off + i))" --gossip-addr "$(gossip_addr "$i")" \
     --forward-addr "127.0.0.1:$((7300 + off + i))" --data-addr "127.0.0.1:$((7400 + off + i))" --join "$join" --log-level warn \
@@ -115,11 +125,18 @@ up)
   mkdir -p "$dir"
   echo "$n" >"$dir/size"
   echo "${WARREN_CLUSTER_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}" >"$dir/secret"
+  if [[ ${WARREN_TLS:-} == 1 ]]; then
+    nodes=n1; for ((i = 2; i <= n; i++)); do nodes+=",n$i"; done
+    "$bin" certs --dir "$dir/certs" --nodes "$nodes" --clients guest >/dev/null
+  fi
   start_node 1
   wait_members 1 1 || die "node 1 did not come up; see $dir/n1/node.log"
   for ((i = 2; i <= n; i++)); do start_node "$i"; done
   wait_members "$n" $(seq 1 "$n") || die "the cluster did not form; see $dir/n*/node.log"
   echo "cluster.sh: $n nodes up; AMQP on 127.0.0.1:$(amqp_port 1)..$(amqp_port "$n")"
+  if [[ -e $dir/certs/ca.pem ]]; then
+    echo "cluster.sh: amqps on 127.0.0.1:$((5691 + off))..$((5690 + off + n)), https on 127.0.0.1:$((15691 + off))..; CA $dir/certs/ca.pem"
+  fi
   ;;
 down)
   for ((i = 1; i <= $(count); i++)); do
@@ -147,6 +164,11 @@ start)
   for _ in $(seq 1 300); do "$bin" status --http "$(http_addr "$i")" >/dev/null 2>&1 && exit 0; sleep 0.1; done
   die "node $i does not answer on $(http_addr "$i"); see $dir/n$i/node.log"
   ;;
+reload)
+  i=${2:?reload takes a node number}
+  alive "$i" || die "node $i is not running"
+  kill -HUP "$(pid_of "$i")"
+  ;;
 pause | unpause)
   i=${2:?$cmd takes a node number}
   alive "$i" || die "node $i is not running"
@@ -167,5 +189,5 @@ status)
   done
   die "no node is running"
   ;;
-*) echo "usage: scripts/cluster.sh up [N] | down | kill I | start I | leave I | pause I | unpause I | status" >&2; exit 2 ;;
+*) echo "usage: scripts/cluster.sh up [N] | down | kill I | start I | leave I | pause I | unpause I | reload I | status" >&2; exit 2 ;;
 esac

@@ -6,6 +6,8 @@
 #   scripts/rabbitmq.sh stop
 # RABBIT_NODENAME names the Erlang node (default warrenref@localhost): set it, and RABBIT_DIR, to
 # run a second broker beside the first (the Go tests do).
+# With RABBIT_TLS_DIR (ca.pem, rabbit.pem, rabbit-key.pem, e.g. from `node certs --nodes rabbit`)
+# and RABBIT_TLS_PORT it also listens for amqps on that port (no client certificates asked).
 set -euo pipefail
 cmd=${1:-start}
 port=${2:-${RABBIT_PORT:-5682}}
@@ -32,6 +34,13 @@ start)
   # Same defaults a benchmark user gets from a stock install, plus loopback guest access.
   printf 'loopback_users.guest = true\nlisteners.tcp.default = 127.0.0.1:%s\n' "$port" > "$dir/rabbitmq.conf"
   [ -n "$mgmt" ] && printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$mgmt" >> "$dir/rabbitmq.conf"
+  if [[ -n ${RABBIT_TLS_DIR:-} ]]; then
+    mkdir -p "$dir/tls"
+    cp "$RABBIT_TLS_DIR/ca.pem" "$RABBIT_TLS_DIR/rabbit.pem" "$RABBIT_TLS_DIR/rabbit-key.pem" "$dir/tls/"
+    id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$dir/tls"
+    printf 'listeners.ssl.default = 127.0.0.1:%s\nssl_options.cacertfile = %s\nssl_options.certfile = %s\nssl_options.keyfile = %s\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n' \
+      "${RABBIT_TLS_PORT:?RABBIT_TLS_PORT is needed with RABBIT_TLS_DIR}" "$dir/tls/ca.pem" "$dir/tls/rabbit.pem" "$dir/tls/rabbit-key.pem" >> "$dir/rabbitmq.conf"
+  fi
   if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then echo "rabbitmq.sh: port $port already answers"; exit 0; fi
   nohup rabbitmq-server > "$dir/server.out" 2>&1 &
   for _ in $(seq 1 240); do

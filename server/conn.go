@@ -140,11 +140,13 @@ type conn struct {
 
 	frameMax      uint32
 	heartbeat     uint16
-	channelMax    uint16 // negotiated in tune-ok: the per-connection channel cap
 	user          string
 	vhost         string
 	cancelNotify  bool
-	blockedNotify bool // the client handles connection.blocked/unblocked
+	blockedNotify bool   // the client handles connection.blocked/unblocked
+	admitted      string // vhost counted by admit (limits.go)
+	admittedOK    bool
+	channelMax    uint16 // negotiated in tune-ok (limits.go); 0: the server's
 
 	channels     map[uint16]*channel
 	chansMu      sync.Mutex            // guards allChans, which the writer goroutine reads
@@ -437,6 +439,7 @@ func truncate(s string) string {
 // closed.
 func (c *conn) cleanup() {
 	c.closeOnce.Do(func() {
+		c.release()
 		c.releaseResources()
 		close(c.stopWriter)
 		select {

@@ -138,8 +138,8 @@ func (c *conn) handleChannelMethod(id uint16, payload []byte) error {
 }
 
 func (c *conn) openChannel(id uint16) error {
-	if id > c.channelMax {
-		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, c.channelMax)
+	if max := c.negotiatedChannelMax(); id > max {
+		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, max)
 	}
 	ch := newChannel(c, id)
 	c.channels[id] = ch

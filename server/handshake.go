@@ -54,7 +54,7 @@ func (c *conn) handshake() error {
 				"direct_reply_to":              true,
 			},
 		},
-		Mechanisms: "AMQPLAIN PLAIN",
+		Mechanisms: c.mechanisms(),
 		Locales:    "en_US",
 	})
 
@@ -66,13 +66,19 @@ func (c *conn) handshake() error {
 		c.cancelNotify, _ = caps["consumer_cancel_notify"].(bool)
 		c.blockedNotify, _ = caps["connection.blocked"].(bool)
 	}
-	user, pass, err := saslCredentials(startOk.Mechanism, startOk.Response)
-	if err != nil {
-		c.closeWithError(errorf(wire.AccessRefused, "%v", err))
-		return err
-	}
-	if err := c.authenticate(user, pass, startOk.Mechanism); err != nil {
-		return err
+	if startOk.Mechanism == "EXTERNAL" {
+		if err := c.authenticateExternal(); err != nil {
+			return err
+		}
+	} else {
+		user, pass, err := saslCredentials(startOk.Mechanism, startOk.Response)
+		if err != nil {
+			c.closeWithError(errorf(wire.AccessRefused, "%v", err))
+			return err
+		}
+		if err := c.authenticate(user, pass, startOk.Mechanism); err != nil {
+			return err
+		}
 	}
 
 	c.sendMethod(0, &wire.ConnectionTune{ChannelMax: c.s.cfg.ChannelMax, FrameMax: c.s.cfg.FrameMax, Heartbeat: c.s.cfg.Heartbeat})
@@ -92,12 +98,11 @@ func (c *conn) handshake() error {
 	if tuneOk.FrameMax != 0 {
 		c.frameMax = tuneOk.FrameMax
 	}
+	if err := c.tuneChannelMax(tuneOk.ChannelMax); err != nil {
+		return err
+	}
 	c.fr.SetMaxFrameSize(c.s.cfg.FrameMax)
 	c.heartbeat = tuneOk.Heartbeat
-	c.channelMax = c.s.cfg.ChannelMax
-	if tuneOk.ChannelMax != 0 && tuneOk.ChannelMax < c.channelMax {
-		c.channelMax = tuneOk.ChannelMax // the lower of the two, as RabbitMQ negotiates it
-	}
 
 	open := &wire.ConnectionOpen{}
 	if err := c.expect(open); err != nil {
@@ -110,6 +115,9 @@ func (c *conn) handshake() error {
 	if ae := c.checkVhostAccess(c.user, open.VirtualHost); ae != nil {
 		c.closeWithError(ae)
 		return fmt.Errorf("user %q may not open vhost %q", c.user, open.VirtualHost)
+	}
+	if err := c.admit(open.VirtualHost); err != nil {
+		return err
 	}
 	c.vhost = open.VirtualHost
 	c.sendMethod(0, &wire.ConnectionOpenOk{})

@@ -21,7 +21,10 @@ import (
 // consumers drained the queues.
 type memoryAlarm struct {
 	limit   atomic.Uint64
-	blocked atomic.Bool
+	blocked atomic.Bool // memory or disk (limits.go)
+	memHigh atomic.Bool
+	memUsed atomic.Uint64
+	disk    diskAlarm
 	mu      sync.Mutex
 	cleared chan struct{} // closed when the alarm clears; replaced when it raises
 	stop    chan struct{}
@@ -68,7 +71,10 @@ func (a *memoryAlarm) run() {
 			runtime.GC()
 			used = a.heapBytes()
 		}
-		a.set(used > limit)
+		a.memUsed.Store(used)
+		a.memHigh.Store(used > limit)
+		a.disk.check()
+		a.set(used > limit || a.disk.low.Load())
 	}
 }
 
@@ -127,10 +133,11 @@ func (c *conn) waitForMemory() {
 		return
 	}
 	c.flushConfirms()
+	reason := c.s.mem.reason()
 	if c.blockedNotify {
-		c.sendMethod(0, &wire.ConnectionBlocked{Reason: "low on memory"})
+		c.sendMethod(0, &wire.ConnectionBlocked{Reason: reason})
 	}
-	c.log.Info("publisher blocked: memory high watermark", "limit_bytes", c.s.mem.limit.Load())
+	c.log.Info("publisher blocked: "+reason, "mem_limit_bytes", c.s.mem.limit.Load(), "disk_free_limit_bytes", c.s.mem.disk.limit.Load())
 	select {
 	case <-c.s.mem.clearedCh():
 	case <-c.s.closingCh:

@@ -61,6 +61,13 @@ type Config struct {
 	// ClusterName is sent as cluster_name in connection.start, the same on every node of a
 	// cluster as RabbitMQ does (default "warren").
 	ClusterName string
+	// MaxConnections caps open client connections on this node (0: no cap); vhosts have
+	// their own max-connections limit in the FSM (limits.go).
+	MaxConnections int
+	// DiskFreeLimit blocks publishers while the file system of DataDir has less free space
+	// (bytes; default 50 MB, RabbitMQ's disk_free_limit); DataDir "" turns the check off.
+	DiskFreeLimit uint64
+	DataDir       string
 }
 
 func (c *Config) setDefaults() {
@@ -90,6 +97,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MemoryHighWatermark == 0 {
 		c.MemoryHighWatermark = defaultMemoryLimit()
+	}
+	if c.DiskFreeLimit == 0 {
+		c.DiskFreeLimit = defaultDiskFreeLimit
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 128 << 20
@@ -122,10 +132,14 @@ type Server struct {
 
 	mem       *memoryAlarm
 	logins    *loginThrottle
+	memOnce   sync.Once
+	memRuns   atomic.Bool
 	closingCh chan struct{} // closed by Close: blocked publishers stop waiting
+	limits    connLimits
 
 	mu      sync.Mutex
 	ln      net.Listener
+	tlsLn   net.Listener // amqps (tls.go)
 	conns   map[*conn]struct{}
 	closing bool
 	wg      sync.WaitGroup
@@ -134,9 +148,12 @@ type Server struct {
 // New returns a server for cfg.Node.
 func New(cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{}),
+	s := &Server{cfg: cfg, node: cfg.Node, log: cfg.Logger, conns: make(map[*conn]struct{}),
 		mem: newMemoryAlarm(cfg.MemoryHighWatermark), closingCh: make(chan struct{}),
 		logins: newLoginThrottle(cfg.FailedLoginRate, cfg.FailedLoginBurst, cfg.FailedLoginMaxDelay)}
+	s.mem.disk.path = cfg.DataDir
+	s.mem.disk.limit.Store(cfg.DiskFreeLimit)
+	return s
 }
 
 // Listen binds addr and serves connections in the background; Addr reports the bound address.
@@ -148,10 +165,18 @@ func (s *Server) Listen(addr string) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
-	go s.mem.run()
+	s.startMemoryAlarm()
 	s.wg.Add(1)
 	go s.acceptLoop(ln)
 	return nil
+}
+
+// startMemoryAlarm runs the memory alarm once, whichever listener comes first.
+func (s *Server) startMemoryAlarm() {
+	s.memOnce.Do(func() {
+		s.memRuns.Store(true)
+		go s.mem.run()
+	})
 }
 
 // Addr returns the listener's address, or nil before Listen.
@@ -221,7 +246,7 @@ func (s *Server) Close() {
 	}
 	s.closing = true
 	close(s.closingCh)
-	ln := s.ln
+	ln, tlsLn := s.ln, s.tlsLn
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -230,11 +255,14 @@ func (s *Server) Close() {
 	if ln != nil {
 		_ = ln.Close()
 	}
+	if tlsLn != nil {
+		_ = tlsLn.Close()
+	}
 	for _, c := range conns {
 		c.forceClose(wire.ConnectionForced, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
 	}
 	s.wg.Wait()
-	if ln != nil {
+	if s.memRuns.Load() {
 		s.mem.close()
 	}
 }

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -60,6 +63,22 @@ func (n *runNames) all() []issuedName {
 	return append([]issuedName(nil), n.issued...)
 }
 
+// clientTLS verifies amqps:// brokers (-tls-ca); nil trusts the system's roots.
+var clientTLS *tls.Config
+
+func loadClientTLS(caFile string) error {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("-tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("-tls-ca: no PEM certificate in %s", caFile)
+	}
+	clientTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return nil
+}
+
 // dial opens a connection named after its role, which shows up in the broker's connection list
 // and makes a stuck benchmark easy to tell apart.
 func dial(ctx context.Context, brokerURL, role string, handshakeTimeout time.Duration) (*amqp.Connection, error) {
@@ -69,8 +88,9 @@ func dial(ctx context.Context, brokerURL, role string, handshakeTimeout time.Dur
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName("warren-bench " + role)
 	conn, err := amqp.DialConfig(brokerURL, amqp.Config{
-		Properties: props,
-		Dial:       amqp.DefaultDial(handshakeTimeout),
+		Properties:      props,
+		Dial:            amqp.DefaultDial(handshakeTimeout),
+		TLSClientConfig: clientTLS,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dialling %s connection: %w", role, err)

@@ -26,6 +26,7 @@ import (
 
 // config is everything a workload may read from the command line.
 type config struct {
+	tlsCA         string // -tls-ca: trust for amqps:// brokers
 	url           string
 	label         string
 	workload      string
@@ -103,6 +104,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
+	if cfg.tlsCA != "" {
+		if err := loadClientTLS(cfg.tlsCA); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 2
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res := runWorkload(ctx, cfg)
@@ -144,6 +151,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.emptyQueues, "queues", 10000, "queues declared by empty-queues")
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait before reading RSS in idle-conns and empty-queues")
 	fs.DurationVar(&cfg.teardownSlack, "slack", 5*time.Minute, "time allowed for setup and cleanup on top of -duration")
+	fs.StringVar(&cfg.tlsCA, "tls-ca", "", "PEM CA that signed the broker's certificate, for amqps:// URLs")
 	fs.StringVar(&tablePath, "table", "", "print Markdown tables from a file of result lines ('-' for stdin) instead of running a workload")
 	if err := fs.Parse(args); err != nil {
 		return config{}, "", err

@@ -12,6 +12,7 @@ import (
 // apiClient calls a node's HTTP API with basic auth; the CLI's cluster commands go through it.
 type apiClient struct {
 	addr, user, pass string
+	caFile           string        // --tls-ca: trust for an https:// --http (tlsflags.go)
 	timeout          time.Duration // 0: 30 s
 }
 
@@ -21,6 +22,7 @@ func apiFlags(fs *flag.FlagSet, what string) *apiClient {
 	fs.StringVar(&api.addr, "http", envDefault("http", "127.0.0.1:15672"), "HTTP API of "+what+" (env WARREN_HTTP)")
 	fs.StringVar(&api.user, "user", envDefault("user", "guest"), "API user (env WARREN_USER)")
 	fs.StringVar(&api.pass, "password", envDefault("password", "guest"), "API password (env WARREN_PASSWORD)")
+	fs.StringVar(&api.caFile, "tls-ca", envDefault("tls-ca", ""), "PEM CA that signed the node's certificate, for --http https://HOST:PORT (env WARREN_TLS_CA)")
 	return api
 }
 
@@ -39,7 +41,7 @@ func (a apiClient) call(method, path string, in, out any) error {
 			return err
 		}
 	}
-	req, err := http.NewRequest(method, "http://"+a.addr+path, &body)
+	req, err := http.NewRequest(method, apiBase(a.addr)+path, &body)
 	if err != nil {
 		return err
 	}
@@ -51,7 +53,11 @@ func (a apiClient) call(method, path string, in, out any) error {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	resp, err := (&http.Client{Timeout: timeout}).Do(req)
+	client, err := apiHTTPClient(a.caFile, timeout)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

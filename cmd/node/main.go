@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runPermissions(args, stdout, stderr)
 	case "definitions":
 		return runDefinitions(args, stdout, stderr)
+	case "certs":
+		return runCerts(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -71,14 +74,19 @@ func usage(w io.Writer) {
        node vhost add|delete|list [--http ADDR] ...              manage vhosts
        node permissions set|clear|list [--http ADDR] [--vhost V] ... configure/write/read regexes
        node definitions export|import [--http ADDR] FILE         RabbitMQ's definitions JSON
+       node certs [--dir DIR] [--nodes N1,N2] [--hosts H1,H2] [--clients USER,...]
+                                            write a throw-away CA and node/client certificates (dev, tests)
        node rpc call|cast|notify|listen [flags]
 `)
 }
 
+func envKey(name string) string {
+	return "WARREN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
 // envDefault reads WARREN_<NAME> (dashes become underscores) or returns def.
 func envDefault(name, def string) string {
-	key := "WARREN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-	if v, ok := os.LookupEnv(key); ok {
+	if v, ok := os.LookupEnv(envKey(name)); ok {
 		return v
 	}
 	return def
@@ -145,7 +153,7 @@ func runNode(args []string, stderr io.Writer) int {
 	forwardAddr := str("forward-addr", "127.0.0.1:0", "address serving topology writes forwarded by other nodes (port 0: any; announced by gossip)")
 	dataAddr := str("data-addr", "127.0.0.1:0", "node-to-node data link address for publishes forwarded to queue owners (port 0: any; announced by gossip)")
 	join := str("join", "", "comma-separated gossip addresses of running nodes to join (empty: start a cluster of its own)")
-	secret := str("cluster-secret", "", "shared secret of the cluster: nodes without it cannot gossip, join or forward")
+	secret := str("cluster-secret", "", "shared secret of the cluster: nodes without it cannot speak Raft, gossip, join, forward writes or open data links (empty: a random one, generated at first start and kept in the data dir; required with --join)")
 	advertiseHost := str("advertise-host", "", "host or IP other nodes reach this one on, for addresses that listen on 0.0.0.0 (containers)")
 	bootstrap := fs.Bool("bootstrap", envDefault("bootstrap", "") == "true", "start a new cluster if this node has no state, even with --join set (one node of a static deployment; env WARREN_BOOTSTRAP=true)")
 	joinWait := fs.Duration("join-wait", durationEnvOr("join-wait", 60*time.Second), "how long a new node keeps dialling the --join seeds before it gives up (env WARREN_JOIN_WAIT)")
@@ -153,11 +161,12 @@ func runNode(args []string, stderr io.Writer) int {
 	logLevel := str("log-level", "info", "debug, info, warn or error")
 	loopbackUsers := str("loopback-users", "guest", "comma-separated users allowed to log in only from loopback (empty: none)")
 	defaultQueueType := str("default-queue-type", "classic", "classic or quorum: the type of durable, non-exclusive, non-auto-delete queues declared without x-queue-type")
-	channelMax := fs.Int("channel-max", intEnvOr("channel-max", 2047), "most channels per connection, as RabbitMQ's channel_max (env WARREN_CHANNEL_MAX)")
 	consumerMax := fs.Int("consumer-max-per-channel", intEnvOr("consumer-max-per-channel", 0), "most consumers per channel, as RabbitMQ's consumer_max_per_channel (0: no limit; env WARREN_CONSUMER_MAX_PER_CHANNEL)")
 	bodyTimeout := fs.Duration("body-timeout", durationEnvOr("body-timeout", 60*time.Second), "close a channel whose message body made no progress this long (env WARREN_BODY_TIMEOUT)")
 	clusterName := str("cluster-name", "warren", "cluster name sent to clients (connection.start cluster_name) and shown by the API; give every node the same")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (profiling the broker)")
+	tf := addTLSFlags(fs, str)
+	lf := addLimitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -165,8 +174,16 @@ func runNode(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "node: bad --default-queue-type %q: want classic or quorum\n", *defaultQueueType)
 		return 2
 	}
-	if *channelMax < 1 || *channelMax > 65535 || *consumerMax < 0 || *bodyTimeout <= 0 {
-		fmt.Fprintf(stderr, "node: --channel-max must be 1..65535, --consumer-max-per-channel >= 0, --body-timeout > 0\n")
+	if *consumerMax < 0 || *bodyTimeout <= 0 {
+		fmt.Fprintf(stderr, "node: --consumer-max-per-channel must be >= 0, --body-timeout > 0\n")
+		return 2
+	}
+	if err := lf.check(); err != nil {
+		fmt.Fprintf(stderr, "node: %v\n", err)
+		return 2
+	}
+	if err := tf.settle(fs, amqpAddr, httpAddr); err != nil {
+		fmt.Fprintf(stderr, "node: %v\n", err)
 		return 2
 	}
 	var level slog.Level
@@ -194,18 +211,31 @@ func runNode(args []string, stderr io.Writer) int {
 		RaftAddr: *raftAddr, GossipAddr: *gossipAddr, Logger: log,
 		ForwardAddr: *forwardAddr, DataAddr: *dataAddr, Join: splitList(*join), ClusterSecret: *secret, ReapAfter: *reapAfter,
 		AdvertiseHost: *advertiseHost, Bootstrap: *bootstrap, JoinWait: *joinWait,
-		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers), ChannelMax: uint16(*channelMax),
-			ConsumerMaxPerChannel: *consumerMax, BodyTimeout: *bodyTimeout, DefaultQueueType: *defaultQueueType,
-			ClusterName: *clusterName},
+		Server: server.Config{LoopbackUsers: splitList(*loopbackUsers),
+			MaxConnections: *lf.maxConns, ChannelMax: uint16(*lf.channelMax), DiskFreeLimit: *lf.diskFree,
+			MemoryHighWatermark: *lf.memHigh, ConsumerMaxPerChannel: *consumerMax, BodyTimeout: *bodyTimeout,
+			DefaultQueueType: *defaultQueueType, ClusterName: *clusterName},
+		AMQPSAddr: *tf.amqpsAddr, HTTPSAddr: *tf.httpsAddr, TLS: tf.files(), TLSOnly: *tf.only, ClusterTLS: tf.clusterFiles(),
 	})
 	if err != nil {
 		log.Error("node failed to start", "err", err)
 		return 1
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+wait:
 	select {
 	case s := <-sig:
+		if s == syscall.SIGHUP {
+			// Certificates renewed on disk: new TLS handshakes use them, connections stay.
+			switch err := n.ReloadTLS(); {
+			case errors.Is(err, node.ErrNoTLS):
+				log.Info("SIGHUP: no certificates to reload")
+			case err != nil:
+				log.Error("SIGHUP: certificates not reloaded; the previous ones stay in use", "err", err)
+			}
+			goto wait
+		}
 		log.Info("shutting down", "signal", s.String())
 	case <-n.Done():
 		log.Info("left the cluster; exiting")

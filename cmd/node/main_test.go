@@ -36,7 +36,7 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"WARREN_ID=cli-test", "WARREN_DATA_DIR="+t.TempDir(), "WARREN_AMQP_ADDR="+addrs[0],
 		"WARREN_HTTP_ADDR="+addrs[1], "WARREN_RAFT_ADDR="+addrs[2], "WARREN_GOSSIP_ADDR="+addrs[3],
-		"WARREN_CONSUMER_MAX_PER_CHANNEL=1")
+		"WARREN_CONSUMER_MAX_PER_CHANNEL=1", "WARREN_MAX_CONNECTIONS=50")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,8 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("status --json: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	out.Reset()
-	if code := run([]string{"status", "--http", addrs[1]}, &out, &errb); code != 0 || !bytes.Contains(out.Bytes(), []byte("cli-test  alive")) {
+	if code := run([]string{"status", "--http", addrs[1]}, &out, &errb); code != 0 || !bytes.Contains(out.Bytes(), []byte("cli-test  alive")) ||
+		!bytes.Contains(out.Bytes(), []byte("connections 1 (max 50), channel_max 2047")) || !bytes.Contains(out.Bytes(), []byte("alarms: none")) {
 		t.Fatalf("status: exit %d\n%s", code, out.String())
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
@@ -124,7 +125,7 @@ func TestUnknownCommandAndBadFlag(t *testing.T) {
 		t.Fatalf("bad flag: exit %d, stderr %q", code, errb.String())
 	}
 	errb.Reset()
-	if code := run([]string{"run", "--channel-max", "70000"}, &out, &errb); code != 2 || !bytes.Contains(errb.Bytes(), []byte("--channel-max must be 1..65535")) {
+	if code := run([]string{"run", "--channel-max", "70000"}, &out, &errb); code != 2 || !bytes.Contains(errb.Bytes(), []byte("--channel-max must be between 1 and 65535")) {
 		t.Fatalf("bad --channel-max: exit %d, stderr %q", code, errb.String())
 	}
 	errb.Reset()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -65,6 +66,13 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%v\t%v\t%s\t%v\t%v\n", n["name"], orDash(n["state"]), lead, orDash(n["queues"]), orDash(n["amqp_addr"]))
 	}
 	_ = tw.Flush()
+	for _, n := range nodes {
+		if n["self"] == true && n["mem_limit"] != nil {
+			fmt.Fprintf(stdout, "this node (%v): connections %v (max %v), channel_max %v, memory %v of %v bytes, disk free %v bytes (limit %v), alarms: %s\n",
+				n["name"], whole(n["connections"]), orNone(n["connection_max"]), whole(n["channel_max"]), whole(n["mem_used"]), whole(n["mem_limit"]),
+				whole(n["disk_free"]), whole(n["disk_free_limit"]), alarms(n))
+		}
+	}
 	if len(replicated) > 0 {
 		// Each replica: "*" leads, "+" in sync (holds every confirmed message), "-" catching up.
 		fmt.Fprintln(stdout, "replicated queues (* leader, + in sync, - catching up):")
@@ -101,6 +109,35 @@ func replicaList(q map[string]any) string {
 		out += fmt.Sprintf("%v%s", m, mark)
 	}
 	return out
+}
+
+func orNone(v any) any {
+	if f, ok := v.(float64); ok && f == 0 {
+		return "none"
+	}
+	return whole(v)
+}
+
+// whole prints a JSON number as an integer (encoding/json decodes numbers as float64).
+func whole(v any) any {
+	if f, ok := v.(float64); ok {
+		return fmt.Sprintf("%.0f", f)
+	}
+	return v
+}
+
+func alarms(n map[string]any) string {
+	var on []string
+	if n["mem_alarm"] == true {
+		on = append(on, "memory")
+	}
+	if n["disk_free_alarm"] == true {
+		on = append(on, "disk")
+	}
+	if len(on) == 0 {
+		return "none"
+	}
+	return strings.Join(on, ", ")
 }
 
 func orDash(v any) any {
