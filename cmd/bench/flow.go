@@ -124,7 +124,7 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	}
 	var created createdTopology
 	defer created.cleanup(cfg.ownerURL(), &err)
-	if err := declareFlowTopology(ctx, cfg.ownerURL(), exchange, queues, spec.durable, &created); err != nil {
+	if err := declareFlowTopology(ctx, cfg.ownerURL(), exchange, queues, spec.durable, cfg.queueArgs(), &created); err != nil {
 		return stats, err
 	}
 
@@ -248,7 +248,7 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	return stats, err
 }
 
-func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues []string, durable bool, created *createdTopology) error {
+func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues []string, durable bool, durableArgs amqp.Table, created *createdTopology) error {
 	conn, ch, err := openChannel(ctx, brokerURL, "setup")
 	if err != nil {
 		return err
@@ -260,8 +260,12 @@ func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues
 		}
 		created.addExchange(exchange)
 	}
+	var args amqp.Table
+	if durable {
+		args = durableArgs // x-queue-type quorum needs a durable queue; transient ones keep the default
+	}
 	for _, q := range queues {
-		if _, err := ch.QueueDeclare(q, durable, false, false, false, nil); err != nil {
+		if _, err := ch.QueueDeclare(q, durable, false, false, false, args); err != nil {
 			return fmt.Errorf("declaring queue %s: %w", q, err)
 		}
 		created.addQueue(q)
