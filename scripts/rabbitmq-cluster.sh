@@ -36,7 +36,7 @@ node_env() {
   export RABBITMQ_CONFIG_FILE=$d/rabbitmq
 }
 ctl() { local i=$1; shift; (node_env "$i"; rabbitmqctl -q -n "$(node_name "$i")" "$@"); }
-pid_of() { tr -dc 0-9 <"$dir/wq$1/rabbit.pid" 2>/dev/null || true; }
+pid_of() { tr -dc 0-9 2>/dev/null <"$dir/wq$1/rabbit.pid" || true; }
 alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
 
 start_node() {

@@ -32,6 +32,9 @@ func runFailover(ctx context.Context, cfg config, names *runNames, _ *rssSampler
 	if err := declareFlowTopology(ctx, cfg.ownerURL(), "", []string{queue}, true, cfg.queueArgs(), &created); err != nil {
 		return res, err
 	}
+	if err := sleepCtx(ctx, cfg.afterDeclare); err != nil {
+		return res, err
+	}
 	conn, ch, err := openChannel(ctx, cfg.url, "publisher")
 	if err != nil {
 		return res, err

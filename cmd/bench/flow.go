@@ -127,6 +127,9 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	if err := declareFlowTopology(ctx, cfg.ownerURL(), exchange, queues, spec.durable, cfg.queueArgs(), &created); err != nil {
 		return stats, err
 	}
+	if err := sleepCtx(ctx, cfg.afterDeclare); err != nil {
+		return stats, err
+	}
 
 	// Measuring starts when every consumer is attached, so that no workload pays for setup.
 	var measuring, stopping atomic.Bool
@@ -487,5 +490,20 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 		return true
 	case <-time.After(d):
 		return false
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends first (then it returns ctx's error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting after declare: %w", ctx.Err())
 	}
 }

@@ -51,6 +51,8 @@ type config struct {
 	// workloads, fill and failover ("quorum" benchmarks replicated queues).
 	queueType string
 	// killCmd, killAfter and failoverTimeout drive the failover workload (failover.go).
+	// afterDeclare is a pause between declaring a flow's queues and starting its clients.
+	afterDeclare    time.Duration
 	killCmd         string
 	killAfter       time.Duration
 	failoverTimeout time.Duration
@@ -154,6 +156,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait before reading RSS in idle-conns and empty-queues")
 	fs.DurationVar(&cfg.teardownSlack, "slack", 5*time.Minute, "time allowed for setup and cleanup on top of -duration")
 	fs.StringVar(&cfg.queueType, "queue-type", "", "x-queue-type of the durable queues of persistent, persistent-4p, fill and failover (classic or quorum; default: the broker's default)")
+	fs.DurationVar(&cfg.afterDeclare, "after-declare", 0, "persistent workloads, fill and failover: pause between declaring the queue and starting the clients (lets a replicated queue's followers finish their first sync)")
 	fs.StringVar(&cfg.killCmd, "kill-cmd", "", "failover: shell command run with the queue name as its last argument; it kills the queue leader's node and prints 'killed UNIX_NANOS [WHAT]'")
 	fs.DurationVar(&cfg.killAfter, "kill-after", 3*time.Second, "failover: publish this long before running -kill-cmd")
 	fs.DurationVar(&cfg.failoverTimeout, "failover-timeout", 30*time.Second, "failover: longest wait for the first confirm after the kill")
@@ -201,6 +204,8 @@ func (cfg config) validate() error {
 		return errors.New("-conns must be positive")
 	case cfg.emptyQueues < 1:
 		return errors.New("-queues must be positive")
+	case cfg.afterDeclare < 0:
+		return errors.New("-after-declare must not be negative")
 	case cfg.brokerPID < 0:
 		return errors.New("-pid must not be negative")
 	}
