@@ -9,6 +9,7 @@
 #   --rounds    failover measurements per broker (default 3)
 #   --fill      messages (256 B) in the memory case's replicated queue (default 1000000; 0 skips it)
 #   --out       also keep the raw JSON result lines in FILE
+#   scripts/bench-quorum.sh --table FILE   print the tables of a kept FILE again (nothing is run)
 #
 # Every case declares its queue and waits 2 s before its clients start (-after-declare), on both
 # brokers, except "persistent-cold": Warren (at this commit) never confirms publishes into a new
@@ -78,6 +79,91 @@ if [[ ${1:-} == kill-leader ]]; then
   exit 0
 fi
 
+# print_tables RESULTS: the Markdown tables of a run's JSON result lines.
+print_tables() {
+/usr/bin/python3 - "$1" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def get(broker, workload, **kw):
+    return [r for r in rows if r["broker"] == broker and r["workload"] == workload
+            and all(r.get(k) == v for k, v in kw.items())]
+def fig(r, key):
+    if r is None: return "not run"
+    if r.get("error"): return "failed"
+    if stalled(r): return "stalled: no confirm (%d published)" % r["published"]
+    v = r.get(key)
+    return "–" if v is None else ("%g" % v)
+def ratio(a, b, key):
+    if not a or not b or a.get("error") or b.get("error") or stalled(a) or stalled(b) or not a.get(key) or b.get(key) is None:
+        return "–"
+    return "%.2f" % (b[key] / a[key])
+def one(lst): return lst[-1] if lst else None
+def stalled(r):
+    # A confirm workload that published but saw no confirm in its whole window made no progress:
+    # its msgs/s only counts deliveries of what it sent before it stalled.
+    return (r is not None and r["workload"].startswith("persistent") and not r.get("error") and r.get("published")
+            and "nacked" in r and r.get("confirm_p50_us") is None)
+
+print("### Confirmed persistent publishes into a quorum queue (publish + consume, clients on the leader's node)\n")
+print("| workload | size | RabbitMQ msgs/s | Warren msgs/s | ratio | RabbitMQ confirm p50 / p99 µs | Warren confirm p50 / p99 µs |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for w, name in (("persistent", "1 publisher"), ("persistent-4p", "4 publishers"), ("persistent-cold", "1 publisher, clients right after the declare")):
+    for size in ((256,) if w == "persistent-cold" else (256, 4096)):
+        a, b = one(get("rabbitmq", w, size_bytes=size)), one(get("warren", w, size_bytes=size))
+        if a is None and b is None:
+            a, b = one([r for r in get("rabbitmq", w) if "size_bytes" not in r]), one([r for r in get("warren", w) if "size_bytes" not in r])
+        lat = lambda r: "%s / %s" % (fig(r, "confirm_p50_us"), fig(r, "confirm_p99_us")) if r and not r.get("error") and not stalled(r) else "–"
+        print("| %s | %d B | %s | %s | %s | %s | %s |" % (name, size, fig(a, "msgs_per_sec"), fig(b, "msgs_per_sec"),
+              ratio(a, b, "msgs_per_sec"), lat(a), lat(b)))
+
+fo = {b: get(b, "failover") for b in ("rabbitmq", "warren")}
+if fo["rabbitmq"] or fo["warren"]:
+    print("\n### Failover: kill -9 of the leader's node → first confirm of a publish sent after it (publisher on a live node)\n")
+    print("| round | RabbitMQ ms | Warren ms | RabbitMQ nacked | Warren nacked |")
+    print("|---|---:|---:|---:|---:|")
+    for i in range(max(len(fo["rabbitmq"]), len(fo["warren"]))):
+        rs = [fo[b][i] if i < len(fo[b]) else None for b in ("rabbitmq", "warren")]
+        cells = [fig(r, "failover_ms") for r in rs] + [fig(r, "nacked") for r in rs]
+        print("| %d | %s | %s | %s | %s |" % (i + 1, *cells))
+    med = {}
+    for b in fo:
+        ok = [r["failover_ms"] for r in fo[b] if not r.get("error") and r.get("failover_ms") is not None]
+        # A median over rounds where some failed would hide the failures: none is printed then.
+        med[b] = statistics.median(ok) if ok and len(ok) == len(fo[b]) else None
+    cell = lambda v: "–" if v is None else "%g" % v
+    rat = "%.2f" % (med["warren"] / med["rabbitmq"]) if med["rabbitmq"] and med["warren"] is not None else "–"
+    print("| median | %s | %s | | |" % (cell(med["rabbitmq"]), cell(med["warren"])))
+    print("\nratio of the medians (Warren / RabbitMQ, below 1 is better): %s" % rat)
+
+mem = {b: {r["node"]: r for r in get(b, "memory")} for b in ("rabbitmq", "warren")}
+fills = {b: one(get(b, "fill")) for b in ("rabbitmq", "warren")}
+if mem["rabbitmq"] or mem["warren"]:
+    n = next(iter((mem["rabbitmq"] or mem["warren"]).values()))["messages"]
+    print("\n### Memory of a %d-message (256 B) quorum queue, RSS per node (MB, before → after the fill)\n" % n)
+    print("| node | RabbitMQ | Warren | ratio (after) |")
+    print("|---|---:|---:|---:|")
+    ok = {b: fills[b] is not None and not fills[b].get("error") for b in fills}
+    for node in (1, 2, 3):
+        cells, after = [], {}
+        for b in ("rabbitmq", "warren"):
+            r = mem[b].get(node)
+            if r is None or not ok[b]:
+                cells.append("failed" if r is not None or fills[b] else "not run")
+            else:
+                cells.append("%g → %g" % (r["rss_before_mb"], r["rss_after_mb"]))
+                after[b] = r["rss_after_mb"]
+        rat = "%.2f" % (after["warren"] / after["rabbitmq"]) if len(after) == 2 and after["rabbitmq"] else "–"
+        print("| %d%s | %s | %s | %s |" % (node, " (declared here)" if node == 1 else "", cells[0], cells[1], rat))
+    print("\nfill rate (1 publisher, 256 unconfirmed at most): RabbitMQ %s msgs/s, Warren %s msgs/s" %
+          (fig(fills["rabbitmq"], "msgs_per_sec"), fig(fills["warren"], "msgs_per_sec")))
+
+notes = ["- %s on %s failed: %s" % (r["workload"], r["broker"], r["error"]) for r in rows if r.get("error")]
+notes += ["- %s on %s: %s" % (r["workload"], r["broker"], r["note"]) for r in rows if r.get("note")]
+if notes:
+    print("\nNotes:\n" + "\n".join(notes))
+PY
+}
+
 duration=10; rounds=3; fill=1000000; out=""; settle=2s
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -85,6 +171,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) [[ $# -ge 2 ]] || die "--rounds needs a value"; rounds=$2; shift 2 ;;
     --fill) [[ $# -ge 2 ]] || die "--fill needs a value"; fill=$2; shift 2 ;;
     --out) [[ $# -ge 2 ]] || die "--out needs a value"; out=$2; shift 2 ;;
+    --table) [[ $# -ge 2 ]] || die "--table needs a file"; print_tables "$2"; exit 0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -222,77 +309,4 @@ fi
 echo
 echo "## Replicated queues: Warren vs RabbitMQ 3.10, 3 nodes each ($(date -u +%Y-%m-%dT%H:%MZ), ${duration}s per throughput case, $(nproc) cores)"
 echo
-/usr/bin/python3 - "$results" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def get(broker, workload, **kw):
-    return [r for r in rows if r["broker"] == broker and r["workload"] == workload
-            and all(r.get(k) == v for k, v in kw.items())]
-def fig(r, key):
-    if r is None: return "not run"
-    if r.get("error"): return "failed"
-    v = r.get(key)
-    return "–" if v is None else ("%g" % v)
-def ratio(a, b, key):
-    if not a or not b or a.get("error") or b.get("error") or not a.get(key) or b.get(key) is None:
-        return "–"
-    return "%.2f" % (b[key] / a[key])
-def one(lst): return lst[-1] if lst else None
-
-print("### Confirmed persistent publishes into a quorum queue (publish + consume, clients on the leader's node)\n")
-print("| workload | size | RabbitMQ msgs/s | Warren msgs/s | ratio | RabbitMQ confirm p50 / p99 µs | Warren confirm p50 / p99 µs |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for w, name in (("persistent", "1 publisher"), ("persistent-4p", "4 publishers"), ("persistent-cold", "1 publisher, clients right after the declare")):
-    for size in ((256,) if w == "persistent-cold" else (256, 4096)):
-        a, b = one(get("rabbitmq", w, size_bytes=size)), one(get("warren", w, size_bytes=size))
-        if a is None and b is None:
-            a, b = one([r for r in get("rabbitmq", w) if "size_bytes" not in r]), one([r for r in get("warren", w) if "size_bytes" not in r])
-        lat = lambda r: "%s / %s" % (fig(r, "confirm_p50_us"), fig(r, "confirm_p99_us")) if r and not r.get("error") else fig(r, "x")
-        print("| %s | %d B | %s | %s | %s | %s | %s |" % (name, size, fig(a, "msgs_per_sec"), fig(b, "msgs_per_sec"),
-              ratio(a, b, "msgs_per_sec"), lat(a), lat(b)))
-
-fo = {b: get(b, "failover") for b in ("rabbitmq", "warren")}
-if fo["rabbitmq"] or fo["warren"]:
-    print("\n### Failover: kill -9 of the leader's node → first confirm of a publish sent after it (publisher on a live node)\n")
-    print("| round | RabbitMQ ms | Warren ms |")
-    print("|---|---:|---:|")
-    for i in range(max(len(fo["rabbitmq"]), len(fo["warren"]))):
-        cells = [fig(fo[b][i] if i < len(fo[b]) else None, "failover_ms") for b in ("rabbitmq", "warren")]
-        print("| %d | %s | %s |" % (i + 1, cells[0], cells[1]))
-    med = {}
-    for b in fo:
-        ok = [r["failover_ms"] for r in fo[b] if not r.get("error") and r.get("failover_ms") is not None]
-        # A median over rounds where some failed would hide the failures: none is printed then.
-        med[b] = statistics.median(ok) if ok and len(ok) == len(fo[b]) else None
-    cell = lambda v: "–" if v is None else "%g" % v
-    rat = "%.2f" % (med["warren"] / med["rabbitmq"]) if med["rabbitmq"] and med["warren"] is not None else "–"
-    print("| median | %s | %s |" % (cell(med["rabbitmq"]), cell(med["warren"])))
-    print("\nratio of the medians (Warren / RabbitMQ, below 1 is better): %s" % rat)
-
-mem = {b: {r["node"]: r for r in get(b, "memory")} for b in ("rabbitmq", "warren")}
-fills = {b: one(get(b, "fill")) for b in ("rabbitmq", "warren")}
-if mem["rabbitmq"] or mem["warren"]:
-    n = next(iter((mem["rabbitmq"] or mem["warren"]).values()))["messages"]
-    print("\n### Memory of a %d-message (256 B) quorum queue, RSS per node (MB, before → after the fill)\n" % n)
-    print("| node | RabbitMQ | Warren | ratio (after) |")
-    print("|---|---:|---:|---:|")
-    ok = {b: fills[b] is not None and not fills[b].get("error") for b in fills}
-    for node in (1, 2, 3):
-        cells, after = [], {}
-        for b in ("rabbitmq", "warren"):
-            r = mem[b].get(node)
-            if r is None or not ok[b]:
-                cells.append("failed" if r is not None or fills[b] else "not run")
-            else:
-                cells.append("%g → %g" % (r["rss_before_mb"], r["rss_after_mb"]))
-                after[b] = r["rss_after_mb"]
-        rat = "%.2f" % (after["warren"] / after["rabbitmq"]) if len(after) == 2 and after["rabbitmq"] else "–"
-        print("| %d%s | %s | %s | %s |" % (node, " (leader)" if node == 1 else "", cells[0], cells[1], rat))
-    print("\nfill rate (1 publisher, 256 unconfirmed at most): RabbitMQ %s msgs/s, Warren %s msgs/s" %
-          (fig(fills["rabbitmq"], "msgs_per_sec"), fig(fills["warren"], "msgs_per_sec")))
-
-notes = ["- %s on %s failed: %s" % (r["workload"], r["broker"], r["error"]) for r in rows if r.get("error")]
-notes += ["- %s on %s: %s" % (r["workload"], r["broker"], r["note"]) for r in rows if r.get("note")]
-if notes:
-    print("\nNotes:\n" + "\n".join(notes))
-PY
+print_tables "$results"
