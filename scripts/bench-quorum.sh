@@ -154,8 +154,8 @@ if mem["rabbitmq"] or mem["warren"]:
                 after[b] = r["rss_after_mb"]
         rat = "%.2f" % (after["warren"] / after["rabbitmq"]) if len(after) == 2 and after["rabbitmq"] else "–"
         print("| %d%s | %s | %s | %s |" % (node, " (declared here)" if node == 1 else "", cells[0], cells[1], rat))
-    print("\nfill rate (1 publisher, 256 unconfirmed at most): RabbitMQ %s msgs/s, Warren %s msgs/s" %
-          (fig(fills["rabbitmq"], "msgs_per_sec"), fig(fills["warren"], "msgs_per_sec")))
+    rate = lambda r: fig(r, "msgs_per_sec") + ("" if r is None or r.get("error") else " msgs/s")
+    print("\nfill rate (1 publisher, 256 unconfirmed at most): RabbitMQ %s, Warren %s" % (rate(fills["rabbitmq"]), rate(fills["warren"])))
 
 notes = ["- %s on %s failed: %s" % (r["workload"], r["broker"], r["error"]) for r in rows if r.get("error")]
 notes += ["- %s on %s: %s" % (r["workload"], r["broker"], r["note"]) for r in rows if r.get("note")]
