@@ -174,3 +174,22 @@ func TestUnreachableBrokerIsAnErrorNotAHang(t *testing.T) {
 		t.Fatalf("took %v to fail", time.Since(start))
 	}
 }
+
+// TestFailoverMeasuresTheFirstConfirmAfterTheKill runs failover with a kill command that kills
+// nothing: the figure is then one confirm round trip, and the run must still clean up.
+func TestFailoverMeasuresTheFirstConfirmAfterTheKill(t *testing.T) {
+	cfg := shortConfig(t, "persistent")
+	cfg.workload = "failover"
+	cfg.killAfter = 300 * time.Millisecond
+	cfg.failoverTimeout = 10 * time.Second
+	cfg.killCmd = `echo "killed $(date +%s%N) nothing:"`
+	res := runAndCheckCleanup(t, cfg)
+	requirePositive(t, "failover_ms", res.FailoverMillis)
+	requirePositive(t, "confirm_gap_ms", res.ConfirmGapMillis)
+	if *res.FailoverMillis > *res.ConfirmGapMillis {
+		t.Errorf("failover %v ms exceeds the gap since the last confirm before the kill %v ms", *res.FailoverMillis, *res.ConfirmGapMillis)
+	}
+	if res.Note == "" || *res.Published == 0 {
+		t.Errorf("note %q, published %d", res.Note, *res.Published)
+	}
+}

@@ -18,8 +18,11 @@ func runFill(ctx context.Context, cfg config, _ *runNames, _ *rssSampler) (resul
 		return res, err
 	}
 	defer closeConnection(conn, "fill")
-	if _, err := ch.QueueDeclare(cfg.fillQueue, true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(cfg.fillQueue, true, false, false, false, cfg.queueArgs()); err != nil {
 		return res, fmt.Errorf("declaring %s: %w", cfg.fillQueue, err)
+	}
+	if err := sleepCtx(ctx, cfg.afterDeclare); err != nil {
+		return res, err
 	}
 	if err := ch.Confirm(false); err != nil {
 		return res, fmt.Errorf("enabling confirms: %w", err)

@@ -131,7 +131,10 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	}
 	var created createdTopology
 	defer created.cleanup(cfg.ownerURL(), &err)
-	if err := declareFlowTopology(ctx, cfg.ownerURL(), exchange, queues, spec.durable, &created); err != nil {
+	if err := declareFlowTopology(ctx, cfg.ownerURL(), exchange, queues, spec.durable, cfg.queueArgs(), &created); err != nil {
+		return stats, err
+	}
+	if err := sleepCtx(ctx, cfg.afterDeclare); err != nil {
 		return stats, err
 	}
 
@@ -255,7 +258,7 @@ func runFlow(ctx context.Context, cfg config, names *runNames, rss *rssSampler, 
 	return stats, err
 }
 
-func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues []string, durable bool, created *createdTopology) error {
+func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues []string, durable bool, durableArgs amqp.Table, created *createdTopology) error {
 	conn, ch, err := openChannel(ctx, brokerURL, "setup")
 	if err != nil {
 		return err
@@ -267,8 +270,12 @@ func declareFlowTopology(ctx context.Context, brokerURL, exchange string, queues
 		}
 		created.addExchange(exchange)
 	}
+	var args amqp.Table
+	if durable {
+		args = durableArgs // x-queue-type quorum needs a durable queue; transient ones keep the default
+	}
 	for _, q := range queues {
-		if _, err := ch.QueueDeclare(q, durable, false, false, false, nil); err != nil {
+		if _, err := ch.QueueDeclare(q, durable, false, false, false, args); err != nil {
 			return fmt.Errorf("declaring queue %s: %w", q, err)
 		}
 		created.addQueue(q)
@@ -490,5 +497,20 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 		return true
 	case <-time.After(d):
 		return false
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends first (then it returns ctx's error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting after declare: %w", ctx.Err())
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // config is everything a workload may read from the command line.
@@ -47,6 +49,15 @@ type config struct {
 	emptyQueues   int
 	declarers     int
 	settle        time.Duration
+	// queueType, when set, is sent as x-queue-type on the durable queues of the persistent
+	// workloads, fill and failover ("quorum" benchmarks replicated queues).
+	queueType string
+	// killCmd, killAfter and failoverTimeout drive the failover workload (failover.go).
+	// afterDeclare is a pause between declaring a flow's queues and starting its clients.
+	afterDeclare    time.Duration
+	killCmd         string
+	killAfter       time.Duration
+	failoverTimeout time.Duration
 	// teardownSlack bounds setup and cleanup on top of the measured duration, so a broker that
 	// stops answering cannot hang a whole benchmark run.
 	teardownSlack time.Duration
@@ -67,6 +78,7 @@ var workloads = map[string]workloadFunc{
 	"slow-consumer": runSlowConsumer,
 	"idle-conns":    runIdleConnections,
 	"empty-queues":  runEmptyQueues,
+	"failover":      runFailover,
 }
 
 // workloadNames lists the workloads in a stable order for usage text.
@@ -152,6 +164,11 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait before reading RSS in idle-conns and empty-queues")
 	fs.DurationVar(&cfg.teardownSlack, "slack", 5*time.Minute, "time allowed for setup and cleanup on top of -duration")
 	fs.StringVar(&cfg.tlsCA, "tls-ca", "", "PEM CA that signed the broker's certificate, for amqps:// URLs")
+	fs.StringVar(&cfg.queueType, "queue-type", "", "x-queue-type of the durable queues of persistent, persistent-4p, fill and failover (classic or quorum; default: the broker's default)")
+	fs.DurationVar(&cfg.afterDeclare, "after-declare", 0, "persistent workloads, fill and failover: pause between declaring the queue and starting the clients (lets a replicated queue's followers finish their first sync)")
+	fs.StringVar(&cfg.killCmd, "kill-cmd", "", "failover: shell command run with the queue name as its last argument; it kills the queue leader's node and prints 'killed UNIX_NANOS [WHAT]'")
+	fs.DurationVar(&cfg.killAfter, "kill-after", 3*time.Second, "failover: publish this long before running -kill-cmd")
+	fs.DurationVar(&cfg.failoverTimeout, "failover-timeout", 30*time.Second, "failover: longest wait for the first confirm after the kill")
 	fs.StringVar(&tablePath, "table", "", "print Markdown tables from a file of result lines ('-' for stdin) instead of running a workload")
 	if err := fs.Parse(args); err != nil {
 		return config{}, "", err
@@ -196,8 +213,23 @@ func (cfg config) validate() error {
 		return errors.New("-conns must be positive")
 	case cfg.emptyQueues < 1:
 		return errors.New("-queues must be positive")
+	case cfg.afterDeclare < 0:
+		return errors.New("-after-declare must not be negative")
 	case cfg.brokerPID < 0:
 		return errors.New("-pid must not be negative")
+	}
+	switch cfg.queueType {
+	case "", "classic", "quorum":
+	default:
+		return fmt.Errorf("-queue-type must be classic or quorum, got %q", cfg.queueType)
+	}
+	if cfg.workload == "failover" {
+		switch {
+		case cfg.killCmd == "":
+			return errors.New("workload failover needs -kill-cmd (the command that kills the queue leader's node)")
+		case cfg.killAfter <= 0 || cfg.failoverTimeout <= 0:
+			return errors.New("-kill-after and -failover-timeout must be positive")
+		}
 	}
 	if (cfg.workload == "idle-conns" || cfg.workload == "empty-queues") && cfg.brokerPID == 0 {
 		return fmt.Errorf("workload %s measures broker memory and needs -pid", cfg.workload)
@@ -210,6 +242,14 @@ func (cfg config) ownerURL() string {
 		return cfg.declareURL
 	}
 	return cfg.url
+}
+
+// queueArgs are the declare arguments of the durable queues -queue-type applies to.
+func (cfg config) queueArgs() amqp.Table {
+	if cfg.queueType == "" {
+		return nil
+	}
+	return amqp.Table{"x-queue-type": cfg.queueType}
 }
 
 func (cfg config) consumerURL() string {

@@ -38,6 +38,11 @@ type result struct {
 	RSSDeltaMBPer10kQ    *float64 `json:"rss_delta_mb_per_10000_queues,omitempty"`
 	RSSAfterCleanupMB    *float64 `json:"rss_after_cleanup_mb,omitempty"`
 
+	// FailoverMillis is the failover workload's kill → first confirm of a publish sent after the
+	// kill; ConfirmGapMillis is the last confirm before the kill → that same confirm.
+	FailoverMillis   *float64 `json:"failover_ms,omitempty"`
+	ConfirmGapMillis *float64 `json:"confirm_gap_ms,omitempty"`
+
 	// Note explains a figure measured under a limit (for example fewer connections than asked).
 	Note  string `json:"note,omitempty"`
 	Error string `json:"error,omitempty"`

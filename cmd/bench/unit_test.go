@@ -238,6 +238,9 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		"no lead":                   {"-workload", "1p1c", "-lead", "0"},
 		"no idle connections":       {"-workload", "idle-conns", "-pid", "1", "-conns", "0"},
 		"no empty queues requested": {"-workload", "empty-queues", "-pid", "1", "-queues", "0"},
+		"unknown queue type":        {"-workload", "persistent", "-queue-type", "stream"},
+		"failover without a kill":   {"-workload", "failover"},
+		"failover, no kill delay":   {"-workload", "failover", "-kill-cmd", "true", "-kill-after", "0s"},
 	}
 	for name, args := range bad {
 		if _, _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
@@ -264,5 +267,26 @@ func TestRedactURLHidesThePassword(t *testing.T) {
 	got := redactURL("amqp://guest:secret@127.0.0.1:5682/")
 	if strings.Contains(got, "secret") || !strings.Contains(got, "127.0.0.1:5682") {
 		t.Fatalf("redactURL = %q", got)
+	}
+}
+
+func TestParseKillLine(t *testing.T) {
+	at, what, err := parseKillLine("looking for the leader\nkilled 1700000000123456789 n2 (pid 42)\n")
+	if err != nil || at.UnixNano() != 1700000000123456789 || what != "n2 (pid 42)" {
+		t.Fatalf("parseKillLine = %v, %q, %v", at.UnixNano(), what, err)
+	}
+	for _, bad := range []string{"", "nothing killed\n", "killed soon\n", "killed -5\n"} {
+		if _, _, err := parseKillLine(bad); err == nil {
+			t.Errorf("parseKillLine(%q) accepted", bad)
+		}
+	}
+}
+
+func TestQueueArgs(t *testing.T) {
+	if args := (config{}).queueArgs(); args != nil {
+		t.Errorf("no -queue-type gave %v, want no arguments", args)
+	}
+	if args := (config{queueType: "quorum"}).queueArgs(); args["x-queue-type"] != "quorum" {
+		t.Errorf("-queue-type quorum gave %v", args)
 	}
 }
