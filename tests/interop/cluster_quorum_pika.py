@@ -1,0 +1,92 @@
+"""A pika publisher that keeps going through node failures, driven by cmd/node's process tests.
+
+    /usr/bin/python3 cluster_quorum_pika.py --urls amqp://guest:guest@h:p/,amqp://... --queue Q --count N
+
+Publishes messages "0" .. "N-1" (persistent, mandatory, with publisher confirms) to the default
+exchange with routing key Q, one at a time. A message is retried until the broker confirms it: a
+nack, a return or a lost connection or channel makes the script publish the same message again,
+reconnecting (to the next URL of --urls in turn) when needed. So every message is confirmed once
+the script ends, and one may be stored twice (a nacked or unconfirmed publish may still have been
+enqueued: at-least-once). Every event is one line on stdout:
+
+    CONNECTED url
+    CONFIRMED i            the broker confirmed message i
+    NACKED i               basic.nack (or basic.return) for message i; it is retried
+    RETRY i reason         the connection or channel failed while publishing message i
+    DONE confirmed=N nacked=N retries=N
+"""
+
+import argparse
+import sys
+import time
+
+import pika
+import pika.exceptions
+
+
+def emit(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--urls", required=True, help="comma-separated amqp:// URLs, tried in turn")
+    ap.add_argument("--queue", required=True)
+    ap.add_argument("--count", type=int, required=True)
+    ap.add_argument("--interval", type=float, default=0.0, help="seconds to sleep between messages")
+    ap.add_argument("--give-up", type=float, default=60.0,
+                    help="fail when one message stays unconfirmed this many seconds")
+    args = ap.parse_args()
+    urls = args.urls.split(",")
+    turn = 0
+    conn = ch = None
+    nacked = retries = 0
+    props = pika.BasicProperties(delivery_mode=2)
+    for i in range(args.count):
+        first_try = time.monotonic()
+        while True:
+            if time.monotonic() - first_try > args.give_up:
+                emit("GAVEUP %d" % i)
+                return 1
+            try:
+                if ch is None:
+                    url = urls[turn % len(urls)]
+                    turn += 1
+                    params = pika.URLParameters(url)
+                    params.connection_attempts = 1
+                    params.socket_timeout = 5
+                    params.blocked_connection_timeout = 10
+                    conn = pika.BlockingConnection(params)
+                    ch = conn.channel()
+                    ch.confirm_delivery()
+                    emit("CONNECTED %s" % url)
+                ch.basic_publish("", args.queue, str(i).encode(), props, mandatory=True)
+                emit("CONFIRMED %d" % i)
+                break
+            except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+                nacked += 1
+                emit("NACKED %d" % i)
+                time.sleep(0.05)
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                retries += 1
+                emit("RETRY %d %s: %s" % (i, type(exc).__name__, str(exc).replace("\n", " ")))
+                try:
+                    if conn is not None and conn.is_open:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = ch = None
+                time.sleep(0.2)
+        if args.interval:
+            time.sleep(args.interval)
+    emit("DONE confirmed=%d nacked=%d retries=%d" % (args.count, nacked, retries))
+    try:
+        conn.close()
+    except Exception:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
