@@ -4,7 +4,7 @@ process tests.
     /usr/bin/python3 cluster_quorum_oslo.py server --url rabbit://u:p@h1:p1,u:p@h2:p2,.../ --topic T --server S --exchange E
     /usr/bin/python3 cluster_quorum_oslo.py call   --url ... --topic T --exchange E [--timeout 5]
 
-Both run until their stdin closes. The transport URL may list several nodes: oslo's rabbit driver
+Both run until their stdin closes; INTEROP_LOG_LEVEL (default WARNING) sets the client log level. The transport URL may list several nodes: oslo's rabbit driver
 shuffles them for each of its connections and fails over to the next when one dies. Every event
 is one line on stdout:
 
@@ -16,6 +16,7 @@ is one line on stdout:
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -108,7 +109,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between calls")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+    logging.basicConfig(level=os.environ.get("INTEROP_LOG_LEVEL", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(args) if args.mode == "server" else call(args)
 
