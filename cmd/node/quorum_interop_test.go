@@ -436,7 +436,11 @@ func iopOsloKill9(t *testing.T, script string, killServers bool) {
 // Known bug (skipped unless WARREN_KNOWN_BUGS=1): the new leader's /api/queues shows
 // messages_ready 200, but 300 deliveries come: each of the 100 messages it took over is delivered
 // twice (both copies redelivered=true), then the 100 new ones. Without the publishes after the
-// takeover every message comes once.
+// takeover every message comes once. Cause, as far as a local experiment shows:
+// queue.(*Queue).RestoreStored (queue/paging.go) pushes the run (0, lastID] for the recovered
+// messages but leaves p.covered below lastID, so the first stored publish after it extends no
+// run and pushes a new one from p.covered, which reads the recovered ids again. Adding
+// `p.covered = max(p.covered, lastID)` there made this test and the classic one below pass.
 func TestQuorumFailoverDeliversEachMessageOnce(t *testing.T) {
 	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
 		t.Skip("known bug: after a leader's kill -9, publishing to the new leader makes every message it took over be delivered twice (WARREN_KNOWN_BUGS=1 runs it)")
@@ -508,5 +512,79 @@ func TestQuorumFailoverDeliversEachMessageOnce(t *testing.T) {
 	if len(missing) > 0 || len(twice) > 0 {
 		t.Fatalf("after failover to %s, %d deliveries of 200 messages: never delivered %d %v; delivered more than once %d %v",
 			q.Leader, total, len(missing), missing[:min(len(missing), 10)], len(twice), twice[:min(len(twice), 10)])
+	}
+}
+
+// TestClassicRestartDeliversEachMessageOnce: the same fault on a classic durable queue of a single
+// node: 100 confirmed persistent messages, kill -9, restart, 100 more, then each of the 200
+// must be delivered once. Known bug (skipped unless WARREN_KNOWN_BUGS=1): 300 deliveries, the
+// 100 recovered messages twice; see TestQuorumFailoverDeliversEachMessageOnce for the cause.
+func TestClassicRestartDeliversEachMessageOnce(t *testing.T) {
+	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
+		t.Skip("known bug: after a restart, publishing to a durable queue makes every recovered message be delivered twice (WARREN_KNOWN_BUGS=1 runs it)")
+	}
+	bin := nodeBinary(t)
+	dir := t.TempDir()
+	addrs := freePorts(t, 4)
+	p := startNodeProc(t, bin, dir, addrs)
+	publish := func(from, to int) {
+		c, err := amqp.Dial(p.amqp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ch, err := c.Channel()
+		if err == nil {
+			_, err = ch.QueueDeclare("dq", true, false, false, false, nil)
+		}
+		if err == nil {
+			err = ch.Confirm(false)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1))
+		for i := from; i < to; i++ {
+			if err := ch.Publish("", "dq", false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
+			if c := <-confirms; !c.Ack {
+				t.Fatalf("message %d nacked", i)
+			}
+		}
+	}
+	publish(0, 100)
+	p.kill9()
+	p = startNodeProc(t, bin, dir, addrs)
+	publish(100, 200)
+	c, err := amqp.Dial(p.amqp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := ch.Consume("dq", "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	times := map[int]int{}
+	total := 0
+	for quiet := time.After(10 * time.Second); ; {
+		select {
+		case d := <-deliveries:
+			v, _ := strconv.Atoi(string(d.Body))
+			times[v]++
+			total++
+			quiet = time.After(2 * time.Second)
+			continue
+		case <-quiet:
+		}
+		break
+	}
+	if total != 200 || len(times) != 200 {
+		t.Fatalf("%d deliveries of %d distinct messages, want 200 once each", total, len(times))
 	}
 }
