@@ -256,9 +256,13 @@ func TestQuorumPikaPublisherThroughLeaderKill9(t *testing.T) {
 		return slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "DONE ") })
 	})
 	lines, at := pub.snapshot()
-	confirmed := map[int]bool{}
+	confirmed, nackedIDs := map[int]bool{}, map[int]bool{}
 	var firstAfter time.Time
 	for i, l := range lines {
+		if n, ok := strings.CutPrefix(l, "NACKED "); ok {
+			v, _ := strconv.Atoi(n)
+			nackedIDs[v] = true
+		}
 		if n, ok := strings.CutPrefix(l, "CONFIRMED "); ok {
 			v, err := strconv.Atoi(n)
 			if err != nil {
@@ -293,7 +297,7 @@ func TestQuorumPikaPublisherThroughLeaderKill9(t *testing.T) {
 	for v := range confirmed {
 		missing[v] = true
 	}
-	seen, dups := map[int]bool{}, 0
+	seen, dups, unexplained := map[int]bool{}, 0, 0
 	for len(missing) > 0 {
 		select {
 		case d, ok := <-deliveries:
@@ -306,6 +310,9 @@ func TestQuorumPikaPublisherThroughLeaderKill9(t *testing.T) {
 			}
 			if seen[v] {
 				dups++
+				if !nackedIDs[v] {
+					unexplained++
+				}
 			}
 			seen[v] = true
 			delete(missing, v)
@@ -321,9 +328,12 @@ func TestQuorumPikaPublisherThroughLeaderKill9(t *testing.T) {
 			t.Fatalf("%d of %d confirmed messages never came back through n3, e.g. %v", len(missing), count, some[:min(10, len(some))])
 		}
 	}
-	// Duplicates come from nacked publishes that were stored all the same and published again, and
-	// from the known bug TestQuorumFailoverDeliversEachMessageOnce shows.
-	t.Logf("all %d confirmed messages consumed through n3 (%d delivered more than once)", count, dups)
+	// A nacked publish may have been stored all the same, and was published again: a duplicate.
+	// Duplicates of messages published once come from the known bug that
+	// TestQuorumFailoverDeliversEachMessageOnce shows; consumption stops once every confirmed
+	// message came, so not every duplicate is seen.
+	t.Logf("all %d confirmed messages consumed through n3; %d seen twice, %d of them published only once",
+		count, dups, unexplained)
 }
 
 // TestQuorumOsloRPCThroughKill9 runs three node processes, an oslo.messaging RPC server and a
