@@ -344,12 +344,14 @@ func TestQuorumPikaPublisherThroughLeaderKill9(t *testing.T) {
 // SIGKILL while calls run; calls must go on succeeding after a bounded pause.
 func TestQuorumOsloRPCThroughKill9(t *testing.T) {
 	script := interopScript(t, "cluster_quorum_oslo.py", "oslo_messaging")
-	t.Run("NeitherServerNorCallerNode", func(t *testing.T) { iopOsloKill9(t, script, false) })
-	t.Run("ServerNode", func(t *testing.T) { iopOsloKill9(t, script, true) })
+	t.Run("NeitherServerNorCallerNode", func(t *testing.T) { iopOsloKill9(t, script, iopStartThree(t), "quorum", false) })
+	t.Run("ServerNode", func(t *testing.T) { iopOsloKill9(t, script, iopStartThree(t), "quorum", true) })
 }
 
-func iopOsloKill9(t *testing.T, script string, killServers bool) {
-	procs := iopStartThree(t)
+// iopOsloKill9 runs the oslo RPC server and caller (queues: "quorum" for rabbit_quorum_queue,
+// "durable" for amqp_durable_queues only) on procs, checks that the topic queues are quorum
+// queues, kills a node and checks that calls go on.
+func iopOsloKill9(t *testing.T, script string, procs []*clusterProc, queues string, killServers bool) {
 	hosts := make([]string, len(procs))
 	for i, p := range procs {
 		hosts[i] = "guest:guest@" + p.amqp
@@ -357,14 +359,14 @@ func iopOsloKill9(t *testing.T, script string, killServers bool) {
 	url := "rabbit://" + strings.Join(hosts, ",") + "/"
 	const topic, exchange = "qq_rpc", "qq_rpc_control"
 
-	server := iopStartScript(t, script, "server", "--url", url, "--topic", topic, "--exchange", exchange, "--server", "s1")
+	server := iopStartScript(t, script, "server", "--url", url, "--topic", topic, "--exchange", exchange, "--server", "s1", "--queues", queues)
 	server.waitFor(t, 60*time.Second, "the RPC server READY", func(lines []string) bool { return slices.Contains(lines, "READY") })
 	topicQ := iopWaitQueue(t, procs[0], topic, "three in-sync replicas", func(q iopQueue) bool {
 		return q.Type == "quorum" && len(q.Members) == 3 && len(q.InSync) == 3
 	})
 	iopWaitQueue(t, procs[0], topic+".s1", "quorum type", func(q iopQueue) bool { return q.Type == "quorum" })
 
-	caller := iopStartScript(t, script, "call", "--url", url, "--topic", topic, "--exchange", exchange, "--timeout", "5")
+	caller := iopStartScript(t, script, "call", "--url", url, "--topic", topic, "--exchange", exchange, "--timeout", "5", "--queues", queues)
 	caller.waitFor(t, 60*time.Second, "20 calls answered", func(lines []string) bool { return iopCount(lines, "OK ") >= 20 })
 	replyNode := ""
 	for _, q := range iopQueues(t, procs[0]) {
@@ -436,6 +438,43 @@ func iopOsloKill9(t *testing.T, script string, killServers bool) {
 	if q.Type != "quorum" {
 		t.Fatalf("topic queue after the kill: %+v", q)
 	}
+}
+
+// TestDefaultQueueTypeQuorumWithRealClients runs three node processes with
+// WARREN_DEFAULT_QUEUE_TYPE=quorum: amqp091-go's durable, client-named queue declared without
+// x-queue-type is a quorum queue with three replicas, seen from another node, while an explicit
+// classic, an exclusive, an auto-delete, a server-named and a transient queue stay classic; an
+// unmodified oslo.messaging application (amqp_durable_queues = True, no rabbit_quorum_queue)
+// gets quorum topic queues and its calls go on through the kill -9 of its topic queue's leader.
+func TestDefaultQueueTypeQuorumWithRealClients(t *testing.T) {
+	script := interopScript(t, "cluster_quorum_oslo.py", "oslo_messaging")
+	t.Setenv("WARREN_DEFAULT_QUEUE_TYPE", "quorum") // the node processes inherit it
+	procs := iopStartThree(t)
+	ch := dialProc(t, procs[1])
+	declare := func(name string, durable, autoDelete, exclusive bool, args amqp.Table) string {
+		t.Helper()
+		q, err := ch.QueueDeclare(name, durable, autoDelete, exclusive, false, args)
+		if err != nil {
+			t.Fatalf("declare %q through n2: %v", name, err)
+		}
+		return q.Name
+	}
+	want := map[string]string{
+		declare("plain", true, false, false, nil):                                              "quorum",
+		declare("explicit-classic", true, false, false, amqp.Table{"x-queue-type": "classic"}): "classic",
+		declare("exclusive", true, false, true, nil):                                           "classic",
+		declare("auto-delete", true, true, false, nil):                                         "classic",
+		declare("", true, false, false, nil):                                                   "classic",
+		declare("transient", false, false, false, nil):                                         "classic",
+	}
+	for name, typ := range want {
+		iopWaitQueue(t, procs[2], name, typ+" type", func(q iopQueue) bool {
+			return q.Type == typ && (typ == "classic" || len(q.Members) == 3)
+		})
+	}
+	// Re-declared as it was (no x-queue-type), the defaulted queue is equivalent.
+	declare("plain", true, false, false, nil)
+	iopOsloKill9(t, script, procs, "durable", true)
 }
 
 // TestQuorumFailoverDeliversEachMessageOnce is the smallest form of what the pika test above

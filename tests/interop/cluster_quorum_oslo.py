@@ -1,5 +1,5 @@
-"""oslo.messaging RPC with rabbit_quorum_queue = True through node failures, driven by cmd/node's
-process tests.
+"""oslo.messaging RPC with rabbit_quorum_queue = True (or, with --queues durable, only
+amqp_durable_queues = True) through node failures, driven by cmd/node's process tests.
 
     /usr/bin/python3 cluster_quorum_oslo.py server --url rabbit://u:p@h1:p1,u:p@h2:p2,.../ --topic T --server S --exchange E
     /usr/bin/python3 cluster_quorum_oslo.py call   --url ... --topic T --exchange E [--timeout 5]
@@ -56,7 +56,10 @@ def transport(args):
     conf.set_override("metrics_thread_stop_timeout", 0, group="oslo_messaging_metrics")
     tr = messaging.get_rpc_transport(conf, url=args.url)
     # Registered by the driver when the transport is made; read by the connections it makes later.
-    conf.set_override("rabbit_quorum_queue", True, group="oslo_messaging_rabbit")
+    if args.queues == "quorum":
+        conf.set_override("rabbit_quorum_queue", True, group="oslo_messaging_rabbit")
+    else:
+        conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
     return tr
 
 
@@ -106,6 +109,9 @@ def main():
     ap.add_argument("--topic", required=True)
     ap.add_argument("--server", default="server-1")
     ap.add_argument("--exchange", required=True, help="oslo control exchange")
+    ap.add_argument("--queues", choices=("quorum", "durable"), default="quorum",
+                    help="quorum: rabbit_quorum_queue = True; durable: only amqp_durable_queues = True "
+                    "(an unmodified application, for a broker whose default queue type is quorum)")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between calls")
     args = ap.parse_args()
