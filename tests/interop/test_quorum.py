@@ -98,6 +98,38 @@ def test_quorum_declare_refusals(broker):
 
 
 @test
+def test_quorum_arguments(broker):
+    conn = connect(broker)
+    name = unique("qq")
+    try:
+        # What oslo.messaging's rabbit_quorum_* options and common applications send.
+        for extra in ({"x-delivery-limit": 5}, {"x-quorum-initial-group-size": 3},
+                      {"x-max-in-memory-length": 100}, {"x-max-in-memory-bytes": 100000},
+                      {"x-max-length": 10, "x-overflow": "reject-publish"},
+                      {"x-dead-letter-exchange": "amq.fanout"}, {"x-single-active-consumer": True}):
+            step("declare a quorum queue with %r" % extra)
+            ch = conn.channel()
+            ch.queue_declare(name, durable=True, arguments=dict(QUORUM, **extra))
+            ch.confirm_delivery()
+            ch.basic_publish("", name, b"x", pika.BasicProperties(delivery_mode=2))
+            # (No basic.get: RabbitMQ refuses it on a single-active-consumer quorum queue.)
+            wait_until(lambda: message_count(conn, name) == 1, POLL_TIMEOUT, "the message in the queue")
+            ch.queue_delete(name)
+        step("x-queue-mode is refused for a quorum queue")
+        exc = expect_channel_close(
+            lambda: conn.channel().queue_declare(name, durable=True, arguments=dict(QUORUM, **{"x-queue-mode": "lazy"})),
+            406, "x-queue-mode on a quorum queue")
+        check_equal(exc.reply_text, "PRECONDITION_FAILED - invalid arg 'x-queue-mode' for queue '%s' "
+                    "in vhost '/' of queue type rabbit_quorum_queue" % name, "refusal text (x-queue-mode)")
+    finally:
+        try:
+            conn.channel().queue_delete(name)
+        except Exception:
+            pass
+        close_quietly(conn)
+
+
+@test
 def test_quorum_confirm_consume_requeue(broker):
     conn = connect(broker)
     name = unique("qq")
