@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -636,4 +637,40 @@ func TestClassicRestartDeliversEachMessageOnce(t *testing.T) {
 	if total != 200 || len(times) != 200 {
 		t.Fatalf("%d deliveries of %d distinct messages, want 200 once each", total, len(times))
 	}
+}
+
+// TestQuorumRefusalsAsRabbitMQ checks two refusals RabbitMQ 3.10 makes for quorum queues (texts
+// taken from Debian's rabbitmq-server 3.10 with pika). Known bug (skipped unless
+// WARREN_KNOWN_BUGS=1): Warren accepts both.
+func TestQuorumRefusalsAsRabbitMQ(t *testing.T) {
+	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
+		t.Skip("known bug: Warren accepts x-queue-master-locator on a quorum queue and basic.get on a single-active-consumer quorum queue; RabbitMQ 3.10 refuses both (WARREN_KNOWN_BUGS=1 runs it)")
+	}
+	p := startNodeProc(t, nodeBinary(t), t.TempDir(), freePorts(t, 4))
+	conn, err := amqp.Dial(p.amqp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	expect := func(what string, err error, code int, text string) {
+		t.Helper()
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != code || ae.Reason != text {
+			t.Errorf("%s: got %v, want %d %s", what, err, code, text)
+		}
+	}
+	ch, _ := conn.Channel()
+	_, err = ch.QueueDeclare("qq-locator", true, false, false, false, amqp.Table{"x-queue-type": "quorum", "x-queue-master-locator": "min-masters"})
+	expect("x-queue-master-locator", err, 406, "PRECONDITION_FAILED - invalid arg 'x-queue-master-locator' for queue 'qq-locator' in vhost '/' of queue type rabbit_quorum_queue")
+
+	ch, _ = conn.Channel()
+	if _, err := ch.QueueDeclare("qq-sac", true, false, false, false, amqp.Table{"x-queue-type": "quorum", "x-single-active-consumer": true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish("", "qq-sac", false, false, amqp.Publishing{Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ch.Get("qq-sac", true)
+	expect("basic.get on a single-active-consumer quorum queue", err, 405,
+		"RESOURCE_LOCKED - cannot obtain access to locked queue 'qq-sac' in vhost '/'. basic.get operations are not supported by quorum queues with single active consumer")
 }
