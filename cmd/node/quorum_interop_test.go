@@ -754,11 +754,13 @@ func TestQuorumRefusalsAsRabbitMQ(t *testing.T) {
 // persistent message published with confirms through n1. Each publish must be confirmed.
 //
 // Known bug (skipped unless WARREN_KNOWN_BUGS=1): with the consumer that acks at once, the
-// message is delivered and acked but the publish is never confirmed (nor nacked): the confirm
-// needs the in-sync followers to acknowledge the Append, and the settlement that follows it
-// right away seems to keep that from happening. With no ack the confirm comes in about 0.2 s,
-// and with an ack 2 s later too, unless the machine is so loaded that the ack comes first. The same happens with the publisher or the consumer on other nodes, and
-// with auto-ack consumers; a single-node cluster confirms.
+// message is delivered and acked but the publish is never confirmed (nor nacked). With no ack
+// the confirm comes in about 0.2 s, and with an ack 2 s later too, unless the machine is so
+// loaded that the ack comes first. Seen as well with persistent or transient messages, through
+// amq.direct, with the publisher or the consumer on other nodes, and with auto-ack consumers;
+// a single-node cluster confirms. In one experiment, once a message had been published and
+// confirmed before the consumer attached, later messages acked at once were confirmed (~1 ms),
+// so the queue's first message (Append with Prev 0, then its settlement) may be what matters.
 func TestQuorumConfirmWhenConsumerAcksFirst(t *testing.T) {
 	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
 		t.Skip("known bug: a quorum queue message acked by a consumer before its publish is confirmed is never confirmed (WARREN_KNOWN_BUGS=1 runs it)")
