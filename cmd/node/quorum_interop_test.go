@@ -347,7 +347,7 @@ func TestQuorumPikaPublisherThroughLeaderKill9(t *testing.T) {
 // TestQuorumConfirmWhenConsumerAcksFirst.
 func TestQuorumPikaConsumerThroughLeaderKill9(t *testing.T) {
 	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a quorum queue message acked by a consumer before its publish is confirmed is never confirmed (TestQuorumConfirmWhenConsumerAcksFirst; WARREN_KNOWN_BUGS=1 runs it)")
+		t.Skip("known bug: a quorum queue message a consumer acks before its publish is confirmed gets no confirm until another message is published (TestQuorumConfirmWhenConsumerAcksFirst; WARREN_KNOWN_BUGS=1 runs it)")
 	}
 	script := interopScript(t, "cluster_quorum_pika.py", "pika")
 	procs := iopStartThree(t)
@@ -765,7 +765,7 @@ func TestQuorumRefusalsAsRabbitMQ(t *testing.T) {
 // Append or write to carry it.
 func TestQuorumConfirmWhenConsumerAcksFirst(t *testing.T) {
 	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a quorum queue message acked by a consumer before its publish is confirmed is never confirmed (WARREN_KNOWN_BUGS=1 runs it)")
+		t.Skip("known bug: a quorum queue message a consumer acks before its publish is confirmed gets no confirm until another message is published (WARREN_KNOWN_BUGS=1 runs it)")
 	}
 	procs := iopStartThree(t)
 	for _, c := range []struct {
