@@ -11,7 +11,8 @@ message again, reconnecting (to the next URL of --urls in turn) when needed. So 
 confirmed once the script ends, and one may be stored twice (a nacked or unconfirmed publish may
 still have been enqueued: at-least-once).
 
-Consume mode consumes from Q (manual acks, prefetch 100) until stdin closes; when the broker
+Consume mode consumes from Q (manual acks, --prefetch, each ack --ack-delay seconds after its
+delivery) until stdin closes; when the broker
 cancels the consumer (consumer_cancel_notify, as when a quorum queue's leader changes) or the
 connection or channel fails, it subscribes again, reconnecting when needed.
 
@@ -23,7 +24,7 @@ Every event is one line on stdout:
     RETRY i reason         the connection or channel failed (at message i when publishing)
     DONE confirmed=N nacked=N retries=N
     CONSUMING              (consume) basic.consume-ok
-    GOT body redelivered   (consume) a delivery (redelivered 0 or 1), acked right after
+    GOT body redelivered   (consume) a delivery (redelivered 0 or 1)
     CANCELLED              (consume) the broker cancelled the consumer
 """
 
@@ -67,7 +68,7 @@ def consume(args):
                 conn = connect(urls[turn % len(urls)])
                 turn += 1
             ch = conn.channel()
-            ch.basic_qos(prefetch_count=100)
+            ch.basic_qos(prefetch_count=args.prefetch)
             cancelled = threading.Event()
 
             def on_cancel(frame):
@@ -76,7 +77,11 @@ def consume(args):
 
             def on_message(channel, method, props, body):
                 emit("GOT %s %d" % (body.decode(), 1 if method.redelivered else 0))
-                channel.basic_ack(method.delivery_tag)
+                if args.ack_delay:
+                    # Acked later, as by a worker that processes it first (on this channel).
+                    conn.call_later(args.ack_delay, lambda: channel.is_open and channel.basic_ack(method.delivery_tag))
+                else:
+                    channel.basic_ack(method.delivery_tag)
 
             ch.add_on_cancel_callback(on_cancel)
             ch.basic_consume(args.queue, on_message)
@@ -108,6 +113,8 @@ def main():
     ap.add_argument("--urls", required=True, help="comma-separated amqp:// URLs, tried in turn")
     ap.add_argument("--queue", required=True)
     ap.add_argument("--count", type=int, default=0, help="(publish) how many messages")
+    ap.add_argument("--ack-delay", type=float, default=0.0, help="(consume) seconds from a delivery to its ack")
+    ap.add_argument("--prefetch", type=int, default=100, help="(consume) basic.qos prefetch count")
     ap.add_argument("--interval", type=float, default=0.0, help="seconds to sleep between messages")
     ap.add_argument("--give-up", type=float, default=60.0,
                     help="fail when one message stays unconfirmed this many seconds")
