@@ -16,8 +16,9 @@ import (
 
 // TestQuorumFailoverDeliversEachMessageOnce is the smallest form of what
 // TestQuorumPikaPublisherThroughLeaderKill9 shows: 100 persistent messages published once each
-// with confirms through n2 into a quorum queue led by n1; n1 killed with SIGKILL; once a new leader serves, 100 more published through
-// n2; then everything consumed through n3. Each message must be delivered exactly once.
+// with confirms through n2 into a quorum queue led by n1; n1 killed with SIGKILL; once a new
+// leader serves, 100 more published through n2; then everything consumed through n3. Each
+// message must be delivered exactly once.
 //
 // Known bug (skipped unless WARREN_KNOWN_BUGS=1): the new leader's /api/queues shows
 // messages_ready 200, but 300 deliveries come: each of the 100 messages it took over is delivered
