@@ -81,7 +81,7 @@ func validateTypedQueue(c DeclareQueue, typ string, args map[string]any) *Error 
 	if typ != QueueTypeQuorum {
 		return unsupported([]string{"x-delivery-limit", "x-quorum-initial-group-size"}, "rabbit_classic_queue")
 	}
-	if err := unsupported([]string{"x-max-priority", "x-queue-mode"}, "rabbit_quorum_queue"); err != nil {
+	if err := unsupported([]string{"x-max-priority", "x-queue-mode", "x-queue-master-locator"}, "rabbit_quorum_queue"); err != nil {
 		return err
 	}
 	if v, ok := args["x-quorum-initial-group-size"]; ok {

@@ -6,6 +6,7 @@ import (
 	"errors"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/datalink"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
@@ -259,6 +260,10 @@ func (ch *channel) get(m *wire.BasicGet) error {
 	if err != nil {
 		return err
 	}
+	if qd.Type == fsm.QueueTypeQuorum && singleActiveConsumer(qd) {
+		return errorf(wire.ResourceLocked, "cannot obtain access to locked queue '%s' in vhost '%s'. "+
+			"basic.get operations are not supported by quorum queues with single active consumer", qd.Name, qd.Vhost)
+	}
 	if q == nil {
 		return ch.getRemote(m, qd)
 	}
@@ -371,4 +376,17 @@ func randomName() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// singleActiveConsumer reports a queue declared with x-single-active-consumer true.
+func singleActiveConsumer(qd fsm.Queue) bool {
+	if len(qd.Args) == 0 {
+		return false
+	}
+	args, err := broker.DecodeArgs(qd.Args)
+	if err != nil {
+		return false
+	}
+	on, _ := args["x-single-active-consumer"].(bool)
+	return on
 }

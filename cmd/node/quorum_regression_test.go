@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -11,8 +10,8 @@ import (
 )
 
 // Minimal reproductions of Warren bugs the real-client tests in quorum_interop_test.go ran
-// into. Each is skipped unless WARREN_KNOWN_BUGS=1 and says in its comment what it sends, what
-// it gets and what RabbitMQ 3.10 does.
+// into, kept as regression tests now that they are fixed. Each says in its comment what it
+// sends, what it used to get and what RabbitMQ 3.10 does.
 
 // TestQuorumFailoverDeliversEachMessageOnce is the smallest form of what
 // TestQuorumPikaPublisherThroughLeaderKill9 shows: 100 persistent messages published once each
@@ -20,7 +19,7 @@ import (
 // leader serves, 100 more published through n2; then everything consumed through n3. Each
 // message must be delivered exactly once.
 //
-// Known bug (skipped unless WARREN_KNOWN_BUGS=1): the new leader's /api/queues shows
+// Was a bug (fixed): the new leader's /api/queues shows
 // messages_ready 200, but 300 deliveries come: each of the 100 messages it took over is delivered
 // twice (both copies redelivered=true), then the 100 new ones. Without the publishes after the
 // takeover every message comes once. Cause, as far as a local experiment shows:
@@ -29,9 +28,6 @@ import (
 // run and pushes a new one from p.covered, which reads the recovered ids again. Adding
 // `p.covered = max(p.covered, lastID)` there made this test and the classic one below pass.
 func TestQuorumFailoverDeliversEachMessageOnce(t *testing.T) {
-	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
-		t.Skip("known bug: after a leader's kill -9, publishing to the new leader makes every message it took over be delivered twice (WARREN_KNOWN_BUGS=1 runs it)")
-	}
 	procs := iopStartThree(t)
 	const queue = "once-qq"
 	decl := dialProc(t, procs[0])
@@ -104,12 +100,9 @@ func TestQuorumFailoverDeliversEachMessageOnce(t *testing.T) {
 
 // TestClassicRestartDeliversEachMessageOnce: the same fault on a classic durable queue of a single
 // node: 100 confirmed persistent messages, kill -9, restart, 100 more, then each of the 200
-// must be delivered once. Known bug (skipped unless WARREN_KNOWN_BUGS=1): 300 deliveries, the
+// must be delivered once. Was a bug (fixed): 300 deliveries, the
 // 100 recovered messages twice; see TestQuorumFailoverDeliversEachMessageOnce for the cause.
 func TestClassicRestartDeliversEachMessageOnce(t *testing.T) {
-	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
-		t.Skip("known bug: after a restart, publishing to a durable queue makes every recovered message be delivered twice (WARREN_KNOWN_BUGS=1 runs it)")
-	}
 	bin := nodeBinary(t)
 	dir := t.TempDir()
 	addrs := freePorts(t, 4)
@@ -177,12 +170,8 @@ func TestClassicRestartDeliversEachMessageOnce(t *testing.T) {
 }
 
 // TestQuorumRefusalsAsRabbitMQ checks two refusals RabbitMQ 3.10 makes for quorum queues (texts
-// taken from Debian's rabbitmq-server 3.10 with pika). Known bug (skipped unless
-// WARREN_KNOWN_BUGS=1): Warren accepts both.
+// taken from Debian's rabbitmq-server 3.10 with pika). Warren used to accept both.
 func TestQuorumRefusalsAsRabbitMQ(t *testing.T) {
-	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
-		t.Skip("known bug: Warren accepts x-queue-master-locator on a quorum queue and basic.get on a single-active-consumer quorum queue; RabbitMQ 3.10 refuses both (WARREN_KNOWN_BUGS=1 runs it)")
-	}
 	p := startNodeProc(t, nodeBinary(t), t.TempDir(), freePorts(t, 4))
 	conn, err := amqp.Dial(p.amqp)
 	if err != nil {
@@ -216,7 +205,7 @@ func TestQuorumRefusalsAsRabbitMQ(t *testing.T) {
 // consumer through n1 that acks each delivery at once (or, first, never, or after 2 s), and one
 // persistent message published with confirms through n1. Each publish must be confirmed.
 //
-// Known bug (skipped unless WARREN_KNOWN_BUGS=1): with the consumer that acks at once, the
+// Was a bug (fixed): with the consumer that acks at once, the
 // message is delivered and acked but the publish is never confirmed (nor nacked). With no ack
 // the confirm comes in about 0.2 s, and with an ack 2 s later too, unless the machine is so
 // loaded that the ack comes first. Seen as well with persistent or transient messages, through
@@ -227,9 +216,6 @@ func TestQuorumRefusalsAsRabbitMQ(t *testing.T) {
 // a few seconds later. So the commit of a message settled at once seems to wait for the next
 // Append or write to carry it.
 func TestQuorumConfirmWhenConsumerAcksFirst(t *testing.T) {
-	if os.Getenv("WARREN_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a quorum queue message a consumer acks before its publish is confirmed gets no confirm until another message is published (WARREN_KNOWN_BUGS=1 runs it)")
-	}
 	procs := iopStartThree(t)
 	for _, c := range []struct {
 		name     string
