@@ -6,8 +6,8 @@ import (
 	"errors"
 
 	"github.com/warrenmq/warren/broker"
-	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/datalink"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
