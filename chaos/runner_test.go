@@ -235,3 +235,42 @@ func TestRunnerRecordsAFaultThatCouldNotBeInjected(t *testing.T) {
 		t.Fatalf("counts %v fault errors %v", r.Counts, r.FaultErrors)
 	}
 }
+
+// TestReplicasInSync: a replicated queue with a replica missing, or one not in sync, is not
+// whole; classic queues do not count.
+func TestReplicasInSync(t *testing.T) {
+	var body string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		_, _ = io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	c := &Cluster{client: srv.Client()}
+	for i := 1; i <= 3; i++ {
+		c.Nodes = append(c.Nodes, &Node{Index: i, Name: fmt.Sprintf("n%d", i), HTTPAddr: strings.TrimPrefix(srv.URL, "http://")})
+	}
+	for _, tc := range []struct {
+		body string
+		ok   bool
+	}{
+		{`[{"name":"q","type":"quorum","members":["n1","n2","n3"],"in_sync":["n1","n3"]}]`, false},
+		{`[{"name":"q","type":"quorum","members":["n1","n3"],"in_sync":["n1","n3"]}]`, false},
+		{`[{"name":"q","type":"quorum","members":["n1","n2","n3"],"in_sync":["n2","n1","n3"]},{"name":"c","type":"classic"}]`, true},
+	} {
+		mu.Lock()
+		body = tc.body
+		mu.Unlock()
+		err := c.ReplicasInSync(context.Background())
+		if (err == nil) != tc.ok {
+			t.Fatalf("%s: err = %v", tc.body, err)
+		}
+		if !tc.ok && !strings.Contains(err.Error(), "q has replicas") {
+			t.Fatalf("error does not name the queue: %v", err)
+		}
+	}
+	if err := c.WaitInSync(context.Background(), 300*time.Millisecond); err != nil {
+		t.Fatalf("wait on a whole queue: %v", err)
+	}
+}

@@ -292,3 +292,36 @@ func TestQuorumQueueConfirmsPublishesRightAfterTheDeclare(t *testing.T) {
 		}
 	}
 }
+
+// TestRebalanceSpreadsReplicatedQueueLeaders: three replicated queues led by c1; `node
+// rebalance` through c2 hands two of them to in-sync replicas on c2 and c3; every confirmed
+// message is then consumed through c3.
+func TestRebalanceSpreadsReplicatedQueueLeaders(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	ch1 := dialNode(t, nodes[0])
+	names := []string{"rb1", "rb2", "rb3"}
+	acked := map[string][]string{}
+	for _, name := range names {
+		if _, err := ch1.QueueDeclare(name, true, false, false, false, quorumArgs); err != nil {
+			t.Fatal(err)
+		}
+		waitQueue(t, nodes[1], name, "three in-sync replicas", func(q fsm.Queue) bool { return len(q.InSync) == 3 })
+		acked[name] = publishConfirmed(t, dialNode(t, nodes[1]), name, name+"-", 50)
+	}
+	moved, err := nodes[1].Rebalance()
+	if err != nil || moved != 2 {
+		t.Fatalf("rebalance: moved %d, %v; want 2 leaders handed over", moved, err)
+	}
+	leaders := map[string]bool{}
+	for _, name := range names {
+		q := waitQueue(t, nodes[2], name, "a leader", func(q fsm.Queue) bool { return q.Owner != "" })
+		leaders[q.Owner] = true
+	}
+	if len(leaders) != 3 {
+		t.Fatalf("leaders after rebalance: %v, want one on each node", leaders)
+	}
+	ch3 := dialNode(t, nodes[2])
+	for _, name := range names {
+		drainUntil(t, ch3, name, acked[name])
+	}
+}

@@ -34,3 +34,36 @@ func TestRebalancePlanEvensOutAndKeepsExclusiveAndDeadNodesQueues(t *testing.T) 
 		t.Fatalf("one live node: %+v", none)
 	}
 }
+
+func TestLeaderPlanSpreadsReplicatedLeaders(t *testing.T) {
+	rq := func(name, owner string, inSync ...string) fsm.Queue {
+		return fsm.Queue{Vhost: "/", Name: name, Durable: true, Owner: owner, Type: fsm.QueueTypeQuorum,
+			Replicas: []string{"a", "b", "c"}, InSync: inSync, Epoch: 3}
+	}
+	queues := []fsm.Queue{
+		rq("q1", "a", "a", "b", "c"), rq("q2", "a", "a", "b", "c"), rq("q3", "a", "a", "b", "c"),
+		rq("q4", "a", "a"), // no in-sync replica elsewhere: stays
+		{Vhost: "/", Name: "classic", Owner: "a"},
+	}
+	plan := leaderPlan(queues, []string{"a", "b", "c"})
+	got := map[string]string{}
+	for _, e := range plan {
+		if e.Epoch != 3 {
+			t.Fatalf("%+v: epoch must be the one seen", e)
+		}
+		got[e.Name] = e.Leader
+	}
+	if len(got) != 2 || got["q4"] != "" || got["classic"] != "" {
+		t.Fatalf("plan %+v: want two of q1..q3 handed to b and c", plan)
+	}
+	leaders := map[string]int{"a": 2} // q4 and one of q1..q3 stay
+	for _, l := range got {
+		leaders[l]++
+	}
+	if leaders["b"] != 1 || leaders["c"] != 1 {
+		t.Fatalf("leaders after the plan %v", leaders)
+	}
+	if moves := rebalancePlan(queues, []string{"a", "b", "c"}); len(moves) != 0 {
+		t.Fatalf("replicated queues moved like classic ones: %+v", moves)
+	}
+}
