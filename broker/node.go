@@ -423,7 +423,11 @@ func (n *Node) deliverLocal(qs []*queue.Queue, msg *queue.Message, data *[]byte,
 func QueueConfig(qd fsm.Queue) (queue.Config, error) {
 	cfg := queue.Config{
 		Vhost: qd.Vhost, Name: qd.Name, AutoDelete: qd.AutoDelete,
-		MessageTTL: -1, MaxLength: -1, MaxLengthBytes: -1,
+		MessageTTL: -1, MaxLength: -1, MaxLengthBytes: -1, DeliveryLimit: -1,
+	}
+	if qd.Type == fsm.QueueTypeQuorum {
+		// As RabbitMQ's quorum queues: returns are counted and shown as x-delivery-count.
+		cfg.CountReturns, cfg.Redelivering = true, withDeliveryCount
 	}
 	if len(qd.Args) == 0 {
 		return cfg, nil
@@ -459,6 +463,9 @@ func QueueConfig(qd fsm.Queue) (queue.Config, error) {
 	if _, ok := args["x-dead-letter-exchange"]; ok {
 		cfg.DeadLetter = true
 	}
+	if v, ok := IntArg(args, "x-delivery-limit"); ok && v >= 0 && qd.Type == fsm.QueueTypeQuorum {
+		cfg.DeliveryLimit = v
+	}
 	return cfg, nil
 }
 
@@ -480,4 +487,20 @@ func StringArg(args map[string]any, key string) string {
 		return string(v)
 	}
 	return ""
+}
+
+// withDeliveryCount is m with the x-delivery-count header set to returns (a copy: the queue's
+// message, shared with other queues, is not changed).
+func withDeliveryCount(m *queue.Message, returns uint32) *queue.Message {
+	props, err := wire.DecodeProperties(m.Props)
+	if err != nil {
+		return m
+	}
+	if props.Headers == nil {
+		props.Headers = wire.Table{}
+	}
+	props.Headers["x-delivery-count"] = int64(returns)
+	cp := *m
+	cp.Props = props.Append(nil)
+	return &cp
 }

@@ -325,3 +325,72 @@ func TestRebalanceSpreadsReplicatedQueueLeaders(t *testing.T) {
 		drainUntil(t, ch3, name, acked[name])
 	}
 }
+
+// TestQuorumDeliveryLimitDeadLetters: x-delivery-limit 1 on a replicated queue led by c1,
+// consumed through c2: the first return comes back with x-delivery-count 1, the second goes to
+// the dead-letter exchange with reason delivery_limit, as RabbitMQ's quorum queues do.
+func TestQuorumDeliveryLimitDeadLetters(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	ch1 := dialNode(t, nodes[0])
+	if err := ch1.ExchangeDeclare("dlx", "fanout", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch1.QueueDeclare("dead", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch1.QueueBind("dead", "", "dlx", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	args := amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int32(1), "x-dead-letter-exchange": "dlx"}
+	if _, err := ch1.QueueDeclare("limited", true, false, false, false, args); err != nil {
+		t.Fatal(err)
+	}
+	if acked := publishConfirmed(t, ch1, "limited", "poison", 1); len(acked) != 1 {
+		t.Fatal("publish not confirmed")
+	}
+	ch2 := dialNode(t, nodes[1])
+	msgs, err := ch2.Consume("limited", "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case m := <-msgs:
+			count, has := m.Headers["x-delivery-count"]
+			switch {
+			case i == 0 && has:
+				t.Fatalf("first delivery carries x-delivery-count %v", count)
+			case i == 1 && fmt.Sprint(count) != "1":
+				t.Fatalf("second delivery: x-delivery-count %v (%T), want 1", count, count)
+			}
+			if err := m.Nack(false, true); err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delivery %d never came", i+1)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, ok, err := dialNode(t, nodes[2]).Get("dead", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			deaths, _ := m.Headers["x-death"].([]any)
+			if string(m.Body) != "poison0" || len(deaths) != 1 || deaths[0].(amqp.Table)["reason"] != "delivery_limit" {
+				t.Fatalf("dead-lettered %q with x-death %v", m.Body, m.Headers["x-death"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the message past its delivery limit never reached the dead-letter queue")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case m := <-msgs:
+		t.Fatalf("delivered a third time: %q", m.Body)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

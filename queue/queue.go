@@ -65,15 +65,24 @@ type Config struct {
 	PageWindow      int
 	PageWindowBytes int64
 	Logger          *slog.Logger // nil: slog.Default()
+	// CountReturns makes the queue count how often each stored message came back (requeued,
+	// or its consumer went away), as RabbitMQ's quorum queues do: a message returned more than
+	// DeliveryLimit times (x-delivery-limit; < 0: no limit) is dead-lettered (reason
+	// delivery_limit) or dropped, and Redelivering, if set, marks a returned message for its
+	// next delivery (x-delivery-count) without changing the message the queue holds.
+	CountReturns  bool
+	DeliveryLimit int64
+	Redelivering  func(m *Message, returns uint32) *Message
 }
 
 // DeadLetterReason follows RabbitMQ's x-death "reason" values.
 type DeadLetterReason string
 
 const (
-	ReasonRejected DeadLetterReason = "rejected"
-	ReasonExpired  DeadLetterReason = "expired"
-	ReasonMaxLen   DeadLetterReason = "maxlen"
+	ReasonRejected      DeadLetterReason = "rejected"
+	ReasonExpired       DeadLetterReason = "expired"
+	ReasonMaxLen        DeadLetterReason = "maxlen"
+	ReasonDeliveryLimit DeadLetterReason = "delivery_limit"
 )
 
 // DeadLetter is a message leaving the queue for its dead-letter exchange.
@@ -153,6 +162,9 @@ type Queue struct {
 	ttlAt        int64
 	expiresTimer *time.Timer
 	now          func() int64
+
+	retMu   sync.Mutex        // guards returns; taken inside mu or alone (forget runs both ways)
+	returns map[uint64]uint32 // CountReturns: store id → times returned
 }
 
 // New creates an empty queue.
@@ -278,6 +290,40 @@ func (q *Queue) forget(m *Message) {
 	if m.StoreID != 0 && q.cfg.Store != nil {
 		q.cfg.Store.Ack(q.cfg.StoreKey, m.StoreID)
 	}
+	if q.cfg.CountReturns && m.StoreID != 0 {
+		q.retMu.Lock()
+		delete(q.returns, m.StoreID)
+		q.retMu.Unlock()
+	}
+}
+
+// returned counts one more return of m and reports whether it is past the delivery limit.
+func (q *Queue) returned(m *Message) (past bool) {
+	if !q.cfg.CountReturns || m.StoreID == 0 {
+		return false
+	}
+	q.retMu.Lock()
+	defer q.retMu.Unlock()
+	if q.returns == nil {
+		q.returns = map[uint64]uint32{}
+	}
+	n := q.returns[m.StoreID] + 1
+	q.returns[m.StoreID] = n
+	return q.cfg.DeliveryLimit >= 0 && int64(n) > q.cfg.DeliveryLimit
+}
+
+// marked is the message a delivery hands out: m itself, or m marked with its return count.
+func (q *Queue) marked(m *Message) *Message {
+	if !q.cfg.CountReturns || q.cfg.Redelivering == nil || m.StoreID == 0 {
+		return m
+	}
+	q.retMu.Lock()
+	n := q.returns[m.StoreID]
+	q.retMu.Unlock()
+	if n == 0 {
+		return m
+	}
+	return q.cfg.Redelivering(m, n)
 }
 
 // ttlFor returns the message's TTL in nanoseconds under this queue (the smaller of the queue's
@@ -384,7 +430,7 @@ func (q *Queue) dispatchLocked(now *int64, dead *[]DeadLetter) {
 		delivered := false
 		slot := q.consumers.next
 		for i := 0; i < n; i, slot = i+1, slot.next {
-			d := Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready - 1}
+			d := Delivery{Queue: q, Msg: q.marked(e.msg), Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready - 1}
 			if slot.c.TryDeliver(d) {
 				q.consumers.next = slot.next
 				taken := q.popLevelLocked(lvl) // e pointed into the ring: use the popped copy
@@ -583,7 +629,7 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 	q.expireLocked(&now, &dead)
 	if lvl := q.headLocked(); lvl >= 0 {
 		e := q.popLevelLocked(lvl)
-		d = Delivery{Queue: q, Msg: e.msg, Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready}
+		d = Delivery{Queue: q, Msg: q.marked(e.msg), Redelivered: e.redelivered, Seq: e.seq, ExpiresAt: e.expiresAt, Remaining: q.ready}
 		ok = true
 		if noAck {
 			q.forget(e.msg)
@@ -630,6 +676,10 @@ func (q *Queue) Requeue(msgs []Settled) {
 	if !q.deleted {
 		sortSettledDesc(msgs)
 		for _, s := range msgs {
+			if q.returned(s.Msg) {
+				dead = append(dead, DeadLetter{Msg: s.Msg, Reason: ReasonDeliveryLimit})
+				continue
+			}
 			// A requeued message keeps its original expiry, as in RabbitMQ.
 			q.pushReadyLocked(entry{msg: s.Msg, seq: s.Seq, expiresAt: s.ExpiresAt, redelivered: true}, true)
 			if s.ExpiresAt != 0 {
