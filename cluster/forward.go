@@ -146,8 +146,16 @@ func (fs *forwardServer) nudgeLoop() {
 			return
 		case <-fs.nudge:
 		}
-		// An error only means followers learn the commit index at the usual pace.
-		_ = fs.store.r().Barrier(time.Second).Error()
+		// The barrier entry makes followers learn the commit index at once; its outcome does
+		// not matter, and waiting for it could hang Close: a barrier queued just before Raft
+		// shuts down is never answered (hashicorp/raft leaves its future without a shutdown
+		// channel). A short pause instead keeps a burst of nudges to one barrier per tick.
+		fs.store.r().Barrier(time.Second)
+		select {
+		case <-fs.stop:
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
 }
 
