@@ -16,7 +16,11 @@ dir=${RABBIT_DIR:-/tmp/warren-rabbitmq}
 export RABBITMQ_NODENAME=${RABBIT_NODENAME:-warrenref@localhost}
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT=$port
-export RABBITMQ_DIST_PORT=$((port + 20000))
+# Erlang distribution port: 20000 above the AMQP port, or below it when that would pass 65535
+# (tests start brokers on any free port).
+dist=$((port + 20000))
+[ "$dist" -le 65535 ] || dist=$((port - 20000))
+export RABBITMQ_DIST_PORT=${RABBIT_DIST_PORT:-$dist}
 export RABBITMQ_MNESIA_BASE=$dir/mnesia
 export RABBITMQ_LOG_BASE=$dir/log
 export RABBITMQ_PID_FILE=$dir/rabbit.pid
