@@ -143,18 +143,28 @@ func replicasChanged(ctx *applyCtx, q *Queue, from string) {
 	ctx.events = append(ctx.events, Event{Kind: QueueReplicasChanged, Queue: *q, From: from})
 }
 
-func (f *FSM) setInSync(ctx *applyCtx, c SetInSync) *Error {
-	vh := f.vhosts[c.Vhost]
+// replicatedQueue finds a replicated queue for a command that changes its configuration.
+func (f *FSM) replicatedQueue(vhost, name string) (*Queue, *Error) {
+	vh := f.vhosts[vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return nil, errNoVhost(vhost)
 	}
-	q := vh.queues[c.Name]
-	if q == nil {
-		return errNoQueue(c.Vhost, c.Name)
+	q := vh.queues[name]
+	switch {
+	case q == nil:
+		return nil, errNoQueue(vhost, name)
+	case q.Type != QueueTypeQuorum:
+		return nil, refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", name, vhost)
+	}
+	return q, nil
+}
+
+func (f *FSM) setInSync(ctx *applyCtx, c SetInSync) *Error {
+	q, refusal := f.replicatedQueue(c.Vhost, c.Name)
+	if refusal != nil {
+		return refusal
 	}
 	switch {
-	case q.Type != QueueTypeQuorum:
-		return refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", c.Name, c.Vhost)
 	case q.Epoch != c.Epoch || q.Owner != c.Leader:
 		return refuse(CodePreconditionFailed, "stale leader epoch %d of %s for queue '%s' in vhost '%s' (now %d of %s)",
 			c.Epoch, c.Leader, c.Name, c.Vhost, q.Epoch, q.Owner)
@@ -176,16 +186,11 @@ func (f *FSM) setInSync(ctx *applyCtx, c SetInSync) *Error {
 }
 
 func (f *FSM) electLeader(ctx *applyCtx, c ElectLeader) *Error {
-	vh := f.vhosts[c.Vhost]
-	if vh == nil {
-		return errNoVhost(c.Vhost)
+	q, refusal := f.replicatedQueue(c.Vhost, c.Name)
+	if refusal != nil {
+		return refusal
 	}
-	q := vh.queues[c.Name]
 	switch {
-	case q == nil:
-		return errNoQueue(c.Vhost, c.Name)
-	case q.Type != QueueTypeQuorum:
-		return refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", c.Name, c.Vhost)
 	case q.Epoch != c.Epoch:
 		return refuse(CodePreconditionFailed, "stale leader epoch %d for queue '%s' in vhost '%s' (now %d)", c.Epoch, c.Name, c.Vhost, q.Epoch)
 	case !slices.Contains(q.InSync, c.Leader):
@@ -199,16 +204,11 @@ func (f *FSM) electLeader(ctx *applyCtx, c ElectLeader) *Error {
 }
 
 func (f *FSM) addReplica(ctx *applyCtx, c AddReplica) *Error {
-	vh := f.vhosts[c.Vhost]
-	if vh == nil {
-		return errNoVhost(c.Vhost)
+	q, refusal := f.replicatedQueue(c.Vhost, c.Name)
+	if refusal != nil {
+		return refusal
 	}
-	q := vh.queues[c.Name]
 	switch {
-	case q == nil:
-		return errNoQueue(c.Vhost, c.Name)
-	case q.Type != QueueTypeQuorum:
-		return refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", c.Name, c.Vhost)
 	case c.Node == "" || slices.Contains(q.Replicas, c.Node) || slices.Contains(q.Departed, c.Node):
 		return nil
 	}
