@@ -98,11 +98,13 @@ func (cl *clientLink) settle(consumerID uint64, queue string, kind SettleKind, s
 // on failure; afterwards the caller reports the error itself.
 func (cl *clientLink) publishOnBrokenLink(pp pendingPublish) error {
 	cl.l.mu.Lock()
-	defer cl.l.mu.Unlock()
 	if cl.flushed {
+		cl.l.mu.Unlock()
+		// linkDownError reads the link's cause under the same lock: not while holding it.
 		return cl.p.linkDownError(cl)
 	}
 	cl.publishes = append(cl.publishes, pp)
+	cl.l.mu.Unlock()
 	return nil
 }
 

@@ -3,6 +3,7 @@ package datalink
 import (
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 )
@@ -51,5 +52,27 @@ func TestReplicateRepliesWithBodyInOrderBesidePublishes(t *testing.T) {
 	}
 	if r, _ := fb.counts("q1"); r != n {
 		t.Fatalf("q1 has %d messages, want %d", r, n)
+	}
+}
+
+// A publish or replication request that finds its link broken and already flushed fails at
+// once with ErrLinkDown. It used to deadlock (the flushed check read the link's cause under the
+// link's own lock), which hung a node's Close once a replicated queue's leader lost a follower
+// (found by the full race run).
+func TestRequestOnABrokenFlushedLinkFailsAtOnce(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	l := newLink(a, testConfig("client"), testLogger())
+	l.fail(errors.New("peer went away"))
+	cl := &clientLink{p: &Peer{addr: "test"}, l: l, remoteID: "owner", flushed: true}
+	got := make(chan error, 1)
+	go func() { got <- cl.publishOnBrokenLink(pendingPublish{done: func(bool, error) {}}) }()
+	select {
+	case err := <-got:
+		if !errors.Is(err, ErrLinkDown) {
+			t.Fatalf("request on a broken, flushed link: %v, want ErrLinkDown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a request on a broken, flushed link neither failed nor returned (deadlock)")
 	}
 }
