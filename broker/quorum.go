@@ -71,15 +71,14 @@ const (
 type follower struct {
 	node    string
 	state   followerState
-	gen     uint64          // bumped by every sync, so replies of an older stream are ignored
+	gen     uint64          // bumped by every sync, so a superseded sync gives up
 	sent    replica.Ident   // newest message sent in this stream (the next Append's Prev)
 	pending []replica.Entry // entries to send once the running sync finished
 
 	acked     atomic.Uint64 // newest message the follower has on disk (replica.Ident)
 	broken    atomic.Bool   // a request failed: sync again
 	proposing atomic.Bool   // a SetInSync naming this follower is under way
-	lastAck   atomic.Int64  // unix nanos of the last good reply (lag detection)
-	oldest    atomic.Int64  // unix nanos when the oldest unanswered Append was sent (0: none)
+	oldest    atomic.Int64  // unix nanos since an Append has been waiting for its answer (0: none)
 	inflight  atomic.Int64
 	retryAt   int64 // unix nanos; under r.mu: no sync before then
 	downSince int64 // unix nanos; under r.mu: when it stopped being live (0: live)
@@ -425,7 +424,6 @@ func (r *replicated) appended(f *follower, upTo replica.Ident, err error) {
 		}
 		return
 	}
-	f.lastAck.Store(time.Now().UnixNano())
 	for {
 		cur := f.acked.Load()
 		if uint64(upTo) <= cur || f.acked.CompareAndSwap(cur, uint64(upTo)) {
