@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,26 +34,70 @@ func newClusterProc(t *testing.T, i int) *clusterProc {
 
 func (p *clusterProc) start(t *testing.T, bin string, join []string) {
 	t.Helper()
-	cmd := exec.Command(bin, "run", "--id", p.id, "--data-dir", p.dataDir, "--amqp-addr", p.amqp,
-		"--http-addr", p.http, "--raft-addr", p.raft, "--gossip-addr", p.gossip, "--forward-addr", p.forward,
-		"--data-addr", p.data, "--join", strings.Join(join, ","), "--cluster-secret", "proc-test", "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = cmd
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", p.amqp, time.Second); err == nil {
-			c.Close()
+	fresh := p.cmd == nil
+	for attempt := 1; ; attempt++ {
+		out := &lockedBuffer{}
+		cmd := exec.Command(bin, "run", "--id", p.id, "--data-dir", p.dataDir, "--amqp-addr", p.amqp,
+			"--http-addr", p.http, "--raft-addr", p.raft, "--gossip-addr", p.gossip, "--forward-addr", p.forward,
+			"--data-addr", p.data, "--join", strings.Join(join, ","), "--cluster-secret", "proc-test", "--log-level", "warn")
+		cmd.Stderr = io.MultiWriter(os.Stderr, out)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd = cmd
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+		up, exited := waitListening(p.amqp, cmd.Process.Pid, 30*time.Second)
+		if up {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not start", p.id)
+		// A port picked free may have been taken since (by an ephemeral port of another
+		// connection): a node that was never started before simply gets new ones.
+		if exited && fresh && attempt < 3 && strings.Contains(out.String(), "address already in use") {
+			_, _ = cmd.Process.Wait()
+			a := freePorts(t, 6)
+			p.amqp, p.http, p.raft, p.gossip, p.forward, p.data = a[0], a[1], a[2], a[3], a[4], a[5]
+			p.dataDir = t.TempDir()
+			continue
+		}
+		t.Fatalf("%s did not start", p.id)
+	}
+}
+
+// waitListening waits until addr accepts connections (up) or process pid has exited.
+func waitListening(addr string, pid int, limit time.Duration) (up, exited bool) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return true, false
+		}
+		// An exited child stays a zombie until it is waited for: its state says so.
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:])); len(f) > 0 && f[0] == "Z" {
+				return false, true
+			}
 		}
 		time.Sleep(30 * time.Millisecond)
 	}
+	return false, false
+}
+
+// lockedBuffer collects a child's stderr while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestClusterOwnerKill9KeepsConfirmedMessages runs three node processes: persistent messages
