@@ -244,3 +244,59 @@ func (c *Cluster) Names() []string {
 	}
 	return out
 }
+
+// queueRow is the part of /api/queues the suite reads.
+type queueRow struct {
+	Name    string `json:"name"`
+	Node    string `json:"node"` // owner; a replicated queue's leader
+	Durable bool   `json:"durable"`
+	Type    string `json:"type"`
+}
+
+// queues lists the queues as the first node (in index order) that answers sees them.
+func (c *Cluster) queues(ctx context.Context) ([]queueRow, error) {
+	var err error
+	for _, n := range c.Nodes {
+		var qs []queueRow
+		if err = c.get(ctx, n, "/api/queues", &qs); err == nil {
+			return qs, nil
+		}
+	}
+	return nil, fmt.Errorf("no node answered: %w", err)
+}
+
+// OwnerOf returns the node that owns queue now (for a replicated queue, its leader).
+func (c *Cluster) OwnerOf(ctx context.Context, queue string) (*Node, error) {
+	qs, err := c.queues(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("owner of %s: %w", queue, err)
+	}
+	for _, q := range qs {
+		if q.Name != queue {
+			continue
+		}
+		for _, n := range c.Nodes {
+			if n.Name == q.Node {
+				return n, nil
+			}
+		}
+		return nil, fmt.Errorf("owner of %s: %q is not a node of this cluster", queue, q.Node)
+	}
+	return nil, fmt.Errorf("owner of %s: no such queue", queue)
+}
+
+// ClassicQueuesOn lists the classic durable queues node owns: the queues whose messages a
+// wipe of that node destroys.
+func (c *Cluster) ClassicQueuesOn(ctx context.Context, node string) ([]string, error) {
+	qs, err := c.queues(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, q := range qs {
+		if q.Node == node && q.Durable && q.Type != TypeQuorum {
+			out = append(out, q.Name)
+		}
+	}
+	return out, nil
+}

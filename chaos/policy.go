@@ -17,6 +17,7 @@ var kindTable = []struct {
 	{Kill, "kill", "kills", "start"},
 	{Pause, "pause", "pauses", "unpause"},
 	{Partition, "partition", "partitions", "heal"},
+	{Wipe, "wipe", "wipes", "start"},
 }
 
 func (k FaultKind) repairAction() string {

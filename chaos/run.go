@@ -21,8 +21,9 @@ type Config struct {
 	// RPCLog receives the rpc library's own logs (reconnects are noisy under faults).
 	RPCLog *slog.Logger
 
-	// PublishersPerQueue (default 3) publishers per queue, the k-th first connected to the
-	// k-th node from the owner (the first through the owner itself, the others forwarding).
+	// PublishersPerQueue (default 3) publishers per queue (classic and replicated alike), the
+	// k-th first connected to the k-th node from the queue's home node (the first through the
+	// home node itself, the others forwarding).
 	PublishersPerQueue int
 	// ConsumersPerQueue (default 2) consumers per queue, each first through another node that
 	// does not own it.
@@ -91,10 +92,11 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	defer stopConsumers()
 	var consumers sync.WaitGroup
 	var cons []*consumer
-	for _, owner := range c.Nodes {
+	queues := workQueues(c)
+	for _, q := range queues {
 		for k := 0; k < cfg.ConsumersPerQueue; k++ {
-			cs := &consumer{name: fmt.Sprintf("c%d%c", owner.Index, 'a'+k), queue: QueueName(owner.Index), rec: rec, log: log,
-				prefetch: 50, nodes: rotation{nodes: preferOthers(c.Nodes, owner.Index, owner.Index+k)}}
+			cs := &consumer{name: clientName("c", q, k), queue: q.Name, rec: rec, log: log,
+				prefetch: 50, nodes: rotation{nodes: preferOthers(c.Nodes, q.Home, q.Home+k)}}
 			cons = append(cons, cs)
 			consumers.Add(1)
 			go func() { defer consumers.Done(); cs.run(consumeCtx) }()
@@ -107,10 +109,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	defer stopLoad()
 	var load sync.WaitGroup
 	var pubs []*publisher
-	for _, owner := range c.Nodes {
+	for _, q := range queues {
 		for k := 0; k < cfg.PublishersPerQueue; k++ {
-			p := &publisher{name: fmt.Sprintf("p%d%c", owner.Index, 'a'+k), queue: QueueName(owner.Index), rec: rec, log: log,
-				interval: cfg.PublishInterval, nodes: rotation{nodes: startingAt(c.Nodes, owner.Index-1+k)}}
+			p := &publisher{name: clientName("p", q, k), queue: q.Name, rec: rec, log: log,
+				interval: cfg.PublishInterval, nodes: rotation{nodes: startingAt(c.Nodes, q.Home-1+k)}}
 			pubs = append(pubs, p)
 			load.Add(1)
 			go func() { defer load.Done(); p.run(loadCtx) }()
@@ -166,7 +168,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	log.Info("topology churn", "rounds_ok", ch.ok.Load(), "rounds_failed", ch.failed.Load())
 	log.Info("rpc servers", "served", fmt.Sprint(rl.served()), "failed_calls", rl.timeoutsByTarget())
 
-	if err := Drain(bg, c, rec, log, 60*time.Second); err != nil {
+	if err := Drain(bg, c, queues, rec, log, 60*time.Second); err != nil {
 		log.Error("drain incomplete: messages still in a queue will show as lost", "err", err)
 	}
 	h := rec.History()
@@ -177,8 +179,13 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	h.Kinds = cfg.Nemesis.Kinds()
 	h.Faults = runner.Counts
 	h.FaultErrors = runner.FaultErrors
-	for _, n := range c.Nodes {
-		h.StableQueues = append(h.StableQueues, QueueName(n.Index))
+	h.Windows = runner.Windows
+	h.Wiped = runner.Wiped
+	for _, q := range queues {
+		h.StableQueues = append(h.StableQueues, q.Name)
+		if q.Type == TypeQuorum {
+			h.QuorumQueues = append(h.QuorumQueues, q.Name)
+		}
 	}
 	res, err := Check(h)
 	if err != nil {
@@ -206,4 +213,13 @@ func reportIdleRPCQueues(ctx context.Context, c *Cluster, log *slog.Logger) {
 	} else {
 		log.Info("every rpc queue has a consumer after healing")
 	}
+}
+
+// clientName names the k-th publisher or consumer of q: "p1a" for chaos.q1, "pq1a" for
+// chaos.qq1 (message ids start with the publisher's name).
+func clientName(role string, q workQueue, k int) string {
+	if q.Type == TypeQuorum {
+		role += "q"
+	}
+	return fmt.Sprintf("%s%d%c", role, q.Home, 'a'+k)
 }

@@ -5,10 +5,12 @@
 # a temp dir; containers through scripts/docker-cluster.sh with --docker), runs cmd/chaos against
 # it for --duration seconds (default 60) with fault schedule --seed (default 1), and always tears
 # the cluster down. The last line is cmd/chaos's verdict line:
-#   chaos: duration=Ns kills=K pauses=P partitions=Q fault_errors=E sent=S confirmed=C received=R
-#          lost=L unexpected=U duplicated=D returned_stable=B rpc_ok=A rpc_timeout=T rpc_wrong=W
-#          digest=equal|DIFFERENT
-# (one line). Exit 0 only if the run passed; on failure the end of every node's log is printed
+#   chaos: duration=Ns kills=K pauses=P partitions=Q wipes=X fault_errors=E sent=S confirmed=C
+#          received=R lost=L unexpected=U duplicated=D returned_stable=B rpc_ok=A rpc_timeout=T
+#          rpc_wrong=W digest=equal|DIFFERENT confirmed_classic=N confirmed_quorum=N
+#          lost_classic=N lost_quorum=N lost_wiped_classic=N availability=P% availability_classic=P%
+#          availability_quorum=P% availability_quorum_kill=P%
+# (one line; availability = share of publishes confirmed while a fault was in force). Exit 0 only if the run passed; on failure the end of every node's log is printed
 # (to stderr) before the report. Uses AMQP 127.0.0.1:5672..5674 and HTTP 127.0.0.1:15672..15674,
 # which must be free; in process mode $PORT_OFFSET (as scripts/cluster.sh reads it) shifts every
 # port, so a chaos run can go beside another cluster.

@@ -1,6 +1,7 @@
 // Command chaos runs Warren's chaos suite against a cluster that is already up (scripts/chaos.sh
-// brings one up around it): publishers, consumers, RPC callers and topology churn for
-// --duration while a seeded nemesis kills, pauses and (with --docker) partitions nodes through
+// brings one up around it): publishers and consumers of classic and replicated queues, RPC
+// callers and topology churn for --duration while a seeded nemesis kills, pauses, wipes (kill,
+// delete the data, forget, a fresh node joins) and (with --docker) partitions nodes through
 // the cluster script; then it heals the cluster, drains every queue and checks the history.
 // The last line of stdout is the verdict line; the exit code is 0 only if the run passed,
 // 1 if it found a failure, 2 if it could not run or was interrupted.
