@@ -161,6 +161,18 @@ type Result struct {
 	// were confirmed; AvailabilityByKind the same per fault kind.
 	Availability       map[string]Tally
 	AvailabilityByKind map[FaultKind]map[string]Tally
+	// Stalls: per queue type, the longest time one of its queues went without a publish that
+	// was confirmed (between the publish times of consecutive confirmed messages, from the
+	// run's first publish to the queue's last). A share of publishes hides a publisher that
+	// waits seconds for one confirm; this does not.
+	Stalls map[string]Stall
+}
+
+// Stall is the longest span a queue confirmed nothing that was published in it.
+type Stall struct {
+	Queue  string
+	From   time.Time
+	Length time.Duration
 }
 
 // AvailabilityOf is the share of publishes to queues of typ confirmed while faults of kind
@@ -286,6 +298,7 @@ func CheckPolicy(h History, p Policy) (Result, error) {
 	}
 	sort.Slice(r.Lost, func(i, j int) bool { return lessID(r.Lost[i].ID, r.Lost[j].ID) })
 	sort.Slice(r.LostWiped, func(i, j int) bool { return lessID(r.LostWiped[i].ID, r.LostWiped[j].ID) })
+	r.Stalls = stalls(h.Sent, typeOf)
 
 	for _, c := range h.RPC {
 		switch {
@@ -304,6 +317,40 @@ func CheckPolicy(h History, p Policy) (Result, error) {
 	r.DigestEqual = digestsEqual(h.Nodes, h.Digests)
 	r.Shortfalls = p.shortfalls(h, r)
 	return r, nil
+}
+
+// stalls finds, per queue type, the queue with the longest span without a confirmed publish.
+func stalls(sent []Sent, typeOf func(string) string) map[string]Stall {
+	var start time.Time
+	times := map[string][]time.Time{}
+	last := map[string]time.Time{}
+	for _, s := range sent {
+		if s.At.IsZero() {
+			continue
+		}
+		if start.IsZero() || s.At.Before(start) {
+			start = s.At
+		}
+		if s.At.After(last[s.Queue]) {
+			last[s.Queue] = s.At
+		}
+		if s.Outcome == Confirmed {
+			times[s.Queue] = append(times[s.Queue], s.At)
+		}
+	}
+	out := map[string]Stall{}
+	for q, end := range last {
+		ts := append(times[q], end)
+		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+		prev := start
+		for _, t := range ts {
+			if gap := t.Sub(prev); gap > out[typeOf(q)].Length {
+				out[typeOf(q)] = Stall{Queue: q, From: prev, Length: gap}
+			}
+			prev = t
+		}
+	}
+	return out
 }
 
 // faultAt reports the kind of the fault in force at t, if any.
@@ -427,6 +474,12 @@ func (r Result) Summary() []string {
 		c, q := byType[TypeClassic], byType[TypeQuorum]
 		out = append(out, fmt.Sprintf("checker: publishes confirmed while %s were in force: classic %s (%d of %d), quorum %s (%d of %d)",
 			k.plural, c.percent(), c.Confirmed, c.Sent, q.percent(), q.Confirmed, q.Sent))
+	}
+	for _, typ := range []string{TypeClassic, TypeQuorum} {
+		if st, ok := r.Stalls[typ]; ok {
+			out = append(out, fmt.Sprintf("checker: longest time a %s queue confirmed nothing: %s, %s from %s",
+				typ, st.Length.Round(10*time.Millisecond), st.Queue, st.From.Format("15:04:05.000")))
+		}
 	}
 	if len(r.LostWiped) > 0 {
 		byQueue := map[string]int{}

@@ -330,6 +330,11 @@ func TestAvailabilityAndLossPerQueueType(t *testing.T) {
 	if r.AvailabilityOf(Kill, TypeQuorum) != 0.75 || r.AvailabilityOf(Partition, TypeQuorum) != -1 {
 		t.Fatalf("AvailabilityOf: %v %v", r.AvailabilityOf(Kill, TypeQuorum), r.AvailabilityOf(Partition, TypeQuorum))
 	}
+	// q2's confirmed publishes are at t0 (cleanHistory), in+... and t0+5.5s; its last publish
+	// at kill.To (t0+3s) precedes the last confirmed one, so its longest gap is 3.5 s.
+	if st := r.Stalls[TypeQuorum]; st.Queue != "q2" || st.Length != 3500*time.Millisecond || !st.From.Equal(in) {
+		t.Fatalf("quorum stall: %+v", st)
+	}
 	line := r.FinalLine()
 	for _, want := range []string{" lost=1 ", " lost_classic=0 ", " lost_quorum=1 ", " confirmed_quorum=55 ",
 		" availability=66.7% ", " availability_classic=50.0% ", " availability_quorum=80.0% ", " availability_quorum_kill=75.0%"} {
