@@ -10,9 +10,9 @@ import (
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // cleanHistory: a 2-second run with two kinds of fault, each injected; two queues that always
-// exist, 50 confirmed messages each, every one received once, a few unconfirmed ones (one of
-// them received anyway) and one returned by a queue that may not exist; good RPC calls, equal
-// digests.
+// exist, q1 classic and q2 replicated, 50 confirmed messages each, published during a kill,
+// every one received once, a few unconfirmed ones (one of them received anyway) and one
+// returned by a queue that may not exist; good RPC calls, equal digests.
 func cleanHistory() History {
 	var h History
 	for _, q := range []string{"q1", "q2"} {
@@ -34,6 +34,8 @@ func cleanHistory() History {
 	h.Kinds = []FaultKind{Kill, Pause}
 	h.Faults = Faults{Kill: 2, Pause: 3}
 	h.StableQueues = []string{"q1", "q2"}
+	h.QuorumQueues = []string{"q2"}
+	h.Windows = []Window{{Kind: Kill, From: t0, To: t0.Add(time.Second)}}
 	return h
 }
 
@@ -59,8 +61,8 @@ func TestCleanHistoryPasses(t *testing.T) {
 	}
 	want := "chaos: duration=2s kills=2 pauses=3 partitions=0 wipes=0 fault_errors=0 sent=106 confirmed=100 received=101 lost=0 unexpected=0 " +
 		"duplicated=0 returned_stable=0 rpc_ok=1 rpc_timeout=1 rpc_wrong=0 digest=equal " +
-		"confirmed_classic=100 confirmed_quorum=0 lost_classic=0 lost_quorum=0 lost_wiped_classic=0 " +
-		"availability=n/a availability_classic=n/a availability_quorum=n/a availability_quorum_kill=n/a"
+		"confirmed_classic=50 confirmed_quorum=50 lost_classic=0 lost_quorum=0 lost_wiped_classic=0 " +
+		"availability=100.0% availability_classic=100.0% availability_quorum=100.0% availability_quorum_kill=100.0%"
 	if got := r.FinalLine(); got != want {
 		t.Fatalf("final line\n got %s\nwant %s", got, want)
 	}
@@ -229,6 +231,15 @@ func TestRunsBelowAFloorFail(t *testing.T) {
 		"no pause injected": {func(h *History) { h.Faults = Faults{Kill: 4} },
 			"run below its floor: pause faults injected: 0 < 1"},
 		"no fault at all": {func(h *History) { h.Faults = nil }, "kill faults injected: 0 < 1"},
+		"replicated queues nack during kills": {func(h *History) {
+			for i := range h.Sent {
+				if _, n, _ := splitID(h.Sent[i].ID); h.Sent[i].Queue == "q2" && n > 30 {
+					h.Sent[i].Outcome = Nacked
+				}
+			}
+		}, "run below its floor: share of replicated-queue publishes confirmed during kills: 0.6 < 0.8"},
+		"replicated queues confirm too little": {func(h *History) { h.Duration = 6 * time.Second },
+			"run below its floor: confirmed messages of replicated queues: 50 < 60"},
 		"no rpc answered": {func(h *History) {
 			for i := range h.RPC {
 				h.RPC[i].Replied = false
