@@ -231,13 +231,6 @@ func TestRunsBelowAFloorFail(t *testing.T) {
 		"no pause injected": {func(h *History) { h.Faults = Faults{Kill: 4} },
 			"run below its floor: pause faults injected: 0 < 1"},
 		"no fault at all": {func(h *History) { h.Faults = nil }, "kill faults injected: 0 < 1"},
-		"replicated queues nack during kills": {func(h *History) {
-			for i := range h.Sent {
-				if _, n, _ := splitID(h.Sent[i].ID); h.Sent[i].Queue == "q2" && n > 30 {
-					h.Sent[i].Outcome = Nacked
-				}
-			}
-		}, "run below its floor: share of replicated-queue publishes confirmed during kills: 0.6 < 0.8"},
 		"replicated queues confirm too little": {func(h *History) { h.Duration = 6 * time.Second },
 			"run below its floor: confirmed messages of replicated queues: 50 < 60"},
 		"no rpc answered": {func(h *History) {
@@ -381,5 +374,36 @@ func TestWipeExcusesOnlyClassicLossesBeforeIt(t *testing.T) {
 	h.Sent = h.Sent[:len(h.Sent)-2]
 	if r := mustCheck(t, h); !r.OK() || len(r.LostWiped) != 1 {
 		t.Fatalf("only the wiped classic loss left: ok %v, summary %v", r.OK(), r.Summary())
+	}
+}
+
+// The availability floor, off by default, fails a run whose replicated queues confirmed too
+// small a share of their publishes during kills, and passes one that confirmed enough.
+func TestQuorumKillAvailabilityFloor(t *testing.T) {
+	p := DefaultPolicy()
+	p.Floors = append(p.Floors, QuorumKillAvailability(0.8))
+	h := cleanHistory()
+	h.Duration = time.Second // the nacks below keep the run above the other floors
+	if r, err := CheckPolicy(h, p); err != nil || !r.OK() {
+		t.Fatalf("every replicated publish confirmed during the kill: err %v, %v", err, r.Summary())
+	}
+	for i := range h.Sent {
+		if _, n, _ := splitID(h.Sent[i].ID); h.Sent[i].Queue == "q2" && n > 30 {
+			h.Sent[i].Outcome = Nacked
+		}
+	}
+	if r := mustCheck(t, h); !r.OK() {
+		t.Fatalf("the default policy has no availability floor: %v", r.Shortfalls)
+	}
+	r, err := CheckPolicy(h, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK() || len(r.Shortfalls) != 1 || !strings.HasPrefix(r.Shortfalls[0], "share of replicated-queue publishes confirmed during kills: 0.6 < 0.8") {
+		t.Fatalf("shortfalls %v", r.Shortfalls)
+	}
+	h.Windows = nil
+	if r, _ := CheckPolicy(h, p); r.OK() {
+		t.Fatal("a run without replicated publishes during kills passed the floor")
 	}
 }

@@ -300,3 +300,49 @@ func (c *Cluster) ClassicQueuesOn(ctx context.Context, node string) ([]string, e
 	}
 	return out, nil
 }
+
+// replicaRow is the part of /api/queues that says where a replicated queue's replicas are.
+type replicaRow struct {
+	Name    string   `json:"name"`
+	Type    string   `json:"type"`
+	Members []string `json:"members"`
+	InSync  []string `json:"in_sync"`
+}
+
+// ReplicasInSync is nil when every replicated queue has as many replicas as it should (3, or
+// every node when fewer) and all of them in sync, as the first node that answers sees it; the
+// error names a queue that is not.
+func (c *Cluster) ReplicasInSync(ctx context.Context) error {
+	var err error
+	for _, n := range c.Nodes {
+		var qs []replicaRow
+		if err = c.get(ctx, n, "/api/queues", &qs); err != nil {
+			continue
+		}
+		want := min(3, len(c.Nodes))
+		for _, q := range qs {
+			if q.Type == TypeQuorum && (len(q.Members) < want || len(q.InSync) < len(q.Members)) {
+				return fmt.Errorf("%s has replicas %v, in sync %v", q.Name, q.Members, q.InSync)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("no node answered: %w", err)
+}
+
+// WaitInSync polls ReplicasInSync until it holds or timeout passes.
+func (c *Cluster) WaitInSync(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := c.ReplicasInSync(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replicated queues not in sync after %s: %w", timeout, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

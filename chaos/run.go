@@ -31,6 +31,8 @@ type Config struct {
 	PublishInterval   time.Duration // pause after each confirmed message (default 5ms)
 	CallInterval      time.Duration // pause between RPC calls of one caller (default 20ms)
 	ChurnInterval     time.Duration // pause between topology churn rounds (default 50ms)
+	// Policy is what the run must reach beyond "nothing lost" (default DefaultPolicy).
+	Policy *Policy
 }
 
 func (c *Config) defaults() {
@@ -79,6 +81,14 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	if err := DeclareQueues(ctx, c, log); err != nil {
 		return Report{}, err
+	}
+	// The load starts on whole queues: a replicated queue confirms only while a majority of its
+	// replicas is in sync, and a fault before its followers caught up would stall it.
+	syncStart := time.Now()
+	if err := c.WaitInSync(ctx, 30*time.Second); err != nil {
+		log.Warn("replicated queues not in sync before the load starts", "err", err)
+	} else {
+		log.Info("replicated queues in sync", "waited", time.Since(syncStart).Round(time.Millisecond))
 	}
 	rec := &Recorder{}
 	rl := &rpcLoad{nodes: c.Nodes, rec: rec, log: log, rpcLog: cfg.RPCLog, seed: cfg.Seed, interval: cfg.CallInterval}
@@ -187,7 +197,11 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			h.QuorumQueues = append(h.QuorumQueues, q.Name)
 		}
 	}
-	res, err := Check(h)
+	policy := DefaultPolicy()
+	if cfg.Policy != nil {
+		policy = *cfg.Policy
+	}
+	res, err := CheckPolicy(h, policy)
 	if err != nil {
 		return Report{}, err
 	}

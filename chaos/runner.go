@@ -208,6 +208,7 @@ func (r *Runner) patience() time.Duration {
 func (r *Runner) settle(ctx context.Context) bool {
 	err := r.Cluster.WaitHealthy(ctx, r.patience())
 	if err == nil {
+		r.waitInSync(ctx)
 		return true
 	}
 	r.Log.Warn("nemesis: cluster not whole after repair", "waited", r.patience(), "err", err)
@@ -216,7 +217,22 @@ func (r *Runner) settle(ctx context.Context) bool {
 		r.Log.Error("nemesis: cluster still not whole", "err", err)
 		return false
 	}
+	r.waitInSync(ctx)
 	return true
+}
+
+// waitInSync waits (up to Patience) for every replicated queue to have all its replicas in
+// sync again before the next fault: "one node at a time" means the queues are whole again, not
+// only the membership; a fault while a replica is still catching up can leave a queue without
+// a majority in sync, and it then stops confirming, as it should. How long the catch-up took
+// is logged; a queue that does not catch up is logged and the run goes on.
+func (r *Runner) waitInSync(ctx context.Context) {
+	start := time.Now()
+	if err := r.Cluster.WaitInSync(ctx, r.patience()); err != nil {
+		r.Log.Warn("nemesis: replicated queues not back in sync before the next fault", "err", err)
+		return
+	}
+	r.Log.Info("nemesis: replicated queues in sync", "waited", time.Since(start).Round(time.Millisecond))
 }
 
 // reviveCrashed starts every node the nemesis is not holding down that does not answer its

@@ -43,7 +43,7 @@ func newFakeCluster(t *testing.T) (*fakeCluster, *Cluster) {
 			case "/api/queues":
 				_, _ = io.WriteString(w, `[{"name":"chaos.q1","node":"n1","durable":true,"type":"classic"},`+
 					`{"name":"chaos.q2","node":"n2","durable":true,"type":"classic"},`+
-					`{"name":"chaos.qq2","node":"n2","durable":true,"type":"quorum"}]`)
+					`{"name":"chaos.qq2","node":"n2","durable":true,"type":"quorum","members":["n1","n2","n3"],"in_sync":["n1","n2","n3"]}]`)
 			default:
 				http.NotFound(w, r)
 			}
