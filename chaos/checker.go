@@ -83,9 +83,35 @@ type History struct {
 	Kinds       []FaultKind
 	Faults      Faults
 	FaultErrors []string
-	// StableQueues are queues that exist for the whole run (chaos.q*): a basic.return from
-	// one of them is a routing bug, not "no promise".
+	// StableQueues are queues that exist for the whole run (chaos.q*, chaos.qq*): a
+	// basic.return from one of them is a routing bug, not "no promise".
 	StableQueues []string
+	// QuorumQueues are the replicated queues among them; the others are classic.
+	QuorumQueues []string
+	// Windows are the spans during which a fault was in force.
+	Windows []Window
+	// Wiped: classic queues whose owner's disk was destroyed; their confirmed messages sent
+	// before then may be missing (that is what a classic queue promises). Never a replicated
+	// queue: the checker ignores any entry naming one.
+	Wiped []WipedQueue
+}
+
+// Tally counts publishes and how many of them were confirmed.
+type Tally struct{ Sent, Confirmed int }
+
+// Share is Confirmed/Sent, or -1 when nothing was sent.
+func (t Tally) Share() float64 {
+	if t.Sent == 0 {
+		return -1
+	}
+	return float64(t.Confirmed) / float64(t.Sent)
+}
+
+func (t Tally) percent() string {
+	if t.Sent == 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(100*t.Share(), 'f', 1, 64) + "%"
 }
 
 // Result is the checker's verdict.
@@ -123,6 +149,36 @@ type Result struct {
 	ReturnedStable []Sent
 	// Shortfalls: each floor of the policy the run did not reach, as "what: got < want".
 	Shortfalls []string
+
+	// ByType holds, per queue type (TypeClassic, TypeQuorum), every publish; LostByType the
+	// lost ones.
+	ByType     map[string]Tally
+	LostByType map[string]int
+	// LostWiped: confirmed messages of classic queues whose owner was wiped, sent before the
+	// wipe and never received: gone with the disk, as documented, so not counted as lost.
+	LostWiped []Sent
+	// Availability: per queue type, the publishes sent while a fault was in force and how many
+	// were confirmed; AvailabilityByKind the same per fault kind.
+	Availability       map[string]Tally
+	AvailabilityByKind map[FaultKind]map[string]Tally
+	// Stalls: per queue type, the longest time one of its queues went without a publish that
+	// was confirmed (between the publish times of consecutive confirmed messages, from the
+	// run's first publish to the queue's last). A share of publishes hides a publisher that
+	// waits seconds for one confirm; this does not.
+	Stalls map[string]Stall
+}
+
+// Stall is the longest span a queue confirmed nothing that was published in it.
+type Stall struct {
+	Queue  string
+	From   time.Time
+	Length time.Duration
+}
+
+// AvailabilityOf is the share of publishes to queues of typ confirmed while faults of kind
+// were in force (-1 when none was sent then).
+func (r Result) AvailabilityOf(kind FaultKind, typ string) float64 {
+	return r.AvailabilityByKind[kind][typ].Share()
 }
 
 // Check is CheckPolicy with DefaultPolicy.
@@ -138,6 +194,35 @@ func CheckPolicy(h History, p Policy) (Result, error) {
 	for _, q := range h.StableQueues {
 		stable[q] = true
 	}
+	quorum := make(map[string]bool, len(h.QuorumQueues))
+	for _, q := range h.QuorumQueues {
+		quorum[q] = true
+	}
+	typeOf := func(queue string) string {
+		if quorum[queue] {
+			return TypeQuorum
+		}
+		return TypeClassic
+	}
+	// wipedBefore: the latest wipe of each classic queue; a replicated queue is never excused.
+	wipedBefore := map[string]time.Time{}
+	for _, w := range h.Wiped {
+		if !quorum[w.Queue] && w.Before.After(wipedBefore[w.Queue]) {
+			wipedBefore[w.Queue] = w.Before
+		}
+	}
+	r.ByType = map[string]Tally{}
+	r.LostByType = map[string]int{}
+	r.Availability = map[string]Tally{}
+	r.AvailabilityByKind = map[FaultKind]map[string]Tally{}
+	count := func(m map[string]Tally, typ string, o Outcome) {
+		t := m[typ]
+		t.Sent++
+		if o == Confirmed {
+			t.Confirmed++
+		}
+		m[typ] = t
+	}
 	sent := make(map[string]Sent, len(h.Sent))
 	for _, s := range h.Sent {
 		if s.ID == "" {
@@ -149,6 +234,15 @@ func CheckPolicy(h History, p Policy) (Result, error) {
 		sent[s.ID] = s
 		if s.Outcome == Confirmed {
 			r.Confirmed++
+		}
+		typ := typeOf(s.Queue)
+		count(r.ByType, typ, s.Outcome)
+		if k, ok := faultAt(h.Windows, s.At); ok {
+			count(r.Availability, typ, s.Outcome)
+			if r.AvailabilityByKind[k] == nil {
+				r.AvailabilityByKind[k] = map[string]Tally{}
+			}
+			count(r.AvailabilityByKind[k], typ, s.Outcome)
 		}
 		if s.Outcome == Returned && stable[s.Queue] {
 			r.ReturnedStable = append(r.ReturnedStable, s)
@@ -193,13 +287,18 @@ func CheckPolicy(h History, p Policy) (Result, error) {
 	for id, s := range sent {
 		_, got := seen[id]
 		switch {
+		case s.Outcome == Confirmed && !got && s.At.Before(wipedBefore[s.Queue]):
+			r.LostWiped = append(r.LostWiped, s)
 		case s.Outcome == Confirmed && !got:
 			r.Lost = append(r.Lost, s)
+			r.LostByType[typeOf(s.Queue)]++
 		case s.Outcome != Confirmed && got:
 			r.Recovered++
 		}
 	}
 	sort.Slice(r.Lost, func(i, j int) bool { return lessID(r.Lost[i].ID, r.Lost[j].ID) })
+	sort.Slice(r.LostWiped, func(i, j int) bool { return lessID(r.LostWiped[i].ID, r.LostWiped[j].ID) })
+	r.Stalls = stalls(h.Sent, typeOf)
 
 	for _, c := range h.RPC {
 		switch {
@@ -218,6 +317,50 @@ func CheckPolicy(h History, p Policy) (Result, error) {
 	r.DigestEqual = digestsEqual(h.Nodes, h.Digests)
 	r.Shortfalls = p.shortfalls(h, r)
 	return r, nil
+}
+
+// stalls finds, per queue type, the queue with the longest span without a confirmed publish.
+func stalls(sent []Sent, typeOf func(string) string) map[string]Stall {
+	var start time.Time
+	times := map[string][]time.Time{}
+	last := map[string]time.Time{}
+	for _, s := range sent {
+		if s.At.IsZero() {
+			continue
+		}
+		if start.IsZero() || s.At.Before(start) {
+			start = s.At
+		}
+		if s.At.After(last[s.Queue]) {
+			last[s.Queue] = s.At
+		}
+		if s.Outcome == Confirmed {
+			times[s.Queue] = append(times[s.Queue], s.At)
+		}
+	}
+	out := map[string]Stall{}
+	for q, end := range last {
+		ts := append(times[q], end)
+		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+		prev := start
+		for _, t := range ts {
+			if gap := t.Sub(prev); gap > out[typeOf(q)].Length {
+				out[typeOf(q)] = Stall{Queue: q, From: prev, Length: gap}
+			}
+			prev = t
+		}
+	}
+	return out
+}
+
+// faultAt reports the kind of the fault in force at t, if any.
+func faultAt(ws []Window, t time.Time) (FaultKind, bool) {
+	for _, w := range ws {
+		if !t.Before(w.From) && t.Before(w.To) {
+			return w.Kind, true
+		}
+	}
+	return 0, false
 }
 
 // digestsEqual: every node reported a digest, and they are all the same.
@@ -280,10 +423,19 @@ func (r Result) FinalLine() string {
 	for _, k := range kindTable {
 		faults = append(faults, fmt.Sprintf("%s=%d", k.plural, r.Faults[k.kind]))
 	}
+	all := Tally{}
+	for _, t := range r.Availability {
+		all.Sent += t.Sent
+		all.Confirmed += t.Confirmed
+	}
 	return fmt.Sprintf("chaos: duration=%ds %s fault_errors=%d sent=%d confirmed=%d received=%d "+
-		"lost=%d unexpected=%d duplicated=%d returned_stable=%d rpc_ok=%d rpc_timeout=%d rpc_wrong=%d digest=%s",
+		"lost=%d unexpected=%d duplicated=%d returned_stable=%d rpc_ok=%d rpc_timeout=%d rpc_wrong=%d digest=%s "+
+		"confirmed_classic=%d confirmed_quorum=%d lost_classic=%d lost_quorum=%d lost_wiped_classic=%d "+
+		"availability=%s availability_classic=%s availability_quorum=%s availability_quorum_kill=%s",
 		int(r.Duration.Round(time.Second)/time.Second), strings.Join(faults, " "), len(r.FaultErrors), r.Sent, r.Confirmed, r.Received,
-		len(r.Lost), len(r.Unexpected), r.Duplicated, len(r.ReturnedStable), r.RPCOK, r.RPCTimeout, r.RPCWrong, digest)
+		len(r.Lost), len(r.Unexpected), r.Duplicated, len(r.ReturnedStable), r.RPCOK, r.RPCTimeout, r.RPCWrong, digest,
+		r.ByType[TypeClassic].Confirmed, r.ByType[TypeQuorum].Confirmed, r.LostByType[TypeClassic], r.LostByType[TypeQuorum], len(r.LostWiped),
+		all.percent(), r.Availability[TypeClassic].percent(), r.Availability[TypeQuorum].percent(), r.AvailabilityByKind[Kill][TypeQuorum].percent())
 }
 
 // maxListed bounds how many ids a summary line names.
@@ -313,6 +465,29 @@ func (r Result) Summary() []string {
 			}
 			out = append(out, fmt.Sprintf("checker: FAIL lost %d confirmed messages of queue %s: %s", len(lost), q, strings.Join(ids, " ")))
 		}
+	}
+	for _, k := range kindTable {
+		byType := r.AvailabilityByKind[k.kind]
+		if len(byType) == 0 {
+			continue
+		}
+		c, q := byType[TypeClassic], byType[TypeQuorum]
+		out = append(out, fmt.Sprintf("checker: publishes confirmed while %s were in force: classic %s (%d of %d), quorum %s (%d of %d)",
+			k.plural, c.percent(), c.Confirmed, c.Sent, q.percent(), q.Confirmed, q.Sent))
+	}
+	for _, typ := range []string{TypeClassic, TypeQuorum} {
+		if st, ok := r.Stalls[typ]; ok {
+			out = append(out, fmt.Sprintf("checker: longest time a %s queue confirmed nothing: %s, %s from %s",
+				typ, st.Length.Round(10*time.Millisecond), st.Queue, st.From.Format("15:04:05.000")))
+		}
+	}
+	if len(r.LostWiped) > 0 {
+		byQueue := map[string]int{}
+		for _, s := range r.LostWiped {
+			byQueue[s.Queue]++
+		}
+		out = append(out, fmt.Sprintf("checker: %d confirmed messages of classic queues went with their owner's wiped disk (allowed for classic queues): %v",
+			len(r.LostWiped), byQueue))
 	}
 	if len(r.Unexpected) > 0 {
 		ids := make([]string, 0, maxListed)

@@ -244,3 +244,105 @@ func (c *Cluster) Names() []string {
 	}
 	return out
 }
+
+// queueRow is the part of /api/queues the suite reads.
+type queueRow struct {
+	Name    string `json:"name"`
+	Node    string `json:"node"` // owner; a replicated queue's leader
+	Durable bool   `json:"durable"`
+	Type    string `json:"type"`
+}
+
+// queues lists the queues as the first node (in index order) that answers sees them.
+func (c *Cluster) queues(ctx context.Context) ([]queueRow, error) {
+	var err error
+	for _, n := range c.Nodes {
+		var qs []queueRow
+		if err = c.get(ctx, n, "/api/queues", &qs); err == nil {
+			return qs, nil
+		}
+	}
+	return nil, fmt.Errorf("no node answered: %w", err)
+}
+
+// OwnerOf returns the node that owns queue now (for a replicated queue, its leader).
+func (c *Cluster) OwnerOf(ctx context.Context, queue string) (*Node, error) {
+	qs, err := c.queues(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("owner of %s: %w", queue, err)
+	}
+	for _, q := range qs {
+		if q.Name != queue {
+			continue
+		}
+		for _, n := range c.Nodes {
+			if n.Name == q.Node {
+				return n, nil
+			}
+		}
+		return nil, fmt.Errorf("owner of %s: %q is not a node of this cluster", queue, q.Node)
+	}
+	return nil, fmt.Errorf("owner of %s: no such queue", queue)
+}
+
+// ClassicQueuesOn lists the classic durable queues node owns: the queues whose messages a
+// wipe of that node destroys.
+func (c *Cluster) ClassicQueuesOn(ctx context.Context, node string) ([]string, error) {
+	qs, err := c.queues(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, q := range qs {
+		if q.Node == node && q.Durable && q.Type != TypeQuorum {
+			out = append(out, q.Name)
+		}
+	}
+	return out, nil
+}
+
+// replicaRow is the part of /api/queues that says where a replicated queue's replicas are.
+type replicaRow struct {
+	Name    string   `json:"name"`
+	Type    string   `json:"type"`
+	Members []string `json:"members"`
+	InSync  []string `json:"in_sync"`
+}
+
+// ReplicasInSync is nil when every replicated queue has as many replicas as it should (3, or
+// every node when fewer) and all of them in sync, as the first node that answers sees it; the
+// error names a queue that is not.
+func (c *Cluster) ReplicasInSync(ctx context.Context) error {
+	var err error
+	for _, n := range c.Nodes {
+		var qs []replicaRow
+		if err = c.get(ctx, n, "/api/queues", &qs); err != nil {
+			continue
+		}
+		want := min(3, len(c.Nodes))
+		for _, q := range qs {
+			if q.Type == TypeQuorum && (len(q.Members) < want || len(q.InSync) < len(q.Members)) {
+				return fmt.Errorf("%s has replicas %v, in sync %v", q.Name, q.Members, q.InSync)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("no node answered: %w", err)
+}
+
+// WaitInSync polls ReplicasInSync until it holds or timeout passes.
+func (c *Cluster) WaitInSync(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := c.ReplicasInSync(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replicated queues not in sync after %s: %w", timeout, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

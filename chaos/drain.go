@@ -13,56 +13,63 @@ import (
 // empty with basic.get on its owner.
 const drainQuiet = 3 * time.Second
 
-// Drain empties every durable queue after the cluster is whole again: a consumer through a
+// Drain empties every workload queue after the cluster is whole again: a consumer through a
 // node other than the owner takes messages until none came for drainQuiet, then basic.get on
-// the owner (basic.get does not cross nodes) confirms the queue is empty. Every message taken
-// is recorded. It fails if a queue could not be confirmed empty before timeout.
-func Drain(ctx context.Context, c *Cluster, rec *Recorder, log *slog.Logger, timeout time.Duration) error {
+// the owner (basic.get does not cross nodes) confirms the queue is empty. The owner is read
+// from the cluster each round, not assumed: a wipe re-homes a classic queue and a failover
+// moves a replicated queue's leader. Every message taken is recorded. It fails if a queue
+// could not be confirmed empty before timeout.
+func Drain(ctx context.Context, c *Cluster, queues []workQueue, rec *Recorder, log *slog.Logger, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, len(c.Nodes))
-	for k, owner := range c.Nodes {
+	errs := make([]error, len(queues))
+	for k, q := range queues {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[k] = drainQueue(ctx, c, owner, rec, log)
+			errs[k] = drainQueue(ctx, c, q, rec, log)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-func drainQueue(ctx context.Context, c *Cluster, owner *Node, rec *Recorder, log *slog.Logger) error {
-	queue := QueueName(owner.Index)
-	nodes := rotation{nodes: preferOthers(c.Nodes, owner.Index, owner.Index)}
+func drainQueue(ctx context.Context, c *Cluster, q workQueue, rec *Recorder, log *slog.Logger) error {
+	queue := q.Name
 	total := 0
 	var b backoff
-	for {
-		n := nodes.next()
-		got, err := drainConsume(ctx, n, queue, rec)
-		total += got
+	var n *Node
+	for round := 0; ; round++ {
+		owner, err := c.OwnerOf(ctx, queue)
 		if err == nil {
-			var empty bool
-			got, empty, err = drainGet(ctx, owner, queue, rec)
+			others := preferOthers(c.Nodes, owner.Index, owner.Index+round)
+			n = others[0]
+			var got int
+			got, err = drainConsume(ctx, n, queue, rec)
 			total += got
-			if err == nil && empty {
-				// Requeues of consumers on other nodes travel to the owner asynchronously:
-				// look once more after they have had time to land.
-				sleep(ctx, time.Second)
+			if err == nil {
+				var empty bool
 				got, empty, err = drainGet(ctx, owner, queue, rec)
 				total += got
-			}
-			if err == nil && empty && got == 0 {
-				log.Info("queue drained", "queue", queue, "messages", total, "confirmed_empty_on", owner.Name)
-				return nil
+				if err == nil && empty {
+					// Requeues of consumers on other nodes travel to the owner asynchronously:
+					// look once more after they have had time to land.
+					sleep(ctx, time.Second)
+					got, empty, err = drainGet(ctx, owner, queue, rec)
+					total += got
+				}
+				if err == nil && empty && got == 0 {
+					log.Info("queue drained", "queue", queue, "type", q.Type, "messages", total, "confirmed_empty_on", owner.Name)
+					return nil
+				}
 			}
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("drain %s: not confirmed empty (%d messages taken): %w", queue, total, ctx.Err())
 		}
 		if err != nil {
-			log.Info("drain retrying", "queue", queue, "via", n.Name, "err", err)
+			log.Info("drain retrying", "queue", queue, "err", err)
 			if !sleep(ctx, b.next()) {
 				return fmt.Errorf("drain %s: %w (last error: %v)", queue, ctx.Err(), err)
 			}

@@ -22,6 +22,11 @@ const (
 	Pause
 	// Partition: cut the node off from the others for Hold, then heal (containers only).
 	Partition
+	// Wipe: destroy the node for good (SIGKILL, delete its data dir, `node forget` it through
+	// a live node), then after Hold start a fresh, empty node in its place, which joins as a
+	// new member. Classic durable queues it owned lose their messages (their documented
+	// limit); replicated queues must lose nothing.
+	Wipe
 )
 
 // Fault is one scheduled failure: wait Gap, break Node, hold it broken for Hold, repair.
@@ -37,7 +42,7 @@ func (f Fault) String() string {
 }
 
 // Schedule draws count faults from seed: a kind among kinds, a node among 1..nodes, a hold
-// of 2–5 s (kill: time until restart; pause) or 5–10 s (partition) and a quiet gap of 3–6 s
+// of 2–5 s (kill and wipe: time until the (fresh) node starts; pause) or 5–10 s (partition) and a quiet gap of 3–6 s
 // before each. The first faults are one of each kind, in a seeded order, so even a short run
 // exercises every kind. The same seed gives the same schedule.
 func Schedule(seed uint64, nodes int, kinds []FaultKind, count int) []Fault {
@@ -84,7 +89,7 @@ type Nemesis interface {
 // ErrAlreadyRunning: Start found the node running.
 var ErrAlreadyRunning = errors.New("node is already running")
 
-// scriptNemesis drives a cluster script's subcommands (kill/start/pause/unpause and, for
+// scriptNemesis drives a cluster script's subcommands (kill/start/pause/unpause/wipe and, for
 // containers, partition/heal), so process and container clusters share one code path.
 type scriptNemesis struct {
 	script     string
@@ -101,9 +106,9 @@ func NewDockerNemesis(script string) Nemesis {
 
 func (s *scriptNemesis) Kinds() []FaultKind {
 	if s.partitions {
-		return []FaultKind{Kill, Pause, Partition}
+		return []FaultKind{Kill, Pause, Partition, Wipe}
 	}
-	return []FaultKind{Kill, Pause}
+	return []FaultKind{Kill, Pause, Wipe}
 }
 
 // run runs one script subcommand; a restart waits for the node to rejoin, so it gets longer.
@@ -124,6 +129,8 @@ func (s *scriptNemesis) Inject(ctx context.Context, f Fault) error {
 	switch f.Kind {
 	case Kill:
 		return s.run(ctx, "kill", n)
+	case Wipe:
+		return s.run(ctx, "wipe", n)
 	case Pause:
 		return s.run(ctx, "pause", n)
 	case Partition:
@@ -138,7 +145,7 @@ func (s *scriptNemesis) Inject(ctx context.Context, f Fault) error {
 func (s *scriptNemesis) Repair(ctx context.Context, f Fault) error {
 	n := strconv.Itoa(f.Node)
 	switch f.Kind {
-	case Kill:
+	case Kill, Wipe:
 		// A killed process can look alive for a moment (cluster.sh's kill -0 also sees a
 		// zombie not reaped yet): retry "already running" for a while before believing it.
 		deadline := time.Now().Add(10 * time.Second)

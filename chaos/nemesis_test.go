@@ -75,7 +75,7 @@ func TestScriptNemesisRunsSubcommands(t *testing.T) {
 	script, logFile := fakeScript(t)
 	ctx := context.Background()
 	n := NewDockerNemesis(script)
-	for _, f := range []Fault{{Kind: Kill, Node: 1}, {Kind: Pause, Node: 3}, {Kind: Partition, Node: 2}} {
+	for _, f := range []Fault{{Kind: Kill, Node: 1}, {Kind: Pause, Node: 3}, {Kind: Partition, Node: 2}, {Kind: Wipe, Node: 3}} {
 		if err := n.Inject(ctx, f); err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +91,7 @@ func TestScriptNemesisRunsSubcommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "kill 1\nstart 1\npause 3\nunpause 3\npartition 2\nheal\nstart 2\n"
+	want := "kill 1\nstart 1\npause 3\nunpause 3\npartition 2\nheal\nwipe 3\nstart 3\nstart 2\n"
 	if string(got) != want {
 		t.Fatalf("script calls:\n%s\nwant:\n%s", got, want)
 	}

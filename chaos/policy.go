@@ -17,6 +17,7 @@ var kindTable = []struct {
 	{Kill, "kill", "kills", "start"},
 	{Pause, "pause", "pauses", "unpause"},
 	{Partition, "partition", "partitions", "heal"},
+	{Wipe, "wipe", "wipes", "start"},
 }
 
 func (k FaultKind) repairAction() string {
@@ -63,15 +64,34 @@ type Policy struct {
 
 // DefaultPolicy is the chaos suite's policy. The confirmed floor is about a twentieth of what
 // a 3-node run confirms on a busy 2-core machine (~1000/s, docs/operations.md), so only a
-// broker that stopped confirming, or a workload that never ran, falls below it.
+// broker that stopped confirming, or a workload that never ran, falls below it; the same for
+// replicated queues alone (225–690/s measured, floor 10/s).
+//
+// It has no floor on availability: in the runs of 2026-11-30 the share of replicated-queue
+// publishes confirmed during kills was 94–99% in some runs and 0–2% in others (replicated
+// queues that confirmed nothing for 8–18 s around a kill; docs/operations.md), so no floor CI
+// could meet reliably would mean anything yet. QuorumKillAvailability is that floor, for
+// cmd/chaos --quorum-kill-availability.
 func DefaultPolicy() Policy {
 	return Policy{
 		Floors: []Floor{
 			{Name: "confirmed messages", PerSecond: 50, Got: func(r Result) float64 { return float64(r.Confirmed) }},
+			{Name: "confirmed messages of replicated queues", PerSecond: 10, Got: func(r Result) float64 {
+				return float64(r.ByType[TypeQuorum].Confirmed)
+			}},
 			{Name: "rpc calls answered right", Fixed: 1, Got: func(r Result) float64 { return float64(r.RPCOK) }},
 		},
 		MinFaultsPerKind: 1,
 	}
+}
+
+// QuorumKillAvailability is a floor on the share of replicated-queue publishes confirmed while
+// a kill -9 + restart was in force (issue #10's target is 95%). A run without such publishes
+// gets 0: it did not show the queues serving through a kill.
+func QuorumKillAvailability(share float64) Floor {
+	return Floor{Name: "share of replicated-queue publishes confirmed during kills", Fixed: share, Got: func(r Result) float64 {
+		return max(r.AvailabilityOf(Kill, TypeQuorum), 0)
+	}}
 }
 
 // figure prints a measure the way a reader compares it: counts whole, shares with 3 digits.

@@ -21,8 +21,9 @@ type Config struct {
 	// RPCLog receives the rpc library's own logs (reconnects are noisy under faults).
 	RPCLog *slog.Logger
 
-	// PublishersPerQueue (default 3) publishers per queue, the k-th first connected to the
-	// k-th node from the owner (the first through the owner itself, the others forwarding).
+	// PublishersPerQueue (default 3) publishers per queue (classic and replicated alike), the
+	// k-th first connected to the k-th node from the queue's home node (the first through the
+	// home node itself, the others forwarding).
 	PublishersPerQueue int
 	// ConsumersPerQueue (default 2) consumers per queue, each first through another node that
 	// does not own it.
@@ -30,6 +31,8 @@ type Config struct {
 	PublishInterval   time.Duration // pause after each confirmed message (default 5ms)
 	CallInterval      time.Duration // pause between RPC calls of one caller (default 20ms)
 	ChurnInterval     time.Duration // pause between topology churn rounds (default 50ms)
+	// Policy is what the run must reach beyond "nothing lost" (default DefaultPolicy).
+	Policy *Policy
 }
 
 func (c *Config) defaults() {
@@ -79,6 +82,14 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if err := DeclareQueues(ctx, c, log); err != nil {
 		return Report{}, err
 	}
+	// The load starts on whole queues: a replicated queue confirms only while a majority of its
+	// replicas is in sync, and a fault before its followers caught up would stall it.
+	syncStart := time.Now()
+	if err := c.WaitInSync(ctx, 30*time.Second); err != nil {
+		log.Warn("replicated queues not in sync before the load starts", "err", err)
+	} else {
+		log.Info("replicated queues in sync", "waited", time.Since(syncStart).Round(time.Millisecond))
+	}
 	rec := &Recorder{}
 	rl := &rpcLoad{nodes: c.Nodes, rec: rec, log: log, rpcLog: cfg.RPCLog, seed: cfg.Seed, interval: cfg.CallInterval}
 	defer rl.stop()
@@ -91,10 +102,11 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	defer stopConsumers()
 	var consumers sync.WaitGroup
 	var cons []*consumer
-	for _, owner := range c.Nodes {
+	queues := workQueues(c)
+	for _, q := range queues {
 		for k := 0; k < cfg.ConsumersPerQueue; k++ {
-			cs := &consumer{name: fmt.Sprintf("c%d%c", owner.Index, 'a'+k), queue: QueueName(owner.Index), rec: rec, log: log,
-				prefetch: 50, nodes: rotation{nodes: preferOthers(c.Nodes, owner.Index, owner.Index+k)}}
+			cs := &consumer{name: clientName("c", q, k), queue: q.Name, rec: rec, log: log,
+				prefetch: 50, nodes: rotation{nodes: preferOthers(c.Nodes, q.Home, q.Home+k)}}
 			cons = append(cons, cs)
 			consumers.Add(1)
 			go func() { defer consumers.Done(); cs.run(consumeCtx) }()
@@ -107,10 +119,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	defer stopLoad()
 	var load sync.WaitGroup
 	var pubs []*publisher
-	for _, owner := range c.Nodes {
+	for _, q := range queues {
 		for k := 0; k < cfg.PublishersPerQueue; k++ {
-			p := &publisher{name: fmt.Sprintf("p%d%c", owner.Index, 'a'+k), queue: QueueName(owner.Index), rec: rec, log: log,
-				interval: cfg.PublishInterval, nodes: rotation{nodes: startingAt(c.Nodes, owner.Index-1+k)}}
+			p := &publisher{name: clientName("p", q, k), queue: q.Name, rec: rec, log: log,
+				interval: cfg.PublishInterval, nodes: rotation{nodes: startingAt(c.Nodes, q.Home-1+k)}}
 			pubs = append(pubs, p)
 			load.Add(1)
 			go func() { defer load.Done(); p.run(loadCtx) }()
@@ -166,7 +178,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	log.Info("topology churn", "rounds_ok", ch.ok.Load(), "rounds_failed", ch.failed.Load())
 	log.Info("rpc servers", "served", fmt.Sprint(rl.served()), "failed_calls", rl.timeoutsByTarget())
 
-	if err := Drain(bg, c, rec, log, 60*time.Second); err != nil {
+	if err := Drain(bg, c, queues, rec, log, 60*time.Second); err != nil {
 		log.Error("drain incomplete: messages still in a queue will show as lost", "err", err)
 	}
 	h := rec.History()
@@ -177,10 +189,19 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	h.Kinds = cfg.Nemesis.Kinds()
 	h.Faults = runner.Counts
 	h.FaultErrors = runner.FaultErrors
-	for _, n := range c.Nodes {
-		h.StableQueues = append(h.StableQueues, QueueName(n.Index))
+	h.Windows = runner.Windows
+	h.Wiped = runner.Wiped
+	for _, q := range queues {
+		h.StableQueues = append(h.StableQueues, q.Name)
+		if q.Type == TypeQuorum {
+			h.QuorumQueues = append(h.QuorumQueues, q.Name)
+		}
 	}
-	res, err := Check(h)
+	policy := DefaultPolicy()
+	if cfg.Policy != nil {
+		policy = *cfg.Policy
+	}
+	res, err := CheckPolicy(h, policy)
 	if err != nil {
 		return Report{}, err
 	}
@@ -206,4 +227,13 @@ func reportIdleRPCQueues(ctx context.Context, c *Cluster, log *slog.Logger) {
 	} else {
 		log.Info("every rpc queue has a consumer after healing")
 	}
+}
+
+// clientName names the k-th publisher or consumer of q: "p1a" for chaos.q1, "pq1a" for
+// chaos.qq1 (message ids start with the publisher's name).
+func clientName(role string, q workQueue, k int) string {
+	if q.Type == TypeQuorum {
+		role += "q"
+	}
+	return fmt.Sprintf("%s%d%c", role, q.Home, 'a'+k)
 }

@@ -40,7 +40,25 @@ type Runner struct {
 	// Crashes describes nodes found down that the nemesis had not left down: they died by
 	// themselves (for example a restart that exited during start-up). The run fails on any.
 	Crashes []string
-	broken  *Fault
+	// Windows are the spans during which a fault was in force: from its injection until its
+	// repair was done (the node back as a member). Availability is measured over them.
+	Windows []Window
+	// Wiped lists, per wipe, the classic durable queues the wiped node owned and when its
+	// data was gone for good: their messages confirmed before then went with the disk.
+	Wiped  []WipedQueue
+	broken *Fault
+}
+
+// Window is one span during which a fault of Kind was in force.
+type Window struct {
+	Kind     FaultKind
+	From, To time.Time
+}
+
+// WipedQueue is a classic durable queue whose owner's data dir was deleted at Before.
+type WipedQueue struct {
+	Queue  string
+	Before time.Time
 }
 
 func (r *Runner) event(at time.Time, action string, f Fault, leader string, err error) {
@@ -70,9 +88,22 @@ func (r *Runner) Run(ctx context.Context, schedule []Fault, deadline time.Time) 
 		if !sleep(ctx, f.Gap) {
 			break
 		}
+		var wiped []string
+		if f.Kind == Wipe {
+			var ok bool
+			if wiped, ok = r.readyToWipe(f); !ok {
+				continue
+			}
+		}
 		leader := r.leader()
 		at := time.Now()
 		err := r.Nemesis.Inject(context.Background(), f)
+		if err == nil && f.Kind == Wipe {
+			gone := time.Now()
+			for _, q := range wiped {
+				r.Wiped = append(r.Wiped, WipedQueue{Queue: q, Before: gone})
+			}
+		}
 		if err == nil {
 			err = r.tookEffect(context.Background(), f)
 			if err != nil {
@@ -94,10 +125,12 @@ func (r *Runner) Run(ctx context.Context, schedule []Fault, deadline time.Time) 
 		r.Counts[f.Kind]++
 		r.broken = &f
 		sleep(ctx, f.Hold)
-		if f.Kind == Kill {
+		if f.Kind == Kill || f.Kind == Wipe {
 			r.checkRehomed(f)
 		}
-		if !r.repair(context.Background()) {
+		repaired := r.repair(context.Background())
+		r.Windows = append(r.Windows, Window{Kind: f.Kind, From: at, To: time.Now()})
+		if !repaired {
 			break
 		}
 		if !r.settle(context.Background()) {
@@ -107,6 +140,29 @@ func (r *Runner) Run(ctx context.Context, schedule []Fault, deadline time.Time) 
 		}
 	}
 	r.repair(context.Background())
+}
+
+// readyToWipe checks that a wipe of f.Node leaves a majority: every node must be up and a
+// member (one fault at a time should guarantee it; a node that died by itself would not), and
+// reads the classic durable queues f.Node owns, whose messages the wipe destroys. A wipe that
+// is not safe, or whose victims cannot be listed, is skipped and logged, not injected.
+func (r *Runner) readyToWipe(f Fault) ([]string, bool) {
+	if f.Node < 1 || f.Node > len(r.Cluster.Nodes) {
+		return nil, true // Inject's effect check reports the bad node
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Cluster.WaitHealthy(ctx, 5*time.Second); err != nil {
+		r.Log.Warn("nemesis: wipe skipped: not every node is up, a wipe could cost the majority", "node", f.Node, "err", err)
+		return nil, false
+	}
+	name := r.Cluster.Nodes[f.Node-1].Name
+	qs, err := r.Cluster.ClassicQueuesOn(ctx, name)
+	if err != nil {
+		r.Log.Warn("nemesis: wipe skipped: cannot list the node's classic queues", "node", name, "err", err)
+		return nil, false
+	}
+	return qs, true
 }
 
 // tookEffect waits for the broken node's management API to stop answering: a killed or
@@ -152,6 +208,7 @@ func (r *Runner) patience() time.Duration {
 func (r *Runner) settle(ctx context.Context) bool {
 	err := r.Cluster.WaitHealthy(ctx, r.patience())
 	if err == nil {
+		r.waitInSync(ctx)
 		return true
 	}
 	r.Log.Warn("nemesis: cluster not whole after repair", "waited", r.patience(), "err", err)
@@ -160,7 +217,22 @@ func (r *Runner) settle(ctx context.Context) bool {
 		r.Log.Error("nemesis: cluster still not whole", "err", err)
 		return false
 	}
+	r.waitInSync(ctx)
 	return true
+}
+
+// waitInSync waits (up to Patience) for every replicated queue to have all its replicas in
+// sync again before the next fault: "one node at a time" means the queues are whole again, not
+// only the membership; a fault while a replica is still catching up can leave a queue without
+// a majority in sync, and it then stops confirming, as it should. How long the catch-up took
+// is logged; a queue that does not catch up is logged and the run goes on.
+func (r *Runner) waitInSync(ctx context.Context) {
+	start := time.Now()
+	if err := r.Cluster.WaitInSync(ctx, r.patience()); err != nil {
+		r.Log.Warn("nemesis: replicated queues not back in sync before the next fault", "err", err)
+		return
+	}
+	r.Log.Info("nemesis: replicated queues in sync", "waited", time.Since(start).Round(time.Millisecond))
 }
 
 // reviveCrashed starts every node the nemesis is not holding down that does not answer its
@@ -229,7 +301,7 @@ func (r *Runner) repair(ctx context.Context) bool {
 	at := time.Now()
 	err := r.Nemesis.Repair(ctx, f)
 	r.event(at, f.Kind.repairAction(), f, r.leader(), err)
-	if err != nil && f.Kind == Kill {
+	if err != nil && (f.Kind == Kill || f.Kind == Wipe) {
 		// The restarted node either exited during start-up or was only slow to rejoin; a
 		// second start tells which (the script refuses to start a running node).
 		again := time.Now()

@@ -41,7 +41,9 @@ func newFakeCluster(t *testing.T) (*fakeCluster, *Cluster) {
 				}
 				_ = json.NewEncoder(w).Encode(ms)
 			case "/api/queues":
-				_, _ = io.WriteString(w, "[]")
+				_, _ = io.WriteString(w, `[{"name":"chaos.q1","node":"n1","durable":true,"type":"classic"},`+
+					`{"name":"chaos.q2","node":"n2","durable":true,"type":"classic"},`+
+					`{"name":"chaos.qq2","node":"n2","durable":true,"type":"quorum","members":["n1","n2","n3"],"in_sync":["n1","n2","n3"]}]`)
 			default:
 				http.NotFound(w, r)
 			}
@@ -89,7 +91,7 @@ func (n *fakeNemesis) Inject(_ context.Context, f Fault) error {
 }
 
 func (n *fakeNemesis) Repair(ctx context.Context, f Fault) error {
-	if f.Kind == Kill {
+	if f.Kind == Kill || f.Kind == Wipe {
 		return n.Start(ctx, f.Node)
 	}
 	n.log(fmt.Sprintf("un%s %d", f.Kind, f.Node))
@@ -233,5 +235,33 @@ func TestRunnerRecordsAFaultThatCouldNotBeInjected(t *testing.T) {
 		time.Now().Add(5*time.Second))
 	if r.Counts[Pause] != 0 || len(r.FaultErrors) != 1 || !strings.Contains(r.FaultErrors[0], "node 3 is not running") {
 		t.Fatalf("counts %v fault errors %v", r.Counts, r.FaultErrors)
+	}
+}
+
+// TestRunnerWipesOnlyAWholeCluster: a wipe while another node is down is skipped (the
+// majority would not survive it); a wipe of a whole cluster records the window during which
+// it was in force and the classic queues the node owned (not its replicated ones), whose
+// disk went with it.
+func TestRunnerWipesOnlyAWholeCluster(t *testing.T) {
+	r, fc, nem := newRunner(t)
+	fc.set(3, false)
+	wipe := Fault{Kind: Wipe, Node: 2, Hold: 10 * time.Millisecond, Gap: 10 * time.Millisecond}
+	r.Run(context.Background(), []Fault{wipe}, time.Now().Add(time.Minute))
+	if r.Counts[Wipe] != 0 || nem.Calls() != "" || len(r.Windows) != 0 || len(r.FaultErrors) != 0 {
+		t.Fatalf("wipe with n3 down: counts %v calls %q windows %v errors %v", r.Counts, nem.Calls(), r.Windows, r.FaultErrors)
+	}
+
+	r, _, nem = newRunner(t)
+	before := time.Now()
+	r.Run(context.Background(), []Fault{wipe}, time.Now().Add(time.Minute))
+	if r.Counts[Wipe] != 1 || nem.Calls() != "wipe 2,start 2" || len(r.FaultErrors) != 0 {
+		t.Fatalf("wipe: counts %v calls %q errors %v", r.Counts, nem.Calls(), r.FaultErrors)
+	}
+	if len(r.Wiped) != 1 || r.Wiped[0].Queue != "chaos.q2" || r.Wiped[0].Before.Before(before) {
+		t.Fatalf("wiped queues: %v", r.Wiped)
+	}
+	if len(r.Windows) != 1 || r.Windows[0].Kind != Wipe || !r.Windows[0].To.After(r.Windows[0].From) ||
+		r.Windows[0].To.Sub(r.Windows[0].From) < wipe.Hold {
+		t.Fatalf("windows: %v", r.Windows)
 	}
 }

@@ -16,16 +16,46 @@ import (
 // path to the broker is stuck (a paused node), and a new connection is the client's remedy.
 const confirmTimeout = 8 * time.Second
 
-// QueueName is the durable queue owned by node i.
+// QueueName is the classic durable queue owned by node i.
 func QueueName(i int) string { return fmt.Sprintf("chaos.q%d", i) }
 
-// DeclareQueues declares one durable queue through each node, so node i owns QueueName(i),
-// and reports the owners the cluster records.
-func DeclareQueues(ctx context.Context, c *Cluster, log *slog.Logger) error {
+// QuorumQueueName is the replicated queue (x-queue-type quorum) first led by node i.
+func QuorumQueueName(i int) string { return fmt.Sprintf("chaos.qq%d", i) }
+
+// Queue types as the summary names them.
+const (
+	TypeClassic = "classic"
+	TypeQuorum  = "quorum"
+)
+
+// workQueue is one queue of the workload: declared through node Home, which owns (classic) or
+// first leads (quorum) it.
+type workQueue struct {
+	Name string
+	Home int // 1-based node index
+	Type string
+}
+
+// workQueues lists the workload's queues: a classic and a replicated queue homed on each node.
+func workQueues(c *Cluster) []workQueue {
+	var out []workQueue
 	for _, n := range c.Nodes {
+		out = append(out, workQueue{Name: QueueName(n.Index), Home: n.Index, Type: TypeClassic})
+	}
+	for _, n := range c.Nodes {
+		out = append(out, workQueue{Name: QuorumQueueName(n.Index), Home: n.Index, Type: TypeQuorum})
+	}
+	return out
+}
+
+// DeclareQueues declares the workload's queues, each through its home node, so node i owns
+// QueueName(i) and leads QuorumQueueName(i), and reports the owners the cluster records.
+func DeclareQueues(ctx context.Context, c *Cluster, log *slog.Logger) error {
+	for _, q := range workQueues(c) {
+		n := c.Nodes[q.Home-1]
 		var err error
 		for attempt := 0; attempt < 10; attempt++ {
-			if err = declareDurable(n, QueueName(n.Index)); err == nil {
+			if err = declareDurable(n, q.Name, q.Type); err == nil {
 				break
 			}
 			if !sleep(ctx, 500*time.Millisecond) {
@@ -33,27 +63,27 @@ func DeclareQueues(ctx context.Context, c *Cluster, log *slog.Logger) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("declare %s through %s: %w", QueueName(n.Index), n.Name, err)
+			return fmt.Errorf("declare %s through %s: %w", q.Name, n.Name, err)
 		}
 	}
 	owners, err := c.QueueOwners(ctx, c.Nodes[0])
 	if err != nil {
 		return fmt.Errorf("read queue owners: %w", err)
 	}
-	for _, n := range c.Nodes {
-		q := QueueName(n.Index)
-		if owners[q] != n.Name {
+	for _, q := range workQueues(c) {
+		home := c.Nodes[q.Home-1].Name
+		if owners[q.Name] != home {
 			// Left over from an earlier run on the same cluster: the run still checks it, but
 			// the owner layout is not the intended one.
-			log.Warn("queue is not owned by the node that declared it", "queue", q, "owner", owners[q], "declared_through", n.Name)
+			log.Warn("queue is not owned by the node that declared it", "queue", q.Name, "type", q.Type, "owner", owners[q.Name], "declared_through", home)
 		} else {
-			log.Info("durable queue ready", "queue", q, "owner", owners[q])
+			log.Info("durable queue ready", "queue", q.Name, "type", q.Type, "owner", owners[q.Name])
 		}
 	}
 	return nil
 }
 
-func declareDurable(n *Node, queue string) error {
+func declareDurable(n *Node, queue, typ string) error {
 	conn, err := dial(n, "chaos-setup")
 	if err != nil {
 		return err
@@ -63,7 +93,11 @@ func declareDurable(n *Node, queue string) error {
 	if err != nil {
 		return fmt.Errorf("open channel: %w", err)
 	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+	var args amqp.Table
+	if typ == TypeQuorum {
+		args = amqp.Table{"x-queue-type": "quorum"}
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
 		return fmt.Errorf("queue.declare %s: %w", queue, err)
 	}
 	return nil

@@ -5,13 +5,16 @@
 # a temp dir; containers through scripts/docker-cluster.sh with --docker), runs cmd/chaos against
 # it for --duration seconds (default 60) with fault schedule --seed (default 1), and always tears
 # the cluster down. The last line is cmd/chaos's verdict line:
-#   chaos: duration=Ns kills=K pauses=P partitions=Q fault_errors=E sent=S confirmed=C received=R
-#          lost=L unexpected=U duplicated=D returned_stable=B rpc_ok=A rpc_timeout=T rpc_wrong=W
-#          digest=equal|DIFFERENT
-# (one line). Exit 0 only if the run passed; on failure the end of every node's log is printed
+#   chaos: duration=Ns kills=K pauses=P partitions=Q wipes=X fault_errors=E sent=S confirmed=C
+#          received=R lost=L unexpected=U duplicated=D returned_stable=B rpc_ok=A rpc_timeout=T
+#          rpc_wrong=W digest=equal|DIFFERENT confirmed_classic=N confirmed_quorum=N
+#          lost_classic=N lost_quorum=N lost_wiped_classic=N availability=P% availability_classic=P%
+#          availability_quorum=P% availability_quorum_kill=P%
+# (one line; availability = share of publishes confirmed while a fault was in force). Exit 0 only if the run passed; on failure the end of every node's log is printed
 # (to stderr) before the report. Uses AMQP 127.0.0.1:5672..5674 and HTTP 127.0.0.1:15672..15674,
 # which must be free; in process mode $PORT_OFFSET (as scripts/cluster.sh reads it) shifts every
-# port, so a chaos run can go beside another cluster.
+# port, so a chaos run can go beside another cluster. With $CHAOS_KEEP_LOGS set to a directory,
+# every node's full log is copied there (n1.log..n3.log) before the teardown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -54,7 +57,23 @@ else
   mode_flags=(--script scripts/cluster.sh)
 fi
 
+keep_logs() {
+  local i c keep=${CHAOS_KEEP_LOGS:-}
+  [[ -n $keep ]] || return 0
+  mkdir -p "$keep" || return 0
+  for i in 1 2 3; do
+    if ((docker)); then
+      c=$(docker ps -aq --filter label=com.docker.compose.project=warren --filter "label=com.docker.compose.service=n$i" | head -n1)
+      [[ -n $c ]] && docker logs "$c" >"$keep/n$i.log" 2>&1
+    else
+      [[ -f $CLUSTER_DIR/n$i/node.log ]] && cp "$CLUSTER_DIR/n$i/node.log" "$keep/n$i.log"
+    fi
+  done
+  echo "chaos.sh: node logs kept in $keep" >&2
+}
+
 teardown() {
+  keep_logs || true
   "${cluster[@]}" down >/dev/null 2>&1 || echo "chaos.sh: tearing the cluster down failed" >&2
   rm -rf "$work"
 }

@@ -8,6 +8,10 @@
 #   scripts/cluster.sh leave I   graceful leave of node I (`node leave`: hands its queues over, exits)
 #   scripts/cluster.sh pause I   SIGSTOP node I (a hung process: alive socket, no answers)
 #   scripts/cluster.sh unpause I SIGCONT node I
+#   scripts/cluster.sh wipe I    destroy node I for good: SIGKILL it, delete its data dir and
+#                                `node forget` it through a live node (retried until accepted);
+#                                `start I` then starts a fresh, empty node with the same id and
+#                                ports, which joins as a new member
 #   scripts/cluster.sh status    node status of the cluster (through the first live node)
 # Node i listens for AMQP on 5671+i and HTTP on 15671+i (node 1: 5672 and 15672); Raft on
 # 7100+i, gossip on 7200+i, forwarded writes on 7300+i, data links on 7400+i. State lives under $CLUSTER_DIR
@@ -44,8 +48,9 @@ start_node() {
   for ((j = 1; j <= $(count); j++)); do
     [[ $j -ne $i ]] && join+="${join:+,}$(gossip_addr "$j")"
   done
-  # The first node of a new cluster bootstraps it; every other start joins the others.
-  if [[ $i -eq 1 && ! -e $dir/n1/data/raft ]]; then join=""; fi
+  # The first node of a new cluster bootstraps it (only at `up`); every other start, a fresh
+  # node 1 after a wipe included, joins the others.
+  if [[ ${bootstrap:-0} -eq 1 && $i -eq 1 ]]; then join=""; fi
   mkdir -p "$dir/n$i"
   local tls=()
   if [[ -e $dir/certs/ca.pem ]]; then
@@ -129,7 +134,7 @@ up)
     nodes=n1; for ((i = 2; i <= n; i++)); do nodes+=",n$i"; done
     "$bin" certs --dir "$dir/certs" --nodes "$nodes" --clients guest >/dev/null
   fi
-  start_node 1
+  bootstrap=1 start_node 1
   wait_members 1 1 || die "node 1 did not come up; see $dir/n1/node.log"
   for ((i = 2; i <= n; i++)); do start_node "$i"; done
   wait_members "$n" $(seq 1 "$n") || die "the cluster did not form; see $dir/n*/node.log"
@@ -183,11 +188,37 @@ leave)
   pid_alive "$p" && die "node $i accepted the leave but is still running after 60s"
   rm -f "$dir/n$i/pid"
   ;;
+wipe)
+  i=${2:?wipe takes a node number}
+  ((i >= 1 && i <= $(count))) || die "no node $i in this cluster"
+  # A majority must survive the wipe: refuse when another node is down already.
+  for ((j = 1; j <= $(count); j++)); do
+    [[ $j -ne $i ]] && ! alive "$j" && die "node $j is down: wiping node $i too could cost the majority"
+  done
+  p=$(pid_of "$i")
+  if pid_alive "$p"; then kill -CONT "$p" 2>/dev/null || true; kill -KILL "$p"; fi
+  for _ in $(seq 1 50); do pid_alive "$p" || break; sleep 0.1; done
+  pid_alive "$p" && die "node $i survived SIGKILL"
+  rm -rf "$dir/n$i/data" "$dir/n$i/pid"
+  # Forget is refused until the survivors have declared the node dead (about a second).
+  deadline=$((SECONDS + 60)) err=""
+  while :; do
+    for ((j = 1; j <= $(count); j++)); do
+      [[ $j -ne $i ]] && alive "$j" || continue
+      if err=$("$bin" forget --http "$(http_addr "$j")" "n$i" 2>&1); then
+        echo "cluster.sh: node $i wiped and forgotten (through node $j)"
+        exit 0
+      fi
+    done
+    ((SECONDS < deadline)) || die "node $i is wiped but no live node accepted \`node forget n$i\` within 60s: $err"
+    sleep 0.3
+  done
+  ;;
 status)
   for ((i = 1; i <= $(count); i++)); do
     if alive "$i"; then exec "$bin" status --http "$(http_addr "$i")"; fi
   done
   die "no node is running"
   ;;
-*) echo "usage: scripts/cluster.sh up [N] | down | kill I | start I | leave I | pause I | unpause I | reload I | status" >&2; exit 2 ;;
+*) echo "usage: scripts/cluster.sh up [N] | down | kill I | start I | leave I | pause I | unpause I | reload I | wipe I | status" >&2; exit 2 ;;
 esac

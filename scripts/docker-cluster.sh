@@ -9,6 +9,10 @@
 #   scripts/docker-cluster.sh pause N     freeze node N (docker pause: sockets stay open, nothing answers)
 #   scripts/docker-cluster.sh unpause N
 #   scripts/docker-cluster.sh partition N cut node N off the cluster network (clients cannot reach it either)
+#   scripts/docker-cluster.sh wipe N      destroy node N for good: SIGKILL it, remove its container and data
+#                                         volume, and `node forget` it through a live node (retried until
+#                                         accepted); `start N` then creates a fresh, empty node N (same id,
+#                                         address and ports) that joins as a new member
 #   scripts/docker-cluster.sh heal        reconnect every cut-off node on its own address, unpause every
 #                                         paused one, and wait until the running nodes see each other
 #   scripts/docker-cluster.sh status      containers, then `node status` through the first node that answers
@@ -186,10 +190,21 @@ kill)
   ;;
 start)
   check_n "${2:-}" start
-  c=$(need_cid "$2")
-  [[ $(state "$c") == running || $(state "$c") == paused ]] && die "node $2 is already running"
-  connect "$2" # a node cut off before it was killed would otherwise start without a network
-  docker start "$c" >/dev/null || die "docker start of node $2 failed"
+  c=$(cid "$2")
+  if [[ -z $c ]]; then
+    # Wiped: a fresh container on a fresh volume. n1 must join, not bootstrap a second
+    # cluster as the compose file has it do on an empty volume.
+    override=$(mktemp "${TMPDIR:-/tmp}/warren-wipe.XXXXXX.yml")
+    printf 'version: "2.4"\nservices:\n  n%s:\n    environment:\n      WARREN_BOOTSTRAP: "false"\n' "$2" >"$override"
+    docker-compose -p "$project" -f "$file" -f "$override" up -d --no-deps "n$2" >&2 ||
+      { rm -f "$override"; die "docker-compose up of a fresh node $2 failed"; }
+    rm -f "$override"
+    c=$(need_cid "$2")
+  else
+    [[ $(state "$c") == running || $(state "$c") == paused ]] && die "node $2 is already running"
+    connect "$2" # a node cut off before it was killed would otherwise start without a network
+    docker start "$c" >/dev/null || die "docker start of node $2 failed"
+  fi
   wait_for "node $2 is a member again" member_again "$2" ||
     die "node $2 did not rejoin within ${wait_s}s; see: docker logs $c"
   ;;
@@ -207,6 +222,32 @@ partition)
   on_net "$c" || die "node $2 is already cut off from $net"
   docker network disconnect "$net" "$c" || die "cannot disconnect node $2 from $net"
   note "node $2 cut off from $net"
+  ;;
+wipe)
+  check_n "${2:-}" wipe
+  c=$(need_cid "$2")
+  # A majority must survive the wipe: refuse when another node is down already.
+  for j in 1 2 3; do
+    [[ $j == "$2" ]] && continue
+    [[ $(state "$(cid "$j")") == running ]] || die "node $j is not running: wiping node $2 too could cost the majority"
+  done
+  [[ $(state "$c") == paused ]] && docker unpause "$c" >/dev/null
+  [[ $(state "$c") == running ]] && { docker kill "$c" >/dev/null || die "docker kill of node $2 failed"; }
+  docker rm -f "$c" >/dev/null || die "cannot remove node $2's container"
+  docker volume rm "${project}_n$2-data" >/dev/null || die "cannot remove node $2's volume ${project}_n$2-data"
+  # Forget is refused until the survivors have declared the node dead (about a second).
+  deadline=$((SECONDS + 60)) err=""
+  while :; do
+    for j in 1 2 3; do
+      [[ $j == "$2" ]] && continue
+      if err=$("$bin" forget --http "$(http_of "$j")" "n$2" 2>&1); then
+        note "node $2 wiped (container and volume removed) and forgotten through node $j"
+        exit 0
+      fi
+    done
+    ((SECONDS < deadline)) || die "node $2 is wiped but no live node accepted \`node forget n$2\` within 60s: $err"
+    sleep 0.5
+  done
   ;;
 heal)
   for i in 1 2 3; do
@@ -238,7 +279,7 @@ status)
   die "no node answers on 127.0.0.1:15672..15674"
   ;;
 *)
-  echo "usage: scripts/docker-cluster.sh up | down | kill N | start N | pause N | unpause N | partition N | heal | status" >&2
+  echo "usage: scripts/docker-cluster.sh up | down | kill N | start N | pause N | unpause N | partition N | wipe N | heal | status" >&2
   exit 2
   ;;
 esac

@@ -1,6 +1,7 @@
 // Command chaos runs Warren's chaos suite against a cluster that is already up (scripts/chaos.sh
-// brings one up around it): publishers, consumers, RPC callers and topology churn for
-// --duration while a seeded nemesis kills, pauses and (with --docker) partitions nodes through
+// brings one up around it): publishers and consumers of classic and replicated queues, RPC
+// callers and topology churn for --duration while a seeded nemesis kills, pauses, wipes (kill,
+// delete the data, forget, a fresh node joins) and (with --docker) partitions nodes through
 // the cluster script; then it heals the cluster, drains every queue and checks the history.
 // The last line of stdout is the verdict line; the exit code is 0 only if the run passed,
 // 1 if it found a failure, 2 if it could not run or was interrupted.
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	httpPort := fs.Int("http-port", 15672, "HTTP API port of node 1 (node i: +i-1)")
 	user := fs.String("user", "guest", "AMQP and HTTP API user")
 	pass := fs.String("password", "guest", "AMQP and HTTP API password")
+	quorumKill := fs.Float64("quorum-kill-availability", 0, "fail the run unless this share (0..1) of replicated-queue publishes sent during kills was confirmed (0: no such floor)")
 	verbose := fs.Bool("verbose", false, "debug logs, including the rpc library's reconnects")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -50,6 +52,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	case *duration < 1:
 		fmt.Fprintf(stderr, "chaos: --duration must be at least 1 second, got %d\n", *duration)
+		return 2
+	case *quorumKill < 0 || *quorumKill > 1:
+		fmt.Fprintf(stderr, "chaos: --quorum-kill-availability must be a share between 0 and 1, got %g\n", *quorumKill)
 		return 2
 	case *nodes < 3:
 		// One node down at a time must leave a Raft quorum.
@@ -91,6 +96,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Seed:     *seed,
 		Log:      log,
 		RPCLog:   rpcLog,
+	}
+	if *quorumKill > 0 {
+		p := chaos.DefaultPolicy()
+		p.Floors = append(p.Floors, chaos.QuorumKillAvailability(*quorumKill))
+		cfg.Policy = &p
 	}
 	schedule := chaos.Schedule(*seed, *nodes, nem.Kinds(), 3)
 	log.Info("chaos run", "mode", mode, "script", *script, "duration", cfg.Duration, "seed", *seed, "first_faults", fmt.Sprint(schedule))

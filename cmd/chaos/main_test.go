@@ -23,6 +23,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"--seed", "-3"}, "invalid value"},
 		{[]string{"--nodes", "2"}, "--nodes must be at least 3"},
 		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"--quorum-kill-availability", "95"}, "must be a share between 0 and 1"},
 		{[]string{"--script", "/nonexistent/cluster.sh"}, "cluster script"},
 		{[]string{"--docker", "--script", "/nonexistent/docker-cluster.sh"}, "cluster script"},
 	} {
