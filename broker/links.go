@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/warrenmq/warren/datalink"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
 )
 
@@ -78,25 +80,119 @@ func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]
 	if n.links != nil {
 		p = n.links.peer(owner)
 	}
-	if p == nil {
-		join.add()
-		join.finish(fmt.Errorf("%w %q", errNoLink, owner))
-		return
-	}
 	if *data == nil {
 		*data = EncodeStored(msg)
 	}
 	join.add()
-	p.PublishAsync(keys, *data, msg.Persistent, func(rejected bool, err error) {
+	if p == nil {
+		n.forwardFailed(owner, keys, msg, *data, join, fmt.Errorf("%w %q", errNoLink, owner), failoverWait)
+		return
+	}
+	stored := *data
+	p.PublishAsync(keys, stored, msg.Persistent, func(rejected bool, err error) {
 		switch {
 		case err != nil:
-			join.finish(fmt.Errorf("forward to %s: %w", owner, err))
+			n.forwardFailed(owner, keys, msg, stored, join, fmt.Errorf("forward to %s: %w", owner, err), failoverWait)
 		case rejected:
-			join.finish(ErrRefused)
+			// A refusal is final unless the topology already names another leader (the
+			// old one answered for a queue it no longer serves).
+			n.forwardFailed(owner, keys, msg, stored, join, ErrRefused, 0)
 		default:
 			join.finish(nil)
 		}
 	})
+}
+
+// failoverWait bounds how long a publish to replicated queues whose leader went away waits for
+// the new leader before it is nacked (RabbitMQ holds such publishes too).
+const failoverWait = 5 * time.Second
+
+// forwardFailed finishes one forwarded part of a publish that failed (its own part of join).
+// When every target is a replicated queue, the publish is not nacked at once: it is sent again
+// to the queues' new leader once the topology names one (a failover in progress), within
+// failoverWait. The message may then be stored twice (the old leader may have stored it before
+// dying): at-least-once, never lost.
+func (n *Node) forwardFailed(owner string, keys []string, msg *queue.Message, data []byte, join *confirmJoin, cause error, wait time.Duration) {
+	for _, k := range keys {
+		vhost, name, _ := splitStoreKey(k)
+		if qd, ok := n.fsm.Queue(vhost, name); !ok || qd.Type != fsm.QueueTypeQuorum {
+			join.finish(cause)
+			return
+		}
+	}
+	if _, ready := n.currentLeaders(keys, owner); !ready && wait == 0 {
+		join.finish(cause)
+		return
+	}
+	started := n.goBackground(func() {
+		deadline := time.Now().Add(wait)
+		for first := true; ; first = false {
+			if !first {
+				select {
+				case <-n.closing:
+					join.finish(cause)
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			byOwner, ready := n.currentLeaders(keys, owner)
+			if ready {
+				for to, ks := range byOwner {
+					if to == n.id {
+						n.deliverReplicatedHere(ks, msg, data, join)
+						continue
+					}
+					d := data
+					n.forward(to, ks, msg, &d, join)
+				}
+				join.finish(nil) // this part handed over to the new ones
+				return
+			}
+			if time.Now().After(deadline) {
+				join.finish(cause)
+				return
+			}
+		}
+	})
+	if !started {
+		join.finish(cause)
+	}
+}
+
+// currentLeaders groups keys by the leader the topology now names; ready once none of them is
+// still led by the node that failed (and those led here are served).
+func (n *Node) currentLeaders(keys []string, failed string) (map[string][]string, bool) {
+	out := map[string][]string{}
+	for _, k := range keys {
+		vhost, name, _ := splitStoreKey(k)
+		qd, ok := n.fsm.Queue(vhost, name)
+		if !ok || qd.Owner == failed || qd.Owner == n.id && n.LocalQueue(vhost, name) == nil {
+			return nil, false
+		}
+		out[qd.Owner] = append(out[qd.Owner], k)
+	}
+	return out, true
+}
+
+// deliverReplicatedHere enqueues a re-sent publish on replicated queues this node now leads.
+func (n *Node) deliverReplicatedHere(keys []string, msg *queue.Message, data []byte, join *confirmJoin) {
+	qs := make([]*queue.Queue, 0, len(keys))
+	missing := false
+	for _, k := range keys {
+		vhost, name, _ := splitStoreKey(k)
+		if q := n.LocalQueue(vhost, name); q != nil {
+			qs = append(qs, q)
+		} else {
+			missing = true
+		}
+	}
+	var sc Scratch
+	d := data
+	rejected, _ := n.deliverLocal(qs, msg, &d, &sc, join)
+	if rejected || missing {
+		join.add()
+		join.finish(ErrRefused)
+	}
 }
 
 // linkHandler serves the owner side of data links.

@@ -65,6 +65,7 @@ type Node struct {
 	startQuorum sync.Once
 	lastIDs     map[string]uint64 // what Recover found per store key (read-only after it)
 	peerDown    atomic.Pointer[func(node string)]
+	bgMu        sync.Mutex    // orders goBackground's Add before Close's Wait
 	replies     replyRegistry // direct reply-to consumers of this node's channels
 }
 
@@ -122,7 +123,9 @@ func (n *Node) FSM() *fsm.FSM { return n.fsm }
 
 // Close stops background work and deletes nothing: queues die with the process.
 func (n *Node) Close() {
+	n.bgMu.Lock()
 	n.once.Do(func() { close(n.closing) })
+	n.bgMu.Unlock()
 	n.bg.Wait()
 	if n.links != nil {
 		n.links.close()
@@ -503,4 +506,22 @@ func withDeliveryCount(m *queue.Message, returns uint32) *queue.Message {
 	cp := *m
 	cp.Props = props.Append(nil)
 	return &cp
+}
+
+// goBackground runs fn on a goroutine Close waits for, unless the node is closing (false).
+// Safe from any goroutine, also callbacks of data links that Close is shutting down.
+func (n *Node) goBackground(fn func()) bool {
+	n.bgMu.Lock()
+	defer n.bgMu.Unlock()
+	select {
+	case <-n.closing:
+		return false
+	default:
+	}
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		fn()
+	}()
+	return true
 }
