@@ -91,8 +91,13 @@ func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]
 	stored := *data
 	p.PublishAsync(keys, stored, msg.Persistent, func(rejected bool, err error) {
 		switch {
-		case err != nil:
+		case errors.Is(err, datalink.ErrNotSent):
+			// It never reached the old leader: safe to send to the new one.
 			n.forwardFailed(owner, keys, msg, stored, join, fmt.Errorf("forward to %s: %w", owner, err), failoverWait)
+		case err != nil:
+			// Outcome unknown (the link broke with it in flight): sending it again could
+			// store it twice, so the publisher gets a nack and decides.
+			join.finish(fmt.Errorf("forward to %s: %w", owner, err))
 		case rejected:
 			// A refusal is final unless the topology already names another leader (the
 			// old one answered for a queue it no longer serves).
@@ -108,10 +113,10 @@ func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]
 const failoverWait = 5 * time.Second
 
 // forwardFailed finishes one forwarded part of a publish that failed (its own part of join).
-// When every target is a replicated queue, the publish is not nacked at once: it is sent again
-// to the queues' new leader once the topology names one (a failover in progress), within
-// failoverWait. The message may then be stored twice (the old leader may have stored it before
-// dying): at-least-once, never lost.
+// When every target is a replicated queue and the old leader certainly did not store the message
+// (it never left this node, or the old leader refused it as no longer serving the queue), the
+// publish is not nacked at once: it is sent to the queues' new leader once the topology names
+// one (a failover in progress), within the wait. A publish whose outcome is unknown is nacked.
 func (n *Node) forwardFailed(owner string, keys []string, msg *queue.Message, data []byte, join *confirmJoin, cause error, wait time.Duration) {
 	for _, k := range keys {
 		vhost, name, _ := splitStoreKey(k)

@@ -24,6 +24,7 @@ type pendingPublish struct {
 	done  func(rejected bool, err error)
 	// replied, for a replication request, gets the reply's body (a copy) instead of done.
 	replied func(body []byte, err error)
+	unsent  bool // queued on a link that had already failed: never written
 }
 
 func (pp pendingPublish) fail(err error) {
@@ -151,6 +152,10 @@ func (cl *clientLink) flushPending(err error) {
 			return
 		}
 		cl.l.mu.Unlock()
+		if pp.unsent {
+			pp.fail(fmt.Errorf("%w: %w", ErrNotSent, err))
+			continue
+		}
 		pp.fail(err)
 	}
 }

@@ -32,6 +32,11 @@ var ErrLinkDown = errors.New("datalink: link down")
 // callers who only test for ErrLinkDown treat it the same way.
 var ErrClosed = fmt.Errorf("%w: closed", ErrLinkDown)
 
+// ErrNotSent reports a publish or replication request that never left this node (the link was
+// down or broke before it was written): unlike other link failures, its outcome is known (the
+// peer did not get it), so it may be sent elsewhere. It wraps ErrLinkDown.
+var ErrNotSent = fmt.Errorf("%w: request not sent", ErrLinkDown)
+
 // RemoteError is an error returned by the owner node's Handler, carried over the link. A
 // Handler may return a *RemoteError itself to choose Code (e.g. an AMQP reply code such as 404
 // or 403) so that the client side can map it back; any other error arrives with Code 0.

@@ -387,14 +387,18 @@ func (p *Peer) enqueuePublish(ctx context.Context, queues []string, msg []byte, 
 	}
 	cl, err := p.awaitLink(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
 	switch err := cl.l.acquire(sendWait, ctx.Done()); err {
 	case nil:
 	case errWaitAborted:
-		return fmt.Errorf("datalink: publish to %s waiting for buffer space: %w", p.addr, ctx.Err())
+		return fmt.Errorf("datalink: publish to %s waiting for buffer space: %w: %w", p.addr, ErrNotSent, ctx.Err())
 	default:
-		return cl.publishOnBrokenLink(pp)
+		pp.unsent = true
+		if err := cl.publishOnBrokenLink(pp); err != nil {
+			return fmt.Errorf("%w: %w", ErrNotSent, err)
+		}
+		return nil
 	}
 	reqID := cl.nextReq
 	cl.nextReq++

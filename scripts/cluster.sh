@@ -61,7 +61,7 @@ start_node() {
   WARREN_CLUSTER_SECRET=$(cat "$dir/secret") "$bin" run --id "n$i" --data-dir "$dir/n$i/data" "${tls[@]}" \
     --amqp-addr "127.0.0.1:$(amqp_port "$i")" --http-addr "$(http_addr "$i")" \
     --raft-addr "127.0.0.1:$((7100 + off + i))" --gossip-addr "$(gossip_addr "$i")" \
-    --forward-addr "127.0.0.1:$((7300 + off + i))" --data-addr "127.0.0.1:$((7400 + off + i))" --join "$join" --log-level warn \
+    --forward-addr "127.0.0.1:$((7300 + off + i))" --data-addr "127.0.0.1:$((7400 + off + i))" --join "$join" --log-level "${WARREN_LOG_LEVEL:-warn}" \
     >>"$dir/n$i/node.log" 2>&1 &
   echo $! >"$dir/n$i/pid"
 }
