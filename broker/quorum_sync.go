@@ -124,6 +124,7 @@ func (r *replicated) reviewInSync(qd fsm.Queue, now time.Time) {
 		case in && lagging:
 			set = without(set, id)
 			changed = f
+			f.broken.Store(true) // stop streaming to it; it is synced again when it answers
 		case !in && live[id] && !lagging:
 			// Checked and recorded under ackMu: no commit can pass this follower from here on.
 			r.ackMu.Lock()

@@ -361,8 +361,8 @@ func (p *Peer) PublishAsync(queues []string, msg []byte, persistent bool, done f
 // ReplicateAsync sends a replication request for stream (opaque here: package replica encodes
 // it) to the peer's Handler.Replicate, on the same ordered path as publishes: requests reach
 // the Handler in the order they were sent, and replied is called exactly once, in that order,
-// with the reply's body or an error (wrapping ErrLinkDown if the link broke first). It blocks
-// and reuses payload as PublishAsync does.
+// with the reply's body or an error (wrapping ErrLinkDown if the link broke first). Unlike
+// PublishAsync it never waits for buffer space: over MaxBuffered it fails with ErrNotSent.
 func (p *Peer) ReplicateAsync(stream string, payload []byte, replied func(body []byte, err error)) {
 	if err := p.enqueuePublish(context.Background(), []string{stream}, payload, flagReplicate, pendingPublish{replied: replied}); err != nil {
 		replied(nil, err)
@@ -389,8 +389,18 @@ func (p *Peer) enqueuePublish(ctx context.Context, queues []string, msg []byte, 
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
-	switch err := cl.l.acquire(sendWait, ctx.Done()); err {
+	mode := sendWait
+	if flags&flagReplicate != 0 {
+		// Replication requests are sent from Handler calls of other links (a leader handling
+		// a forwarded publish): waiting for this link's buffer there could wait in a circle
+		// (each node's reader blocked on the other's buffer). They are refused instead; the
+		// leader syncs that follower again later.
+		mode = sendRefuse
+	}
+	switch err := cl.l.acquire(mode, ctx.Done()); err {
 	case nil:
+	case errBufferFull:
+		return fmt.Errorf("datalink: request to %s: %w: %w", p.addr, ErrNotSent, err)
 	case errWaitAborted:
 		return fmt.Errorf("datalink: publish to %s waiting for buffer space: %w: %w", p.addr, ErrNotSent, ctx.Err())
 	default:
