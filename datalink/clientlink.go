@@ -16,6 +16,7 @@ type clientLink struct {
 	publishes []pendingPublish // awaiting replies, oldest first (the owner answers in order)
 	pubHead   int
 	requests  map[uint64]*pendingRequest // consume and get
+	replicas  map[uint64]pendingPublish  // replication requests sent, answered out of order
 	flushed   bool                       // the link failed and every callback has been called
 }
 
@@ -145,9 +146,14 @@ func (cl *clientLink) flushPending(err error) {
 			cl.flushed = true
 			reqs := cl.requests
 			cl.requests = nil
+			repls := cl.replicas
+			cl.replicas = nil
 			cl.l.mu.Unlock()
 			for _, req := range reqs {
 				req.ch <- requestResult{err: err}
+			}
+			for _, pp := range repls {
+				pp.fail(err)
 			}
 			return
 		}
@@ -178,6 +184,21 @@ func (cl *clientLink) readLoop(fr *frameReader) error {
 		switch f.typ {
 		case frameHeartbeat:
 		case framePublishReply:
+			if f.flags&flagReplicaAck != 0 {
+				cl.l.mu.Lock()
+				pp, ok := cl.replicas[f.reqID]
+				delete(cl.replicas, f.reqID)
+				cl.l.mu.Unlock()
+				if !ok {
+					return fmt.Errorf("%w: %s answered replication request %d nobody waits for", errProtocol, cl.remoteID, f.reqID)
+				}
+				var body []byte
+				if f.flags&flagReplyBody != 0 {
+					body = append([]byte(nil), f.msg...)
+				}
+				pp.replied(body, remoteErr(&f))
+				continue
+			}
 			pp, ok := cl.popPublish()
 			if !ok {
 				return fmt.Errorf("%w: %s sent a publish reply nobody waits for", errProtocol, cl.remoteID)

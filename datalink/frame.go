@@ -38,10 +38,13 @@ const (
 
 // Flag bits. Decoding refuses unknown bits so that a frame re-encodes to the same bytes.
 const (
-	flagPersistent  = 1 << 0 // publish
-	flagReplicate   = 1 << 1 // publish: a replication request for the stream named as its one queue
-	flagRejected    = 1 << 0 // publish reply
-	flagReplyBody   = 1 << 1 // publish reply: the rest of the frame is the reply's body
+	flagPersistent = 1 << 0 // publish
+	flagReplicate  = 1 << 1 // publish: a replication request for the stream named as its one queue
+	flagRejected   = 1 << 0 // publish reply
+	flagReplyBody  = 1 << 1 // publish reply: the rest of the frame is the reply's body
+	flagReplicaAck = 1 << 2 // publish reply to a replication request: sent as soon as it is
+	// answered, not in publish order, so a follower's acknowledgement never waits behind a
+	// forwarded publish that waits for replication itself (head-of-line blocking across nodes)
 	flagNoAck       = 1 << 0 // consume, get
 	flagExclusive   = 1 << 1 // consume
 	flagOK          = 1 << 0 // get reply: a message was returned
@@ -323,7 +326,7 @@ func decodeFrame(body []byte, f *frame, in *interner) error {
 		f.msg = d.rest()
 	case framePublishReply:
 		f.reqID = d.u64()
-		f.flags = d.flags(flagRejected | flagReplyBody)
+		f.flags = d.flags(flagRejected | flagReplyBody | flagReplicaAck)
 		f.errCode = d.u16()
 		f.errText = string(d.bytes16())
 		if f.flags&flagReplyBody != 0 {

@@ -236,6 +236,7 @@ func (p *Peer) connect() (*clientLink, *frameReader, error) {
 		l:        newLink(conn, p.cfg, p.log.With("peer", remoteID)),
 		remoteID: remoteID,
 		requests: make(map[uint64]*pendingRequest),
+		replicas: make(map[uint64]pendingPublish),
 	}
 	return cl, fr, nil
 }
@@ -360,8 +361,9 @@ func (p *Peer) PublishAsync(queues []string, msg []byte, persistent bool, done f
 
 // ReplicateAsync sends a replication request for stream (opaque here: package replica encodes
 // it) to the peer's Handler.Replicate, on the same ordered path as publishes: requests reach
-// the Handler in the order they were sent, and replied is called exactly once, in that order,
-// with the reply's body or an error (wrapping ErrLinkDown if the link broke first). Unlike
+// the Handler in the order they were sent (also relative to publishes). Replies come back as
+// soon as the Handler gives them, not behind earlier publishes' confirms: replied is called
+// exactly once with the reply's body or an error (wrapping ErrLinkDown if the link broke first). Unlike
 // PublishAsync it never waits for buffer space: over MaxBuffered it fails with ErrNotSent.
 func (p *Peer) ReplicateAsync(stream string, payload []byte, replied func(body []byte, err error)) {
 	if err := p.enqueuePublish(context.Background(), []string{stream}, payload, flagReplicate, pendingPublish{replied: replied}); err != nil {
@@ -413,7 +415,11 @@ func (p *Peer) enqueuePublish(ctx context.Context, queues []string, msg []byte, 
 	reqID := cl.nextReq
 	cl.nextReq++
 	pp.reqID = reqID
-	cl.publishes = append(cl.publishes, pp)
+	if flags&flagReplicate != 0 {
+		cl.replicas[reqID] = pp
+	} else {
+		cl.publishes = append(cl.publishes, pp)
+	}
 	f := frame{typ: framePublish, reqID: reqID, queues: queues, msg: msg, flags: flags}
 	cl.l.out = appendFrame(cl.l.out, &f)
 	cl.l.release()

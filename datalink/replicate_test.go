@@ -76,3 +76,48 @@ func TestRequestOnABrokenFlushedLinkFailsAtOnce(t *testing.T) {
 		t.Fatal("a request on a broken, flushed link neither failed nor returned (deadlock)")
 	}
 }
+
+// holdingBroker answers publishes only when released, to hold a reply slot open.
+type holdingBroker struct {
+	*fakeBroker
+	held chan func(bool, error)
+}
+
+func (h *holdingBroker) Publish(from string, queues []string, msg []byte, persistent bool, reply func(bool, error)) {
+	h.held <- reply
+}
+
+// A follower's acknowledgement must not wait behind a forwarded publish that is itself waiting
+// (for replication): replication replies overtake pending publish replies on the same link.
+func TestReplicationReplyOvertakesAPendingPublishReply(t *testing.T) {
+	hb := &holdingBroker{fakeBroker: newFakeBroker("q1"), held: make(chan func(bool, error), 1)}
+	srv, err := Listen("127.0.0.1:0", testConfig("owner"), hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Dial(srv.Addr(), testConfig("client"), newRecorder())
+	defer func() { _ = p.Close(); _ = srv.Close() }()
+	eventually(t, "link up", 5*time.Second, p.Up)
+	published := make(chan error, 1)
+	p.PublishAsync([]string{"q1"}, []byte("waits"), true, func(_ bool, err error) { published <- err })
+	var reply func(bool, error)
+	select {
+	case reply = <-hb.held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the publish never reached the handler")
+	}
+	replied := make(chan string, 1)
+	p.ReplicateAsync("s", []byte("ack me"), func(body []byte, err error) { replied <- fmt.Sprint(string(body), err) })
+	select {
+	case got := <-replied:
+		if got != "s:ack me<nil>" {
+			t.Fatalf("replication reply %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the replication reply waited behind the unanswered publish")
+	}
+	reply(false, nil)
+	if err := <-published; err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}

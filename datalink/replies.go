@@ -1,5 +1,7 @@
 package datalink
 
+import "sync"
+
 // Publish replies leave the owner in publish order: the Handler may answer a later publish
 // first (its queue needed no fsync, another did), but the publisher's node turns replies into
 // AMQP confirms and must be able to rely on their order, so an early answer waits in its slot
@@ -73,9 +75,21 @@ func (sl *serverLink) replyFunc(slot uint64) func(rejected bool, err error) {
 	return func(rejected bool, err error) { sl.answer(slot, rejected, nil, false, err) }
 }
 
-// replyBodyFunc is replyFunc for a replication request, whose reply carries a body.
-func (sl *serverLink) replyBodyFunc(slot uint64) func(body []byte, err error) {
-	return func(body []byte, err error) { sl.answer(slot, false, body, true, err) }
+// replicaReply answers a replication request as soon as the Handler does, outside the
+// publishes' reply order (flagReplicaAck); calls after the first are ignored.
+func (sl *serverLink) replicaReply(reqID uint64) func(body []byte, err error) {
+	var once sync.Once
+	return func(body []byte, err error) {
+		once.Do(func() {
+			f := frame{typ: framePublishReply, reqID: reqID, flags: flagReplicaAck}
+			f.errCode, f.errText = toRemoteError(err)
+			if f.errCode == 0 && f.errText == "" && body != nil {
+				f.flags |= flagReplyBody
+				f.msg = body
+			}
+			sl.sendControl(&f)
+		})
+	}
 }
 
 func (sl *serverLink) answer(slot uint64, rejected bool, body []byte, hasBody bool, err error) {

@@ -265,14 +265,14 @@ func (sl *serverLink) readLoop(fr *frameReader) error {
 		switch f.typ {
 		case frameHeartbeat:
 		case framePublish:
-			slot := sl.reservePublish(f.reqID)
 			if f.flags&flagReplicate != 0 {
 				if len(f.queues) != 1 {
 					return fmt.Errorf("%w: %s sent a replication request for %d streams", errProtocol, sl.from, len(f.queues))
 				}
-				h.Replicate(sl.from, f.queues[0], f.msg, sl.replyBodyFunc(slot))
+				h.Replicate(sl.from, f.queues[0], f.msg, sl.replicaReply(f.reqID))
 				continue
 			}
+			slot := sl.reservePublish(f.reqID)
 			h.Publish(sl.from, f.queues, f.msg, f.flags&flagPersistent != 0, sl.replyFunc(slot))
 		case frameConsume:
 			sl.consume(&f)
