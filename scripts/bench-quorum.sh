@@ -12,8 +12,8 @@
 #   scripts/bench-quorum.sh --table FILE   print the tables of a kept FILE again (nothing is run)
 #
 # Every case declares its queue and waits 2 s before its clients start (-after-declare), on both
-# brokers, except "persistent-cold": Warren (at this commit) never confirms publishes into a new
-# quorum queue that arrive on its leader's node before the followers' first sync.
+# brokers, except "persistent-cold", where the clients start right after the declare (Warren used
+# to stall there: confirms of messages settled before a follower's first sync never came).
 #
 # 1. throughput: cmd/bench persistent (1 publisher) and persistent-4p (4 publishers), each with a
 #    consumer, confirms and persistent messages, into one x-queue-type=quorum queue declared on
