@@ -17,11 +17,7 @@ import (
 // confirm mode so the answer says whether it reached a queue ({"routed": bool}).
 func (s *Server) publish(w http.ResponseWriter, r *http.Request, p *principal) {
 	vhost, name := pathValue(r, "vhost"), exchangeName(r, "name")
-	if !s.vhostAccess(w, p, vhost, true) {
-		return
-	}
-	if _, ok := s.src.Node.FSM().Exchange(vhost, name); !ok {
-		notFound(w)
+	if !s.writableExchange(w, p, vhost, name) {
 		return
 	}
 	var body struct {
@@ -143,11 +139,7 @@ func publishing(props map[string]any) (amqp.Publishing, error) {
 // settled as ackmode says (ack_requeue_true and reject_requeue_true put them back).
 func (s *Server) getMessages(w http.ResponseWriter, r *http.Request, p *principal) {
 	vhost, name := pathValue(r, "vhost"), pathValue(r, "name")
-	if !s.vhostAccess(w, p, vhost, true) {
-		return
-	}
-	if _, ok := s.src.Node.FSM().Queue(vhost, name); !ok {
-		notFound(w)
+	if !s.writableQueue(w, p, vhost, name) {
 		return
 	}
 	var body struct {

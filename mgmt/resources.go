@@ -191,11 +191,7 @@ func created(w http.ResponseWriter, existed bool) {
 
 func (s *Server) deleteExchange(w http.ResponseWriter, r *http.Request, p *principal) {
 	vhost, name := pathValue(r, "vhost"), exchangeName(r, "name")
-	if !s.vhostAccess(w, p, vhost, true) {
-		return
-	}
-	if _, ok := s.src.Node.FSM().Exchange(vhost, name); !ok {
-		notFound(w)
+	if !s.writableExchange(w, p, vhost, name) {
 		return
 	}
 	ifUnused := r.URL.Query().Get("if-unused") == "true"
@@ -319,11 +315,7 @@ func (s *Server) putQueue(w http.ResponseWriter, r *http.Request, p *principal) 
 
 func (s *Server) deleteQueue(w http.ResponseWriter, r *http.Request, p *principal) {
 	vhost, name := pathValue(r, "vhost"), pathValue(r, "name")
-	if !s.vhostAccess(w, p, vhost, true) {
-		return
-	}
-	if _, ok := s.src.Node.FSM().Queue(vhost, name); !ok {
-		notFound(w)
+	if !s.writableQueue(w, p, vhost, name) {
 		return
 	}
 	q := r.URL.Query()
@@ -340,11 +332,7 @@ func (s *Server) deleteQueue(w http.ResponseWriter, r *http.Request, p *principa
 
 func (s *Server) purgeQueue(w http.ResponseWriter, r *http.Request, p *principal) {
 	vhost, name := pathValue(r, "vhost"), pathValue(r, "name")
-	if !s.vhostAccess(w, p, vhost, true) {
-		return
-	}
-	if _, ok := s.src.Node.FSM().Queue(vhost, name); !ok {
-		notFound(w)
+	if !s.writableQueue(w, p, vhost, name) {
 		return
 	}
 	err := s.withChannel(p, vhost, func(ch *amqp.Channel) error {
@@ -590,4 +578,29 @@ func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request, p *princi
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// writableExchange checks that p may change vhost and that the exchange exists, answering the
+// request (403 or 404) when not.
+func (s *Server) writableExchange(w http.ResponseWriter, p *principal, vhost, name string) bool {
+	if !s.vhostAccess(w, p, vhost, true) {
+		return false
+	}
+	if _, ok := s.src.Node.FSM().Exchange(vhost, name); !ok {
+		notFound(w)
+		return false
+	}
+	return true
+}
+
+// writableQueue is writableExchange for a queue.
+func (s *Server) writableQueue(w http.ResponseWriter, p *principal, vhost, name string) bool {
+	if !s.vhostAccess(w, p, vhost, true) {
+		return false
+	}
+	if _, ok := s.src.Node.FSM().Queue(vhost, name); !ok {
+		notFound(w)
+		return false
+	}
+	return true
 }
