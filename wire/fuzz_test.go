@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"reflect"
 	"testing"
 )
@@ -78,7 +79,10 @@ func FuzzDecodeMethod(f *testing.F) {
 		if second := again.Append(nil); !bytes.Equal(first, second) {
 			t.Fatalf("%s encoding is not stable:\n%x\n%x", m.Name(), first, second)
 		}
-		// decode∘encode is the identity on what was decoded.
+		// decode∘encode is the identity on what was decoded, up to AppendTable's one documented
+		// normalisation: an 'L' (uint64) value that fits is written as 'l' (int64), because
+		// RabbitMQ and amqp091-go do not read 'L'.
+		normaliseTables(reflect.ValueOf(m))
 		if !reflect.DeepEqual(m, again) {
 			t.Fatalf("%s changed in a round trip:\n%#v\n%#v", m.Name(), m, again)
 		}
@@ -187,4 +191,33 @@ func FuzzBodyFrames(f *testing.F) {
 			t.Fatalf("%d bytes in %d frames read back as %d bytes", len(body), frames, len(got))
 		}
 	})
+}
+
+// normaliseTables turns, in every Table field of the method v points to, uint64 values that fit
+// into int64 (what AppendTable writes for them).
+func normaliseTables(v reflect.Value) {
+	v = v.Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if t, ok := v.Field(i).Interface().(Table); ok {
+			normaliseValue(t)
+		}
+	}
+}
+
+func normaliseValue(x any) any {
+	switch y := x.(type) {
+	case uint64:
+		if y <= math.MaxInt64 {
+			return int64(y)
+		}
+	case Table:
+		for k, e := range y {
+			y[k] = normaliseValue(e)
+		}
+	case []any:
+		for i, e := range y {
+			y[i] = normaliseValue(e)
+		}
+	}
+	return x
 }
