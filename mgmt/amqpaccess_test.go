@@ -101,10 +101,22 @@ func TestAMQPPermissionsLikeRabbitMQ(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: channel: %v", addr, err)
 			}
+			closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 			res := "ok"
 			if err := op.do(ch); err != nil {
 				var ae *amqp.Error
-				if errors.As(err, &ae) {
+				if errors.Is(err, amqp.ErrClosed) {
+					// The broker's channel.close can reach the client before the next call
+					// does: the reason is what the channel was closed with.
+					select {
+					case why := <-closed:
+						if why != nil {
+							ae = why
+						}
+					case <-time.After(5 * time.Second):
+					}
+				}
+				if ae != nil || errors.As(err, &ae) {
 					res = fmt.Sprintf("%d %s", ae.Code, ae.Reason)
 				} else {
 					res = err.Error()

@@ -194,11 +194,15 @@ func TestMemoryAlarmBlocksPublishers(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		payload := make([]byte, 1<<20)
-		for i := 0; i < 48; i++ { // 48 MiB, well past the limit, split so no queue hits its flow mark
+		// 48 MiB, well past the limit, split so no queue hits its flow mark, and paced: the
+		// alarm samples the heap every 200 ms and tells a publisher on its next publish, so a
+		// publisher that sent everything between two samples (an idle machine) never heard.
+		for i := 0; i < 48; i++ {
 			if err := pub.PublishWithContext(context.Background(), "", fmt.Sprintf("mem%d", i%2+1), false, false, amqp.Publishing{Body: payload}); err != nil {
 				done <- err
 				return
 			}
+			time.Sleep(15 * time.Millisecond)
 		}
 		done <- nil
 	}()
