@@ -50,6 +50,7 @@ const (
 	flagOK          = 1 << 0 // get reply: a message was returned
 	flagRedelivered = 1 << 1 // get reply, deliver
 	flagPurge       = 1 << 1 // get: purge the queue instead; the reply's n is the count
+	flagCount       = 1 << 2 // get: count (count.go); the queue field is the key, the reply's n the count
 )
 
 const (
@@ -366,7 +367,7 @@ func decodeFrame(body []byte, f *frame, in *interner) error {
 		f.n = d.u32()
 	case frameGet:
 		f.reqID = d.u64()
-		f.flags = d.flags(flagNoAck | flagPurge)
+		f.flags = d.flags(flagNoAck | flagPurge | flagCount)
 		f.queue = d.str16()
 	case frameGetReply:
 		f.reqID = d.u64()

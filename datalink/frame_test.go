@@ -30,6 +30,7 @@ func sampleFrames() []frame {
 		{typ: frameSettle, consumerID: 5, kind: SettleRequeue, queue: "work", seqs: []uint64{1, 2, 1 << 50}},
 		{typ: frameCredit, consumerID: 5, n: 1 << 31},
 		{typ: frameGet, reqID: 9, flags: flagNoAck, queue: "work"},
+		{typ: frameGet, reqID: 10, flags: flagCount, queue: "connections\x00alice"},
 		{typ: frameGetReply, reqID: 9, flags: flagOK | flagRedelivered, seq: 77, n: 3, msg: []byte("got")},
 		{typ: frameDeliver, consumerID: 5, seq: 78, flags: flagRedelivered, n: 12, msg: []byte("delivered")},
 	}

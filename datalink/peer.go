@@ -558,6 +558,12 @@ func (p *Peer) Get(ctx context.Context, queue string, noAck bool) (Delivery, boo
 
 // Purge drops the ready messages of the owner's queue (queue.purge) and returns how many.
 func (p *Peer) Purge(ctx context.Context, queue string) (int, error) {
+	return p.numberRequest(ctx, "purge", queue, flagPurge)
+}
+
+// numberRequest sends a get frame with flag (purge or count) and returns the number the
+// reply carries.
+func (p *Peer) numberRequest(ctx context.Context, what, queue string, flag uint8) (int, error) {
 	if err := checkQueueNames(queue); err != nil {
 		return 0, err
 	}
@@ -567,19 +573,19 @@ func (p *Peer) Purge(ctx context.Context, queue string) (int, error) {
 	}
 	// A get request that never carries a message back: nothing to requeue if abandoned.
 	req := &pendingRequest{isGet: true, queue: queue, noAck: true, ch: make(chan requestResult, 1)}
-	f := frame{typ: frameGet, queue: queue, flags: flagPurge}
+	f := frame{typ: frameGet, queue: queue, flags: flag}
 	if !cl.sendRequest(&f, req) {
 		return 0, p.linkDownError(cl)
 	}
 	select {
 	case r := <-req.ch:
 		if r.err != nil {
-			return 0, fmt.Errorf("datalink: purge %q on %s: %w", queue, p.addr, r.err)
+			return 0, fmt.Errorf("datalink: %s %q on %s: %w", what, queue, p.addr, r.err)
 		}
 		return int(r.d.Remaining), nil
 	case <-ctx.Done():
 		cl.abandon(f.reqID, req)
-		return 0, fmt.Errorf("datalink: purge %q on %s: %w", queue, p.addr, ctx.Err())
+		return 0, fmt.Errorf("datalink: %s %q on %s: %w", what, queue, p.addr, ctx.Err())
 	}
 }
 

@@ -283,6 +283,10 @@ func (sl *serverLink) readLoop(fr *frameReader) error {
 		case frameCredit:
 			h.Credit(sl.from, f.consumerID, int(f.n))
 		case frameGet:
+			if f.flags&flagCount != 0 {
+				sl.count(h, &f)
+				continue
+			}
 			if f.flags&flagPurge != 0 {
 				n, err := h.Purge(sl.from, f.queue)
 				reply := frame{typ: frameGetReply, reqID: f.reqID, n: clampU32(n)}
