@@ -98,6 +98,8 @@ func (f *FSM) apply(ctx *applyCtx, c Command) *Error {
 		return f.addReplica(ctx, c)
 	case SetVhostLimits:
 		return f.setVhostLimits(c)
+	case SetUserLimits:
+		return f.setUserLimits(c)
 	case nil:
 		return refuse(CodeInternalError, "nil command")
 	}
@@ -135,7 +137,7 @@ func (f *FSM) putUser(c PutUser) *Error {
 	if c.Name == "" {
 		return refuse(CodePreconditionFailed, "user name must not be empty")
 	}
-	f.users[c.Name] = &UserInfo{Name: c.Name, PasswordHash: c.PasswordHash, Tags: slices.Clone(c.Tags)}
+	f.users[c.Name] = &UserInfo{Name: c.Name, PasswordHash: c.PasswordHash, Tags: slices.Clone(c.Tags), Limits: f.keptUserLimits(c.Name)}
 	return nil
 }
 

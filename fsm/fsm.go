@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 
@@ -106,6 +107,8 @@ type Permissions struct{ Configure, Write, Read string }
 type UserInfo struct {
 	Name, PasswordHash string
 	Tags               []string
+	// Limits are the user limits (limits.go); omitted when none, so older digests hold.
+	Limits map[string]int `json:",omitempty"`
 }
 
 // EventKind says what happened to a queue.
@@ -336,7 +339,7 @@ func (f *FSM) Users() []UserInfo {
 	defer f.mu.RUnlock()
 	out := make([]UserInfo, 0, len(f.users))
 	for _, u := range f.users {
-		out = append(out, UserInfo{Name: u.Name, PasswordHash: u.PasswordHash, Tags: slices.Clone(u.Tags)})
+		out = append(out, UserInfo{Name: u.Name, PasswordHash: u.PasswordHash, Tags: slices.Clone(u.Tags), Limits: maps.Clone(u.Limits)})
 	}
 	slices.SortFunc(out, func(a, b UserInfo) int { return cmp.Compare(a.Name, b.Name) })
 	return out

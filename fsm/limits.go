@@ -80,3 +80,97 @@ func checkQueueLimit(vh *vhostState, name string) *Error {
 	}
 	return nil
 }
+
+// OpSetUserLimits, like OpSetVhostLimits, lives outside the iota block of commands.go.
+const OpSetUserLimits Op = 65
+
+// User limit names, as RabbitMQ 3.10's set_user_limits (max-connections is shared with the
+// vhost limits).
+const LimitMaxChannels = "max-channels"
+
+// SetUserLimits replaces a user's limits (rabbitmqctl set_user_limits / PUT
+// /api/user-limits/{user}/{name}): keys LimitMaxConnections and LimitMaxChannels, counted
+// over the whole cluster; a negative value means no limit; an empty map clears them all
+// (clear_user_limits). Changing a user's password or tags keeps its limits.
+type SetUserLimits struct {
+	User   string
+	Limits map[string]int
+}
+
+func (SetUserLimits) op() Op { return OpSetUserLimits }
+
+func init() {
+	opNames[OpSetUserLimits] = "SetUserLimits"
+	extraDecoders[OpSetUserLimits] = decodeInto[SetUserLimits]
+}
+
+func (f *FSM) setUserLimits(c SetUserLimits) *Error {
+	u := f.users[c.User]
+	if u == nil {
+		return refuse(CodeNotFound, "no user '%s'", c.User)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Limits)) {
+		if k != LimitMaxConnections && k != LimitMaxChannels {
+			return refuse(CodePreconditionFailed, "unknown user limit '%s' (known: %s, %s)", k, LimitMaxConnections, LimitMaxChannels)
+		}
+	}
+	u.Limits = userLimitsFromDoc(c.Limits)
+	return nil
+}
+
+// userLimitsFromDoc keeps the limits that limit (not negative); nil when none does, so a
+// user without limits has the same state however it got there.
+func userLimitsFromDoc(in map[string]int) map[string]int {
+	var out map[string]int
+	for k, v := range in {
+		if v >= 0 {
+			if out == nil {
+				out = map[string]int{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// keptUserLimits are the limits a replaced user keeps (PutUser changes password and tags).
+func (f *FSM) keptUserLimits(name string) map[string]int {
+	if u := f.users[name]; u != nil {
+		return u.Limits
+	}
+	return nil
+}
+
+// UserLimits returns a user's limits (a copy; absent keys are unlimited) and whether the
+// user exists.
+func (f *FSM) UserLimits(user string) (map[string]int, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if u := f.users[user]; u != nil {
+		return maps.Clone(u.Limits), true
+	}
+	return nil, false
+}
+
+// UserLimit returns one limit of a user and whether it is set.
+func (f *FSM) UserLimit(user, name string) (int, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if u := f.users[user]; u != nil {
+		v, ok := u.Limits[name]
+		return v, ok
+	}
+	return 0, false
+}
+
+// ErrUserConnectionLimit is RabbitMQ 3.10's refusal (530 NOT_ALLOWED, connection.close) of a
+// connection.open past the user's max-connections.
+func ErrUserConnectionLimit(user string, limit int) *Error {
+	return refuse(CodeNotAllowed, "Connection refused for user '%s': user connection limit (%d) is reached", user, limit)
+}
+
+// ErrUserChannelLimit is RabbitMQ 3.10's refusal (530 NOT_ALLOWED) of a channel.open past the
+// user's max-channels: a connection-level error, so RabbitMQ closes the whole connection.
+func ErrUserChannelLimit(user string, limit int) *Error {
+	return refuse(CodeNotAllowed, "number of channels opened for user '%s' has reached the maximum allowed user limit of (%d)", user, limit)
+}

@@ -61,3 +61,73 @@ func TestVhostQueueLimit(t *testing.T) {
 		t.Fatalf("after clearing limits: %v", r.Err)
 	}
 }
+
+// TestUserLimits: user limits are kept per user, survive a password change and a snapshot
+// (and change the digest), refuse unknown names and missing users, and go with the user.
+func TestUserLimits(t *testing.T) {
+	f := New(Options{})
+	apply := func(c Command) Result {
+		t.Helper()
+		b, err := Encode(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.applied++
+		return f.ApplyCommand(f.applied, dc)
+	}
+	apply(PutUser{Name: "u", PasswordHash: "h1"})
+	before := f.Digest()
+	if r := apply(SetUserLimits{User: "u", Limits: map[string]int{LimitMaxConnections: 2, LimitMaxChannels: -1}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if f.Digest() == before {
+		t.Fatal("user limits do not change the digest")
+	}
+	if got, ok := f.UserLimits("u"); !ok || len(got) != 1 || got[LimitMaxConnections] != 2 {
+		t.Fatalf("limits %v %v (a negative value means none)", got, ok)
+	}
+	apply(PutUser{Name: "u", PasswordHash: "h2", Tags: []string{"administrator"}})
+	if v, ok := f.UserLimit("u", LimitMaxConnections); !ok || v != 2 {
+		t.Fatalf("limit after a password change: %d %v", v, ok)
+	}
+	if _, ok := f.UserLimit("u", LimitMaxChannels); ok {
+		t.Fatal("max-channels set by a negative value")
+	}
+	snap, err := f.SnapshotBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(Options{})
+	if err := g.RestoreBytes(snap); err != nil {
+		t.Fatal(err)
+	}
+	if g.Digest() != f.Digest() {
+		t.Fatal("user limits lost in a snapshot")
+	}
+	if v, ok := g.UserLimit("u", LimitMaxConnections); !ok || v != 2 {
+		t.Fatalf("restored limit: %d %v", v, ok)
+	}
+	if r := apply(SetUserLimits{User: "u", Limits: map[string]int{LimitMaxQueues: 3}}); r.Err == nil || !strings.Contains(r.Err.Text, "unknown user limit 'max-queues'") {
+		t.Fatalf("unknown limit: %+v", r.Err)
+	}
+	if r := apply(SetUserLimits{User: "nobody"}); r.Err == nil || r.Err.Code != CodeNotFound {
+		t.Fatalf("limits of a missing user: %+v", r.Err)
+	}
+	apply(SetUserLimits{User: "u"})
+	if got, _ := f.UserLimits("u"); got != nil {
+		t.Fatalf("cleared limits: %v", got)
+	}
+	apply(SetUserLimits{User: "u", Limits: map[string]int{LimitMaxChannels: 0}})
+	apply(DeleteUser{Name: "u"})
+	apply(PutUser{Name: "u"})
+	if got, _ := f.UserLimits("u"); got != nil {
+		t.Fatalf("a re-created user inherited limits: %v", got)
+	}
+	if e := ErrUserChannelLimit("u", 3); e.Code != 530 || e.Text != "NOT_ALLOWED - number of channels opened for user 'u' has reached the maximum allowed user limit of (3)" {
+		t.Fatalf("channel refusal %+v", e)
+	}
+}
