@@ -96,7 +96,7 @@ func (s *Server) export(vhost string) Definitions {
 			if tags == nil {
 				tags = []string{}
 			}
-			d.Users = append(d.Users, DefUser{Name: u.Name, PasswordHash: u.PasswordHash, HashingAlgorithm: broker.HashingAlgorithm, Tags: tags, Limits: map[string]any{}})
+			d.Users = append(d.Users, DefUser{Name: u.Name, PasswordHash: u.PasswordHash, HashingAlgorithm: broker.HashingAlgorithm, Tags: tags, Limits: defLimits(u.Limits)})
 		}
 		for _, v := range f.Vhosts() {
 			d.Vhosts = append(d.Vhosts, DefVhost{Name: v})
@@ -223,6 +223,15 @@ func (s *Server) importDefs(d Definitions, onlyVhost string, pr *Progress) error
 			}
 			if err := do("user "+u.Name, cmd); err != nil {
 				return err
+			}
+			if len(u.Limits) > 0 {
+				limits, err := importedUserLimits(u)
+				if err != nil {
+					return err
+				}
+				if err := do("limits of user "+u.Name, limits); err != nil {
+					return err
+				}
 			}
 		}
 		for _, pm := range d.Permissions {

@@ -11,12 +11,18 @@ import (
 	"github.com/warrenmq/warren/fsm"
 )
 
-// limitsFirst serves RabbitMQ's vhost-limits API ahead of the mux: the default vhost is "%2F"
-// in these paths, and ServeMux cleans "/api/vhost-limits/%2F/x" into another path and
-// answers 404, so the segments are split from the escaped path here.
+// limitsFirst serves RabbitMQ's vhost-limits and user-limits APIs (userlimits.go) ahead of
+// the mux: the default vhost is "%2F" in these paths, and ServeMux cleans
+// "/api/vhost-limits/%2F/x" into another path and answers 404, so the segments are split
+// from the escaped path here.
 func (s *Server) limitsFirst(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, list, put, del := "vhost", s.vhostLimits, s.putVhostLimit, s.deleteVhostLimit
 		rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/api/vhost-limits")
+		if !ok {
+			key, list, put, del = "user", s.userLimits, s.putUserLimit, s.deleteUserLimit
+			rest, ok = strings.CutPrefix(r.URL.EscapedPath(), "/api/user-limits")
+		}
 		if !ok || rest != "" && rest[0] != '/' {
 			next.ServeHTTP(w, r)
 			return
@@ -34,18 +40,18 @@ func (s *Server) limitsFirst(next http.Handler) http.Handler {
 			segs[i] = v
 		}
 		if len(segs) > 0 {
-			r.SetPathValue("vhost", segs[0])
+			r.SetPathValue(key, segs[0])
 		}
 		if len(segs) > 1 {
 			r.SetPathValue("name", segs[1])
 		}
 		switch {
 		case r.Method == http.MethodGet && len(segs) <= 1:
-			s.authed(levelMonitoring, plain(s.vhostLimits))(w, r)
+			s.authed(levelMonitoring, plain(list))(w, r)
 		case r.Method == http.MethodPut && len(segs) == 2:
-			s.authed(levelAdministrator, plain(s.putVhostLimit))(w, r)
+			s.authed(levelAdministrator, plain(put))(w, r)
 		case r.Method == http.MethodDelete && len(segs) == 2:
-			s.authed(levelAdministrator, plain(s.deleteVhostLimit))(w, r)
+			s.authed(levelAdministrator, plain(del))(w, r)
 		default:
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method_not_allowed", "reason": r.Method + " " + r.URL.Path})
 		}
@@ -87,7 +93,12 @@ func (s *Server) changeVhostLimit(w http.ResponseWriter, vhost, name string, val
 	} else {
 		limits[name] = *value
 	}
-	res, err := s.src.Node.Apply(fsm.SetVhostLimits{Vhost: vhost, Limits: limits})
+	s.applyLimits(w, fsm.SetVhostLimits{Vhost: vhost, Limits: limits})
+}
+
+// applyLimits proposes a change of limits and answers 204, or why not.
+func (s *Server) applyLimits(w http.ResponseWriter, cmd fsm.Command) {
+	res, err := s.src.Node.Apply(cmd)
 	if err == nil && res.Err != nil {
 		err = res.Err
 	}
@@ -104,14 +115,21 @@ func (s *Server) changeVhostLimit(w http.ResponseWriter, vhost, name string, val
 
 // putVhostLimit sets one limit: body {"value": N} (a negative N removes it).
 func (s *Server) putVhostLimit(w http.ResponseWriter, r *http.Request) {
+	if v, ok := limitValue(w, r); ok {
+		s.changeVhostLimit(w, r.PathValue("vhost"), r.PathValue("name"), v)
+	}
+}
+
+// limitValue reads a limit's PUT body, {"value": N}; false: the request was answered 400.
+func limitValue(w http.ResponseWriter, r *http.Request) (*int, bool) {
 	var body struct {
 		Value *int `json:"value"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil || body.Value == nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "reason": `body must be {"value": <integer>}`})
-		return
+		return nil, false
 	}
-	s.changeVhostLimit(w, r.PathValue("vhost"), r.PathValue("name"), body.Value)
+	return body.Value, true
 }
 
 func (s *Server) deleteVhostLimit(w http.ResponseWriter, r *http.Request) {

@@ -112,7 +112,7 @@ func userJSON(u fsm.UserInfo) map[string]any {
 		tags = []string{}
 	}
 	return map[string]any{"name": u.Name, "password_hash": u.PasswordHash, "hashing_algorithm": broker.HashingAlgorithm,
-		"tags": tags, "limits": map[string]any{}}
+		"tags": tags, "limits": limitsJSON(u.Limits)}
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *principal) {
@@ -125,7 +125,8 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *principal)
 
 func (s *Server) findUser(name string) (fsm.UserInfo, bool) {
 	hash, tags, ok := s.src.Node.FSM().User(name)
-	return fsm.UserInfo{Name: name, PasswordHash: hash, Tags: tags}, ok
+	limits, _ := s.src.Node.FSM().UserLimits(name)
+	return fsm.UserInfo{Name: name, PasswordHash: hash, Tags: tags, Limits: limits}, ok
 }
 
 func (s *Server) showUser(w http.ResponseWriter, r *http.Request, _ *principal) {

@@ -141,6 +141,9 @@ func (c *conn) openChannel(id uint16) error {
 	if max := c.negotiatedChannelMax(); id > max {
 		return errorf(wire.NotAllowed, "channel number %d exceeds channel_max %d", id, max)
 	}
+	if err := c.admitChannel(); err != nil {
+		return err
+	}
 	ch := newChannel(c, id)
 	c.channels[id] = ch
 	c.chansMu.Lock()
@@ -152,6 +155,7 @@ func (c *conn) openChannel(id uint16) error {
 
 func (c *conn) dropChannel(ch *channel) {
 	ch.shutdown()
+	c.releaseChannel()
 	delete(c.channels, ch.id)
 	c.chansMu.Lock()
 	delete(c.allChans, ch)

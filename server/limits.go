@@ -62,17 +62,20 @@ func (s *Server) SetDiskFreeLimit(limit uint64) {
 	s.mem.disk.force.Store(true)
 }
 
-// connLimits counts open connections (past connection.open) per node and per vhost.
+// connLimits counts open connections (past connection.open) per node and per vhost, and a
+// user's connections and channels on this node (userlimits.go).
 type connLimits struct {
 	mu      sync.Mutex
 	total   int
 	byVhost map[string]int
+	users   userCounts
 }
 
 // admit applies, at connection.open, the node's connection cap and the vhost's
 // max-connections, with RabbitMQ's 530 NOT_ALLOWED texts. The vhost count is this node's
 // (RabbitMQ counts the whole cluster).
 func (c *conn) admit(vhost string) error {
+	userMax, userElsewhere, userLimited := c.userConnectionLimit()
 	l := &c.s.limits
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -84,6 +87,11 @@ func (c *conn) admit(vhost string) error {
 		c.closeWithError(errorf(wire.NotAllowed, "access to vhost '%s' refused for user '%s': connection limit (%d) is reached", vhost, c.user, max))
 		return fmt.Errorf("vhost %q connection limit %d reached", vhost, max)
 	}
+	if userLimited && l.users.conns[c.user]+userElsewhere >= userMax {
+		c.closeWithError(asAMQPError(fsm.ErrUserConnectionLimit(c.user, userMax)))
+		return fmt.Errorf("user %q connection limit %d reached", c.user, userMax)
+	}
+	l.users.addConn(c.user)
 	l.total++
 	if l.byVhost == nil {
 		l.byVhost = map[string]int{}
@@ -105,6 +113,7 @@ func (c *conn) release() {
 	if l.byVhost[c.admitted]--; l.byVhost[c.admitted] <= 0 {
 		delete(l.byVhost, c.admitted)
 	}
+	c.releaseUser()
 	l.mu.Unlock()
 }
 

@@ -153,6 +153,7 @@ func New(cfg Config) *Server {
 		logins: newLoginThrottle(cfg.FailedLoginRate, cfg.FailedLoginBurst, cfg.FailedLoginMaxDelay)}
 	s.mem.disk.path = cfg.DataDir
 	s.mem.disk.limit.Store(cfg.DiskFreeLimit)
+	s.registerUserCounts()
 	return s
 }
 
