@@ -67,7 +67,9 @@ type Node struct {
 	peerDown    atomic.Pointer[func(node string)]
 	bgMu        sync.Mutex    // orders goBackground's Add before Close's Wait
 	replies     replyRegistry // direct reply-to consumers of this node's channels
-	counter     atomic.Pointer[func(key string) (int, error)] // counts.go
+
+	// counter answers the peers' count requests (counts.go).
+	counter atomic.Pointer[func(key string) (int, error)]
 }
 
 // New creates the node runtime around f and registers as f's observer, so every queue the FSM
