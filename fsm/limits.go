@@ -166,7 +166,7 @@ func (f *FSM) UserLimit(user, name string) (int, bool) {
 // ErrUserConnectionLimit is RabbitMQ 3.10's refusal (530 NOT_ALLOWED, connection.close) of a
 // connection.open past the user's max-connections.
 func ErrUserConnectionLimit(user string, limit int) *Error {
-	return refuse(CodeNotAllowed, "Connection refused for user '%s': user connection limit (%d) is reached", user, limit)
+	return refuse(CodeNotAllowed, "connection refused for user '%s': user connection limit (%d) is reached", user, limit)
 }
 
 // ErrUserChannelLimit is RabbitMQ 3.10's refusal (530 NOT_ALLOWED) of a channel.open past the

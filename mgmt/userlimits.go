@@ -40,7 +40,7 @@ func (s *Server) userLimits(w http.ResponseWriter, r *http.Request) {
 func (s *Server) changeUserLimit(w http.ResponseWriter, user, name string, value *int) {
 	limits, ok := s.src.Node.FSM().UserLimits(user)
 	if !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "Object Not Found", "reason": "Not Found"})
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad_request", "reason": []string{"no_such_user", user}})
 		return
 	}
 	if limits == nil {

@@ -82,7 +82,7 @@ func TestUserLimitsAcrossNodes(t *testing.T) {
 	on2 := dial(1)
 	on3 := dial(2)
 	_, err := amqp.Dial(url(0))
-	wantClosed(t, "third connection of the user, on c1", err, "NOT_ALLOWED - Connection refused for user 'lim': user connection limit (2) is reached")
+	wantClosed(t, "third connection of the user, on c1", err, "NOT_ALLOWED - connection refused for user 'lim': user connection limit (2) is reached")
 	dialNode(t, nodes[0]) // guest has no limit
 	if err := on3.Close(); err != nil {
 		t.Fatal(err)
