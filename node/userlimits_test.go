@@ -29,6 +29,21 @@ func waitCluster(t *testing.T, nodes []*node.Node, what string, cond func(*node.
 	}
 }
 
+// waitMembers waits until every node sees every node alive: the cluster-wide counts ask the
+// live members.
+func waitMembers(t *testing.T, nodes []*node.Node) {
+	t.Helper()
+	waitCluster(t, nodes, "all members alive", func(n *node.Node) bool {
+		alive := 0
+		for _, m := range n.Members.Members() {
+			if m.State == cluster.MemberAlive {
+				alive++
+			}
+		}
+		return alive == len(nodes)
+	})
+}
+
 // wantClosed asserts err is RabbitMQ's refusal: 530 with reason.
 func wantClosed(t *testing.T, what string, err error, reason string) {
 	t.Helper()
@@ -47,15 +62,7 @@ func wantClosed(t *testing.T, what string, err error, reason string) {
 func TestUserLimitsAcrossNodes(t *testing.T) {
 	nodes := startCluster(t, 3, "s3cret")
 	api := func(i int) string { return "http://" + nodes[i].HTTP.Addr() }
-	waitCluster(t, nodes, "three live members", func(n *node.Node) bool {
-		alive := 0
-		for _, m := range n.Members.Members() {
-			if m.State == cluster.MemberAlive {
-				alive++
-			}
-		}
-		return alive == 3
-	})
+	waitMembers(t, nodes)
 	for _, req := range []struct{ method, path, body string }{
 		{"PUT", "/api/users/lim", `{"password": "pw", "tags": ""}`},
 		{"PUT", "/api/permissions/%2F/lim", `{"configure": ".*", "write": ".*", "read": ".*"}`},
@@ -167,4 +174,39 @@ func TestUserLimitsAcrossNodes(t *testing.T) {
 		t.Fatalf("limits after DELETE: %v %v", left, err)
 	}
 	dial(0) // no limit any more
+}
+
+// TestVhostConnectionLimitAcrossNodes: a vhost's max-connections counts the vhost's
+// connections on every node, as RabbitMQ: with the limit at 1 and a connection on c2, c1
+// refuses one with RabbitMQ's text, and admits it once c2's has closed.
+func TestVhostConnectionLimitAcrossNodes(t *testing.T) {
+	nodes := startCluster(t, 2, "s3cret")
+	waitMembers(t, nodes)
+	if r := apiDo(t, "PUT", "http://"+nodes[1].HTTP.Addr()+"/api/vhost-limits/%2F/max-connections", `{"value": 1}`); r.StatusCode != http.StatusNoContent {
+		t.Fatalf("PUT vhost limit: %s", r.Status)
+	}
+	waitCluster(t, nodes, "limit applied", func(n *node.Node) bool {
+		_, ok := n.Broker.FSM().VhostLimit("/", fsm.LimitMaxConnections)
+		return ok
+	})
+	url := func(i int) string { return "amqp://guest:guest@" + nodes[i].AMQPAddr() + "/" }
+	on2, err := amqp.Dial(url(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = amqp.Dial(url(0))
+	wantClosed(t, "second connection to the vhost, on c1", err, "NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (1) is reached")
+	if err := on2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err := amqp.Dial(url(0))
+		if err == nil {
+			_ = c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connection after the other closed: %v", err)
+		}
+	}
 }

@@ -71,11 +71,14 @@ type connLimits struct {
 	users   userCounts
 }
 
-// admit applies, at connection.open, the node's connection cap and the vhost's
-// max-connections, with RabbitMQ's 530 NOT_ALLOWED texts. The vhost count is this node's
-// (RabbitMQ counts the whole cluster).
+// admit applies, at connection.open, the node's connection cap and the vhost's and the
+// user's max-connections, with RabbitMQ's 530 NOT_ALLOWED texts. The vhost and user counts
+// are the whole cluster's, as RabbitMQ's (userlimits.go).
 func (c *conn) admit(vhost string) error {
-	userMax, userElsewhere, userLimited := c.userConnectionLimit()
+	userMax, userLimited := c.s.node.FSM().UserLimit(c.user, fsm.LimitMaxConnections)
+	userElsewhere := c.countElsewhere(userLimited, countUserConns+c.user)
+	_, vhostLimited := c.s.node.FSM().VhostLimit(vhost, fsm.LimitMaxConnections)
+	vhostElsewhere := c.countElsewhere(vhostLimited, countVhostConns+vhost)
 	l := &c.s.limits
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -83,7 +86,7 @@ func (c *conn) admit(vhost string) error {
 		c.closeWithError(errorf(wire.NotAllowed, "connection refused: node connection limit (%d) is reached", max))
 		return fmt.Errorf("node connection limit %d reached", max)
 	}
-	if max, ok := c.s.node.FSM().VhostLimit(vhost, fsm.LimitMaxConnections); ok && l.byVhost[vhost] >= max {
+	if max, ok := c.s.node.FSM().VhostLimit(vhost, fsm.LimitMaxConnections); ok && l.byVhost[vhost]+vhostElsewhere >= max {
 		c.closeWithError(errorf(wire.NotAllowed, "access to vhost '%s' refused for user '%s': connection limit (%d) is reached", vhost, c.user, max))
 		return fmt.Errorf("vhost %q connection limit %d reached", vhost, max)
 	}

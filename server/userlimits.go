@@ -9,16 +9,18 @@ import (
 )
 
 // Per-user limits (RabbitMQ 3.10's max-connections and max-channels user limits, fsm
-// SetUserLimits) hold across the cluster: this node counts its own connections and channels
-// per user, answers its peers' count requests over the data link, and before admitting a
-// connection or channel of a user with a limit asks every other live node for theirs.
+// SetUserLimits) and a vhost's max-connections hold across the cluster: this node counts its
+// own connections and channels per user and vhost, answers its peers' count requests over the
+// data link, and before admitting a connection or channel under such a limit asks every other
+// live node for theirs.
 // Like RabbitMQ's, the check is not atomic across nodes: two nodes admitting at the same
 // instant can both pass; a node that does not answer counts as holding none.
 
-// Count keys asked over the data link: a prefix and the user name.
+// Count keys asked over the data link: a prefix and the user or vhost name.
 const (
-	countUserConns = "user-connections/"
-	countUserChans = "user-channels/"
+	countUserConns  = "user-connections/"
+	countUserChans  = "user-channels/"
+	countVhostConns = "vhost-connections/"
 )
 
 // userCounts is this node's count of each user's open connections and channels; guarded by
@@ -51,28 +53,28 @@ func (s *Server) registerUserCounts() {
 		if user, ok := strings.CutPrefix(key, countUserChans); ok {
 			return l.users.chans[user], nil
 		}
+		if vhost, ok := strings.CutPrefix(key, countVhostConns); ok {
+			return l.byVhost[vhost], nil
+		}
 		return 0, fmt.Errorf("unknown count key %q", key)
 	})
 }
 
-// userConnectionLimit reads the user's max-connections and, if set, how many connections
-// the user has on the other nodes (asked before admit takes its lock).
-func (c *conn) userConnectionLimit() (limit, elsewhere int, limited bool) {
-	limit, limited = c.s.node.FSM().UserLimit(c.user, fsm.LimitMaxConnections)
-	if limited {
-		elsewhere, _ = c.s.node.PeerCount(context.Background(), countUserConns+c.user)
+// countElsewhere is, when limited, how many the other live nodes count under key (asked
+// before a check takes connLimits.mu: the answer takes a round trip).
+func (c *conn) countElsewhere(limited bool, key string) int {
+	if !limited {
+		return 0
 	}
-	return limit, elsewhere, limited
+	n, _ := c.s.node.PeerCount(context.Background(), key)
+	return n
 }
 
 // admitChannel applies the user's max-channels at channel.open; past it RabbitMQ closes the
 // connection with 530.
 func (c *conn) admitChannel() error {
 	limit, limited := c.s.node.FSM().UserLimit(c.user, fsm.LimitMaxChannels)
-	var elsewhere int
-	if limited {
-		elsewhere, _ = c.s.node.PeerCount(context.Background(), countUserChans+c.user)
-	}
+	elsewhere := c.countElsewhere(limited, countUserChans+c.user)
 	l := &c.s.limits
 	l.mu.Lock()
 	defer l.mu.Unlock()
