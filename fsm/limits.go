@@ -3,6 +3,7 @@ package fsm
 import (
 	"maps"
 	"slices"
+	"strings"
 )
 
 // OpSetVhostLimits is numbered apart from the iota block of commands.go so that commands
@@ -35,20 +36,10 @@ func (f *FSM) setVhostLimits(c SetVhostLimits) *Error {
 	if vh == nil {
 		return errNoVhost(c.Vhost)
 	}
-	for _, k := range slices.Sorted(maps.Keys(c.Limits)) {
-		if k != LimitMaxConnections && k != LimitMaxQueues {
-			return refuse(CodePreconditionFailed, "unknown vhost limit '%s' (known: %s, %s)", k, LimitMaxConnections, LimitMaxQueues)
-		}
+	if err := checkLimitNames("vhost", c.Limits, LimitMaxConnections, LimitMaxQueues); err != nil {
+		return err
 	}
-	vh.limits = nil
-	for k, v := range c.Limits {
-		if v >= 0 {
-			if vh.limits == nil {
-				vh.limits = map[string]int{}
-			}
-			vh.limits[k] = v
-		}
-	}
+	vh.limits = limiting(c.Limits)
 	return nil
 }
 
@@ -109,18 +100,26 @@ func (f *FSM) setUserLimits(c SetUserLimits) *Error {
 	if u == nil {
 		return refuse(CodeNotFound, "no user '%s'", c.User)
 	}
-	for _, k := range slices.Sorted(maps.Keys(c.Limits)) {
-		if k != LimitMaxConnections && k != LimitMaxChannels {
-			return refuse(CodePreconditionFailed, "unknown user limit '%s' (known: %s, %s)", k, LimitMaxConnections, LimitMaxChannels)
-		}
+	if err := checkLimitNames("user", c.Limits, LimitMaxConnections, LimitMaxChannels); err != nil {
+		return err
 	}
-	u.Limits = userLimitsFromDoc(c.Limits)
+	u.Limits = limiting(c.Limits)
 	return nil
 }
 
-// userLimitsFromDoc keeps the limits that limit (not negative); nil when none does, so a
-// user without limits has the same state however it got there.
-func userLimitsFromDoc(in map[string]int) map[string]int {
+// checkLimitNames refuses a limit name that is not one of known (kind is "vhost" or "user").
+func checkLimitNames(kind string, limits map[string]int, known ...string) *Error {
+	for _, k := range slices.Sorted(maps.Keys(limits)) {
+		if !slices.Contains(known, k) {
+			return refuse(CodePreconditionFailed, "unknown %s limit '%s' (known: %s)", kind, k, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+// limiting keeps the limits that limit (not negative); nil when none does, so a vhost or user
+// without limits has the same state however it got there.
+func limiting(in map[string]int) map[string]int {
 	var out map[string]int
 	for k, v := range in {
 		if v >= 0 {

@@ -9,19 +9,7 @@ import (
 // redeclare of an existing one through, survives a snapshot, and clearing the limits lifts it.
 func TestVhostQueueLimit(t *testing.T) {
 	f := New(Options{})
-	apply := func(c Command) Result {
-		t.Helper()
-		b, err := Encode(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dc, err := Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.applied++
-		return f.ApplyCommand(f.applied, dc)
-	}
+	apply := encodedApplier(t, f)
 	if r := apply(SetVhostLimits{Vhost: "/", Limits: map[string]int{LimitMaxQueues: 1, LimitMaxConnections: -1}}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
@@ -39,17 +27,7 @@ func TestVhostQueueLimit(t *testing.T) {
 	if got := f.VhostLimits("/"); len(got) != 1 || got[LimitMaxQueues] != 1 {
 		t.Fatalf("limits %v (a negative value means none)", got)
 	}
-	snap, err := f.SnapshotBytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := New(Options{})
-	if err := g.RestoreBytes(snap); err != nil {
-		t.Fatal(err)
-	}
-	if g.Digest() != f.Digest() {
-		t.Fatal("limits lost in a snapshot")
-	}
+	restoredCopy(t, f, "limits")
 	if r := apply(SetVhostLimits{Vhost: "/", Limits: map[string]int{"max-widgets": 3}}); r.Err == nil || !strings.Contains(r.Err.Text, "unknown vhost limit") {
 		t.Fatalf("unknown limit: %+v", r.Err)
 	}
@@ -66,19 +44,7 @@ func TestVhostQueueLimit(t *testing.T) {
 // (and change the digest), refuse unknown names and missing users, and go with the user.
 func TestUserLimits(t *testing.T) {
 	f := New(Options{})
-	apply := func(c Command) Result {
-		t.Helper()
-		b, err := Encode(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dc, err := Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.applied++
-		return f.ApplyCommand(f.applied, dc)
-	}
+	apply := encodedApplier(t, f)
 	apply(PutUser{Name: "u", PasswordHash: "h1"})
 	before := f.Digest()
 	if r := apply(SetUserLimits{User: "u", Limits: map[string]int{LimitMaxConnections: 2, LimitMaxChannels: -1}}); r.Err != nil {
@@ -97,17 +63,7 @@ func TestUserLimits(t *testing.T) {
 	if _, ok := f.UserLimit("u", LimitMaxChannels); ok {
 		t.Fatal("max-channels set by a negative value")
 	}
-	snap, err := f.SnapshotBytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := New(Options{})
-	if err := g.RestoreBytes(snap); err != nil {
-		t.Fatal(err)
-	}
-	if g.Digest() != f.Digest() {
-		t.Fatal("user limits lost in a snapshot")
-	}
+	g := restoredCopy(t, f, "user limits")
 	if v, ok := g.UserLimit("u", LimitMaxConnections); !ok || v != 2 {
 		t.Fatalf("restored limit: %d %v", v, ok)
 	}
@@ -130,4 +86,39 @@ func TestUserLimits(t *testing.T) {
 	if e := ErrUserChannelLimit("u", 3); e.Code != 530 || e.Text != "NOT_ALLOWED - number of channels opened for user 'u' has reached the maximum allowed user limit of (3)" {
 		t.Fatalf("channel refusal %+v", e)
 	}
+}
+
+// encodedApplier applies commands to f as Raft would hand them over: encoded and decoded.
+func encodedApplier(t *testing.T, f *FSM) func(Command) Result {
+	return func(c Command) Result {
+		t.Helper()
+		b, err := Encode(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.applied++
+		return f.ApplyCommand(f.applied, dc)
+	}
+}
+
+// restoredCopy restores f's snapshot into a new FSM and checks that the digests agree (what is
+// names the state that must survive).
+func restoredCopy(t *testing.T, f *FSM, what string) *FSM {
+	t.Helper()
+	snap, err := f.SnapshotBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(Options{})
+	if err := g.RestoreBytes(snap); err != nil {
+		t.Fatal(err)
+	}
+	if g.Digest() != f.Digest() {
+		t.Fatalf("%s lost in a snapshot", what)
+	}
+	return g
 }

@@ -228,7 +228,7 @@ func (f *FSM) load(doc stateDoc) error {
 		}
 	}
 	for _, u := range doc.Users {
-		f.users[u.Name] = &UserInfo{Name: u.Name, PasswordHash: u.PasswordHash, Tags: slices.Clone(u.Tags), Limits: userLimitsFromDoc(u.Limits)}
+		f.users[u.Name] = &UserInfo{Name: u.Name, PasswordHash: u.PasswordHash, Tags: slices.Clone(u.Tags), Limits: limiting(u.Limits)}
 	}
 	for _, p := range doc.Permissions {
 		if f.perms[p.User] == nil {

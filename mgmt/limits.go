@@ -84,7 +84,11 @@ func (s *Server) changeVhostLimit(w http.ResponseWriter, vhost, name string, val
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "Object Not Found", "reason": "Not Found"})
 		return
 	}
-	limits := f.VhostLimits(vhost)
+	s.applyLimits(w, fsm.SetVhostLimits{Vhost: vhost, Limits: withLimit(f.VhostLimits(vhost), name, value)})
+}
+
+// withLimit is limits with name set to value, or removed when value is nil.
+func withLimit(limits map[string]int, name string, value *int) map[string]int {
 	if limits == nil {
 		limits = map[string]int{}
 	}
@@ -93,7 +97,7 @@ func (s *Server) changeVhostLimit(w http.ResponseWriter, vhost, name string, val
 	} else {
 		limits[name] = *value
 	}
-	s.applyLimits(w, fsm.SetVhostLimits{Vhost: vhost, Limits: limits})
+	return limits
 }
 
 // applyLimits proposes a change of limits and answers 204, or why not.

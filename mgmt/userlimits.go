@@ -43,15 +43,7 @@ func (s *Server) changeUserLimit(w http.ResponseWriter, user, name string, value
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad_request", "reason": []string{"no_such_user", user}})
 		return
 	}
-	if limits == nil {
-		limits = map[string]int{}
-	}
-	if value == nil {
-		delete(limits, name)
-	} else {
-		limits[name] = *value
-	}
-	s.applyLimits(w, fsm.SetUserLimits{User: user, Limits: limits})
+	s.applyLimits(w, fsm.SetUserLimits{User: user, Limits: withLimit(limits, name, value)})
 }
 
 func (s *Server) putUserLimit(w http.ResponseWriter, r *http.Request) {
