@@ -7,6 +7,7 @@
 package mgmt
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,6 +83,9 @@ type Source struct {
 	// Limits reports this node's connection caps and memory/disk alarms (nil: none); they
 	// are merged into this node's entry of /api/nodes.
 	Limits func() any
+	// PeerTLS checks the certificate of another node whose API is https only (its address
+	// in gossip is then an https:// URL); nil: Go's defaults.
+	PeerTLS *tls.Config
 }
 
 // Server serves the HTTP API.
@@ -116,7 +120,7 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 // Serve serves the API on ln (a TLS listener for https) in the background.
 func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
 	s := &Server{src: src, log: log, ln: ln, done: make(chan struct{}),
-		peers: &http.Client{Timeout: 3 * time.Second}, started: time.Now(), progress: map[string]*Progress{}, quit: make(chan struct{})}
+		peers: &http.Client{Timeout: 3 * time.Second, Transport: peerTransport(src.PeerTLS)}, started: time.Now(), progress: map[string]*Progress{}, quit: make(chan struct{})}
 	s.metrics = &metricsCollector{s: s}
 	s.rates = startSampler(s.sample)
 	s.http = &http.Server{Handler: s.limitsFirst(keepEscapedSlashes(s.routes())), ReadHeaderTimeout: 10 * time.Second}

@@ -172,7 +172,7 @@ func (s *Server) peerCallWithReason(p *principal, addr, path, reason string) err
 func (s *Server) peerDo(p *principal, method, addr, path, reason string, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	u, err := url.Parse("http://" + addr + path) // path comes escaped
+	u, err := url.Parse(peerURL(addr) + path) // path comes escaped
 	if err != nil {
 		return err
 	}
@@ -259,7 +259,7 @@ func (s *Server) forwardToNode(w http.ResponseWriter, r *http.Request, p *princi
 	for i, seg := range segs {
 		segs[i] = url.PathEscape(strings.ReplaceAll(seg, slashMark, "/"))
 	}
-	target := "http://" + addr + strings.Join(segs, "/")
+	target := peerURL(addr) + strings.Join(segs, "/")
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
@@ -272,7 +272,7 @@ func (s *Server) forwardToNode(w http.ResponseWriter, r *http.Request, p *princi
 	req.Header.Set("Content-Type", "application/json")
 	// Bounded by ctx, not by s.peers' short timeout: the other node answers once the change
 	// is applied everywhere.
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: s.peers.Transport}).Do(req)
 	if err != nil {
 		badRequest(w, "Node "+id+" could not be contacted")
 		return

@@ -239,6 +239,10 @@ func Start(cfg Config) (*Node, error) {
 		Topology: n.Store.TopologyStatus, ClusterName: cfg.Server.ClusterName,
 		Limits: func() any { return n.AMQP.Limits() },
 	}
+	if api.PeerTLS, err = peerAPITLS(cfg); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
+	}
 	if cfg.HTTPAddr != "" {
 		n.HTTP, err = mgmt.Listen(cfg.HTTPAddr, api, log)
 		if err != nil {
@@ -263,7 +267,7 @@ func Start(cfg Config) (*Node, error) {
 		if n.HTTP != nil {
 			meta.HTTPAddr = advertised(n.HTTP.Addr(), host)
 		} else if n.HTTPS != nil {
-			meta.HTTPAddr = advertised(n.HTTPS.Addr(), host)
+			meta.HTTPAddr = "https://" + advertised(n.HTTPS.Addr(), host) // peers call it with TLS
 		}
 		if err := n.Members.UpdateMeta(meta, 5*time.Second); err != nil {
 			log.Warn("announce addresses to the cluster", "err", err)
