@@ -19,6 +19,12 @@
 # Node N publishes AMQP on 127.0.0.1:567(1+N) and HTTP on 127.0.0.1:1567(1+N); inside the cluster network
 # it is $WARREN_NET_PREFIX.(10+N). Environment: WARREN_CLUSTER_SECRET (default: the compose file's),
 # WARREN_NET_PREFIX (default 172.30.76), WARREN_WAIT (seconds to wait for the cluster, default 120).
+#
+# WARREN_TLS=1 (give it to every command) runs the TLS variant instead, docker-compose.cluster.tls.yml
+# (compose project "warren-tls", subnet WARREN_TLS_NET_PREFIX, default 172.30.77): `up` first writes
+# a throw-away CA and certificates with `node certs` to WARREN_CERTS_DIR (default bin/docker-certs,
+# kept while the cluster exists, removed by `down`); node N serves only amqps on 127.0.0.1:569N and
+# https on 127.0.0.1:1569N (clients trust $WARREN_CERTS_DIR/ca.pem), and the nodes speak mutual TLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -28,19 +34,27 @@ file=docker-compose.cluster.yml
 image=warren:local
 bin=bin/warren-static
 export WARREN_NET_PREFIX=${WARREN_NET_PREFIX:-172.30.76}
+prefix=$WARREN_NET_PREFIX amqp_base=5671 http_base=15671 scheme="" api_tls=()
+if [[ ${WARREN_TLS:-} == 1 ]]; then
+  project=warren-tls file=docker-compose.cluster.tls.yml
+  export WARREN_TLS_NET_PREFIX=${WARREN_TLS_NET_PREFIX:-172.30.77}
+  export WARREN_CERTS_DIR=${WARREN_CERTS_DIR:-$PWD/bin/docker-certs}
+  prefix=$WARREN_TLS_NET_PREFIX amqp_base=5690 http_base=15690 scheme=https://
+  api_tls=(--tls-ca "$WARREN_CERTS_DIR/ca.pem")
+fi
 wait_s=${WARREN_WAIT:-120}
 net=${project}_cluster
 
 die() { echo "docker-cluster.sh: $*" >&2; exit 1; }
 note() { echo "docker-cluster.sh: $*" >&2; }
 
-[[ $WARREN_NET_PREFIX =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] ||
-  die "WARREN_NET_PREFIX must be three octets like 172.30.76, got '$WARREN_NET_PREFIX'"
+[[ $prefix =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] ||
+  die "the network prefix must be three octets like 172.30.76, got '$prefix'"
 [[ $wait_s =~ ^[1-9][0-9]*$ ]] || die "WARREN_WAIT must be a number of seconds, got '$wait_s'"
 
 compose() { docker-compose -p "$project" -f "$file" "$@"; }
-ip_of() { echo "$WARREN_NET_PREFIX.$((10 + $1))"; }
-http_of() { echo "127.0.0.1:$((15671 + $1))"; }
+ip_of() { echo "$prefix.$((10 + $1))"; }
+http_of() { echo "${scheme}127.0.0.1:$((http_base + $1))"; }
 check_n() { [[ ${1:-} =~ ^[123]$ ]] || die "$2 takes a node number 1, 2 or 3, got '${1:-}'"; }
 
 # cid N: node N's container id (empty when it does not exist); found by compose's labels so a
@@ -62,7 +76,7 @@ on_net() { docker inspect -f "{{if index .NetworkSettings.Networks \"$net\"}}yes
 # the comma-separated running members ("-" for none); fails when the node does not answer.
 view() {
   local out
-  out=$("$bin" status --http "$(http_of "$1")" --json 2>/dev/null) || return 1
+  out=$("$bin" status --http "$(http_of "$1")" "${api_tls[@]}" --json 2>/dev/null) || return 1
   /usr/bin/python3 -c '
 import json, sys
 d = json.load(sys.stdin)
@@ -151,7 +165,7 @@ up)
   # compose would fail half-way (some containers started) on a published port held by someone
   # else; say which port instead. With our containers already there, the ports are ours.
   if [[ -z $(docker ps -aq --filter "label=com.docker.compose.project=$project") ]]; then
-    for p in 5672 5673 5674 15672 15673 15674; do
+    for p in $((amqp_base + 1)) $((amqp_base + 2)) $((amqp_base + 3)) $((http_base + 1)) $((http_base + 2)) $((http_base + 3)); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         die "127.0.0.1:$p is already in use by another process; free it before up"
       fi
@@ -164,13 +178,25 @@ up)
   docker build -q -t "$image" . >/dev/null || die "docker build of $image failed"
   # The previous warren:local, untagged by this build, would pile up at 12 MB a build.
   docker image prune -f --filter label=org.warrenmq.image=warren >/dev/null || true
+  if [[ ${WARREN_TLS:-} == 1 && ! -e $WARREN_CERTS_DIR/ca.pem ]]; then
+    # Valid for 127.0.0.1 (the published ports) and the nodes' cluster addresses, which the CLI
+    # on this host calls too (`node forget` goes to the leader's address); nodes check each
+    # other against the CA only.
+    "$bin" certs --dir "$WARREN_CERTS_DIR" --nodes n1,n2,n3 --clients guest \
+      --hosts "127.0.0.1,::1,localhost,$(ip_of 1),$(ip_of 2),$(ip_of 3)" >/dev/null ||
+      die "node certs into $WARREN_CERTS_DIR failed"
+  fi
   t2=$SECONDS
   compose up -d >&2 || die "docker-compose up failed; see: docker-compose -p $project -f $file logs"
   t3=$SECONDS
   wait_for "cluster formed" all_formed ||
     die "the cluster did not form within ${wait_s}s; see: docker-compose -p $project -f $file logs"
   note "up: static build $((t1 - t0))s, image $((t2 - t1))s, containers $((t3 - t2))s, formed $((SECONDS - t3))s; total $((SECONDS - t0))s"
-  note "3 nodes up: AMQP on 127.0.0.1:5672..5674, HTTP on 127.0.0.1:15672..15674"
+  if [[ ${WARREN_TLS:-} == 1 ]]; then
+    note "3 nodes up: amqps on 127.0.0.1:5691..5693, https on 127.0.0.1:15691..15693; CA $WARREN_CERTS_DIR/ca.pem"
+  else
+    note "3 nodes up: AMQP on 127.0.0.1:5672..5674, HTTP on 127.0.0.1:15672..15674"
+  fi
   ;;
 down)
   # A frozen container cannot be stopped; thaw every paused one first.
@@ -180,6 +206,7 @@ down)
   done
   # The volumes go too, so a node's clean shutdown buys nothing: 5s, not the 15s grace.
   compose down -v --remove-orphans -t 5 >&2 || die "docker-compose down failed"
+  if [[ ${WARREN_TLS:-} == 1 ]]; then rm -rf "$WARREN_CERTS_DIR"; fi
   ;;
 kill)
   check_n "${2:-}" kill
@@ -240,7 +267,7 @@ wipe)
   while :; do
     for j in 1 2 3; do
       [[ $j == "$2" ]] && continue
-      if err=$("$bin" forget --http "$(http_of "$j")" "n$2" 2>&1); then
+      if err=$("$bin" forget --http "$(http_of "$j")" "${api_tls[@]}" "n$2" 2>&1); then
         note "node $2 wiped (container and volume removed) and forgotten through node $j"
         exit 0
       fi
@@ -271,12 +298,12 @@ status)
     echo "n$i: $(state "$c") $(health "$c") $n"
   done
   for i in 1 2 3; do
-    if "$bin" status --http "$(http_of "$i")" >/dev/null 2>&1; then
+    if "$bin" status --http "$(http_of "$i")" "${api_tls[@]}" >/dev/null 2>&1; then
       echo "through n$i:"
-      exec "$bin" status --http "$(http_of "$i")"
+      exec "$bin" status --http "$(http_of "$i")" "${api_tls[@]}"
     fi
   done
-  die "no node answers on 127.0.0.1:15672..15674"
+  die "no node answers on $(http_of 1)..$((http_base + 3))"
   ;;
 *)
   echo "usage: scripts/docker-cluster.sh up | down | kill N | start N | pause N | unpause N | partition N | wipe N | heal | status" >&2

@@ -7,7 +7,8 @@
 #   3. Python interop (pika, kombu/py-amqp, oslo.messaging) against the Warren node process;
 #   3b. every fuzz target for 5 s (scripts/fuzz.sh; about 2 min in all);
 #   4. the chaos suite on a 3-process cluster (scripts/chaos.sh, 60 s);
-#   5. the container image and the compose cluster's smoke test (scripts/docker-smoke.sh);
+#   5. the container image and the compose cluster's smoke test (scripts/docker-smoke.sh), then
+#      the same for its TLS variant (scripts/docker-smoke.sh --tls);
 #   6. the chaos suite on the compose cluster (scripts/chaos.sh --docker, 60 s).
 # Needs Go, Debian's python3-pika python3-kombu python3-oslo.messaging rabbitmq-server, and a
 # Docker engine with docker-compose (.ci/run installs and checks them). The chaos seed is
@@ -64,6 +65,9 @@ bash scripts/chaos.sh --duration 60 --seed "$seed"
 
 echo "== container image and compose cluster smoke test"
 bash scripts/docker-smoke.sh
+
+echo "== the compose cluster's TLS variant: smoke test"
+bash scripts/docker-smoke.sh --tls
 
 echo "== chaos suite, 3 containers, 60 s, seed $seed (replay: scripts/chaos.sh --docker --seed $seed)"
 bash scripts/chaos.sh --docker --duration 60 --seed "$seed"

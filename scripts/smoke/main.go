@@ -8,6 +8,9 @@
 //	smoke publish -url URL -queue Q -body B
 //	smoke consume -url URL -queue Q -body B
 //
+// With an amqps URL, -ca FILE is the CA the node's certificate must chain to, and -cert/-key
+// (a client certificate of that CA) log in with SASL EXTERNAL instead of the URL's password.
+//
 // Steps are retried until -wait passes only where a retry cannot duplicate a message: failing to
 // connect or declare (a node still starting, a Raft election under way), a queue this node does
 // not know yet (its Raft replica lags the node that declared it; the publish comes back
@@ -16,6 +19,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,7 +35,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = "usage: smoke declare|publish|consume -url URL -queue Q [-body B] [-wait DURATION]"
+const usage = "usage: smoke declare|publish|consume -url URL -queue Q [-body B] [-wait DURATION] [-ca FILE [-cert FILE -key FILE]]"
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -45,6 +49,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	queue := fs.String("queue", "", "queue name")
 	body := fs.String("body", "", "body to publish, or the body the consumed message must have")
 	wait := fs.Duration("wait", 30*time.Second, "give up on the step after this long")
+	caFile := fs.String("ca", "", "PEM CA that signed the node's certificate (amqps URLs)")
+	certFile := fs.String("cert", "", "PEM client certificate: log in with EXTERNAL as its CN")
+	keyFile := fs.String("key", "", "PEM key of -cert")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -68,7 +75,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smoke %s: -wait must be positive\n", cmd)
 		return 2
 	}
+	tlsCfg, sasl, err := tlsSettings(*caFile, *certFile, *keyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "smoke %s: %v\n", cmd, err)
+		return 2
+	}
 	s := step{
+		tls: tlsCfg, sasl: sasl,
 		url: *url, node: fmt.Sprintf("%s:%d", uri.Host, uri.Port), queue: *queue, body: *body,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
@@ -96,6 +109,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 type step struct {
 	url, node, queue, body string
 	log                    *slog.Logger
+	tls                    *tls.Config           // nil: the URL's scheme decides
+	sasl                   []amqp.Authentication // nil: the URL's user and password
 }
 
 // final marks an error that a retry could turn into a duplicate or hide: the step fails at once.
@@ -132,7 +147,7 @@ func (s step) retry(ctx context.Context, what string, f func() error) error {
 // open connects with a short dial and handshake timeout: a frozen node accepts the TCP
 // connection (through docker's port forwarding) but never answers.
 func (s step) open() (*amqp.Connection, *amqp.Channel, error) {
-	conn, err := amqp.DialConfig(s.url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	conn, err := amqp.DialConfig(s.url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second), TLSClientConfig: s.tls, SASL: s.sasl})
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect: %w", err)
 	}
