@@ -70,6 +70,23 @@ func (l *links) close() {
 	}
 }
 
+// PeerFailed tells the node that the cluster declared node dead. A frozen process (SIGSTOP, a
+// partition) keeps its data link open, so publishes in flight to it would wait out the link's
+// timeout (5 s) with their publishers' confirm windows full. Breaking the link now nacks those
+// (their outcome is unknown) and sends new publishes to the queues' new leaders as soon as the
+// topology names them (forwardFailed).
+func (n *Node) PeerFailed(node string) {
+	if n.links == nil {
+		return
+	}
+	n.links.mu.Lock()
+	p := n.links.peers[node]
+	n.links.mu.Unlock()
+	if p != nil {
+		p.Break(fmt.Errorf("node %s was declared dead by the cluster", node))
+	}
+}
+
 var errNoLink = errors.New("no data link to the queue's owner node")
 
 // forward sends one copy of msg to owner for its target queues; the owner's answer (or the
