@@ -156,34 +156,10 @@ func fuzzTable(data []byte) map[string]any {
 	for ; len(data) >= 10; data = data[10:] {
 		key := queueArgKeys[int(data[0])%len(queueArgKeys)]
 		raw := binary.BigEndian.Uint64(data[2:10])
-		var v any
-		switch data[1] % 12 {
-		case 0:
-			v = int8(raw)
-		case 1:
-			v = uint8(raw)
-		case 2:
-			v = int16(raw)
-		case 3:
-			v = uint16(raw)
-		case 4:
-			v = int32(raw)
-		case 5:
-			v = uint32(raw)
-		case 6:
-			v = int64(raw)
-		case 7:
-			v = raw
-		case 8:
-			v = fuzzStrings[raw%uint64(len(fuzzStrings))]
-		case 9:
-			v = raw&1 == 1
-		case 10:
-			v = []byte(fuzzStrings[raw%uint64(len(fuzzStrings))])
-		default:
-			v = float64(int32(raw)) / 4 // finite: the tests' table codec is JSON
-		}
-		args[key] = v
+		s := fuzzStrings[raw%uint64(len(fuzzStrings))]
+		values := [...]any{int8(raw), uint8(raw), int16(raw), uint16(raw), int32(raw), uint32(raw), int64(raw), raw,
+			s, raw&1 == 1, []byte(s), float64(int32(raw)) / 4} // floats finite: the tests' table codec is JSON
+		args[key] = values[int(data[1])%len(values)]
 	}
 	return args
 }
