@@ -219,11 +219,12 @@ func (n *Node) onFSMEvent(ev fsm.Event) {
 // createLocalQueue makes the queue object of a queue this node now owns.
 func (n *Node) createLocalQueue(qd fsm.Queue) {
 	key := queueKey{qd.Vhost, qd.Name}
-	cfg, err := QueueConfig(qd)
-	if err != nil {
-		// The FSM validated the arguments; reaching here means the two disagree.
-		n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", err)
+	args, refusal := n.fsm.QueueArgs(qd)
+	if refusal != nil {
+		// The FSM accepted these arguments at declare with the same decoder.
+		n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", refusal)
 	}
+	cfg := QueueConfig(qd, args)
 	var rep *replicated
 	if qd.Durable && n.msgs != nil {
 		cfg.Store, cfg.StoreKey = n.msgs, StoreKey(qd.Vhost, qd.Name)
@@ -422,54 +423,37 @@ func (n *Node) deliverLocal(qs []*queue.Queue, msg *queue.Message, data *[]byte,
 	return rejected, throttle
 }
 
-// QueueConfig decodes a queue's x-arguments into its runtime behaviour.
-func QueueConfig(qd fsm.Queue) (queue.Config, error) {
+// QueueConfig is the runtime behaviour of queue qd whose arguments decoded to args.
+func QueueConfig(qd fsm.Queue, args fsm.QueueArgs) queue.Config {
 	cfg := queue.Config{
 		Vhost: qd.Vhost, Name: qd.Name, AutoDelete: qd.AutoDelete,
 		MessageTTL: -1, MaxLength: -1, MaxLengthBytes: -1, DeliveryLimit: -1,
+		Expires: time.Duration(args.Expires) * time.Millisecond, MaxPriority: args.MaxPriority,
+		DeadLetter: args.DeadLetter,
 	}
 	if qd.Type == fsm.QueueTypeQuorum {
 		// As RabbitMQ's quorum queues: returns are counted and shown as x-delivery-count.
 		cfg.CountReturns, cfg.Redelivering = true, withDeliveryCount
-	}
-	if len(qd.Args) == 0 {
-		return cfg, nil
-	}
-	args, _, err := wire.DecodeTable(qd.Args)
-	if err != nil {
-		return cfg, fmt.Errorf("decode arguments of queue %q: %w", qd.Name, err)
-	}
-	if v, ok := IntArg(args, "x-message-ttl"); ok && v >= 0 {
-		cfg.MessageTTL = time.Duration(v) * time.Millisecond
-	}
-	if v, ok := IntArg(args, "x-expires"); ok && v > 0 {
-		cfg.Expires = time.Duration(v) * time.Millisecond
-	}
-	if v, ok := IntArg(args, "x-max-length"); ok && v >= 0 {
-		cfg.MaxLength = v
-	}
-	if v, ok := IntArg(args, "x-max-length-bytes"); ok && v >= 0 {
-		cfg.MaxLengthBytes = v
-	}
-	if v, ok := IntArg(args, "x-max-priority"); ok && v > 0 {
-		if v > 255 {
-			v = 255
+		if args.DeliveryLimit != nil {
+			cfg.DeliveryLimit = *args.DeliveryLimit
 		}
-		cfg.MaxPriority = uint8(v)
 	}
-	switch StringArg(args, "x-overflow") {
-	case "reject-publish":
+	if args.MessageTTL != nil {
+		cfg.MessageTTL = time.Duration(*args.MessageTTL) * time.Millisecond
+	}
+	if args.MaxLength != nil {
+		cfg.MaxLength = *args.MaxLength
+	}
+	if args.MaxLengthBytes != nil {
+		cfg.MaxLengthBytes = *args.MaxLengthBytes
+	}
+	switch args.Overflow {
+	case fsm.OverflowRejectPublish:
 		cfg.Overflow = queue.RejectPublish
-	case "reject-publish-dlx":
+	case fsm.OverflowRejectPublishDLX:
 		cfg.Overflow = queue.RejectPublishDLX
 	}
-	if _, ok := args["x-dead-letter-exchange"]; ok {
-		cfg.DeadLetter = true
-	}
-	if v, ok := IntArg(args, "x-delivery-limit"); ok && v >= 0 && qd.Type == fsm.QueueTypeQuorum {
-		cfg.DeliveryLimit = v
-	}
-	return cfg, nil
+	return cfg
 }
 
 // DecodeArgs decodes an argument table as stored in the FSM.
