@@ -83,7 +83,7 @@ type Store struct {
 	rc           *raft.Config
 	dataDir      string
 	inMemory     bool
-	transport    raft.Transport
+	raftAddr     string // advertised; a transport made by ResetForJoin advertises the same
 	fsm          *appliedFSM
 	closers      []io.Closer
 	applyTimeout time.Duration
@@ -93,7 +93,9 @@ type Store struct {
 	codec        ResultCodec
 	forwardKey   []byte
 	logsVal      atomic.Value // raft.LogStore; replaced by ResetForJoin
+	// resetMu orders ResetForJoin and Close (both change closers and raft); closed is under it.
 	resetMu      sync.Mutex
+	closed       bool
 	newTransport func() (*raft.NetworkTransport, error) // nil with a caller's transport
 
 	forwardServer *forwardServer
@@ -212,7 +214,7 @@ func Open(cfg Config) (*Store, error) {
 			return newAuthTransport(bind, adv, raftKey, cfg.TLS, s.log, rc.Logger)
 		}
 	}
-	s.transport = trans
+	s.raftAddr = string(trans.LocalAddr())
 	s.logsVal.Store(logHolder{logs})
 
 	existing, err := raft.HasExistingState(logs, stable, snaps)
@@ -268,7 +270,7 @@ func (s *Store) Raft() *raft.Raft { return s.r() }
 func (s *Store) r() *raft.Raft { return s.raftPtr.Load() }
 
 // RaftAddr is the address this node's Raft transport advertises.
-func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
+func (s *Store) RaftAddr() string { return s.raftAddr }
 
 // ForwardAddr is the address of this node's forwarding listener ("" when not serving).
 func (s *Store) ForwardAddr() string {
@@ -574,6 +576,9 @@ func (s *Store) Stats() map[string]string { return s.r().Stats() }
 
 // Close stops the forwarding listener, shuts Raft down and releases the log store and transport.
 func (s *Store) Close() error {
+	s.resetMu.Lock()
+	defer s.resetMu.Unlock()
+	s.closed = true
 	s.closeOnce.Do(func() {
 		if s.forwardServer != nil {
 			s.forwardServer.close()
@@ -607,6 +612,9 @@ type logHolder struct{ raft.LogStore }
 func (s *Store) ResetForJoin() error {
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
+	if s.closed {
+		return errors.New("the raft store is closed")
+	}
 	servers, err := s.Configuration()
 	if err != nil {
 		return err
@@ -660,7 +668,6 @@ func (s *Store) ResetForJoin() error {
 		return fmt.Errorf("listen raft again: %w", err)
 	}
 	s.closers = append(s.closers, tcp, streamCloser{tcp})
-	s.transport = tcp
 	s.fsm.reset()
 	s.vis.forget()
 	r, err := raft.NewRaft(s.rc, s.fsm, logs, stable, snaps, tcp)
