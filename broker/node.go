@@ -1,7 +1,9 @@
 // Package broker owns what one Warren node holds between the AMQP server and the Raft store:
 // topology changes submitted as FSM commands, the queue objects this node owns (created and
 // destroyed as the FSM says), and the publish path from an exchange to those queues, including
-// dead-lettering. It speaks neither AMQP frames nor Raft directly.
+// dead-lettering. Over the data links it forwards publishes to other owners, serves and uses
+// remote consumers, gets and purges, hands moved queues over, and replicates the replicated
+// queues it leads or follows. It speaks neither AMQP frames nor Raft directly.
 package broker
 
 import (

@@ -1,8 +1,10 @@
 // Package cluster owns how a Warren node takes part in the cluster: the Raft store that
 // replicates topology commands to every node's FSM, membership and failure detection over
 // hashicorp/memberlist, the leader's reconciler that turns membership into Raft configuration,
-// and the forwarding of topology writes from followers to the leader. A one-node deployment is
-// a Raft cluster of one and takes the same code path.
+// the forwarding of topology writes from followers to the leader, the wait until the other live
+// nodes applied a write (barrier.go), Raft connections that prove the cluster secret
+// (streamlayer.go) and graceful leave. A one-node deployment is a Raft cluster of one and
+// takes the same code path.
 //
 // Bootstrap rule: a node started without any join address and without earlier Raft state
 // bootstraps a new one-node cluster with itself as the only voter. A node started with join

@@ -1,6 +1,8 @@
-// Package node assembles one running Warren node from its parts: the topology FSM, the Raft
-// store, the broker runtime and the AMQP server. cmd/node and the tests start nodes through it,
-// so both run exactly the same wiring.
+// Package node assembles one running Warren node from its parts: the message store, the
+// topology FSM, the Raft store, the broker runtime, gossip membership, the data links and the
+// AMQP and HTTP servers. cmd/node and the tests start nodes through it, so both run exactly the
+// same wiring. It also holds what a node does as a cluster member: re-homing a dead node's
+// queues (on the Raft leader), forget, join, leave and rebalance.
 package node
 
 import (
