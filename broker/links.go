@@ -24,9 +24,19 @@ type links struct {
 }
 
 // AttachLinks lets the node forward publishes to queues owned by other nodes: resolve maps a
-// node id to its data-link address (from gossip metadata).
+// node id to its data-link address (from gossip metadata). Called once, before the node's
+// data-link server accepts peers.
 func (n *Node) AttachLinks(cfg datalink.Config, resolve func(nodeID string) (string, bool)) {
-	n.links = &links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}, addrs: map[string]string{}, events: remoteEvents{n}}
+	n.links.Store(&links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}, addrs: map[string]string{}, events: remoteEvents{n}})
+}
+
+// peerOf is the data link to a node; nil without links or a known address.
+func (n *Node) peerOf(id string) *datalink.Peer {
+	l := n.links.Load()
+	if l == nil {
+		return nil
+	}
+	return l.peer(id)
 }
 
 // LinkHandler is what the node's data-link server dispatches to.
@@ -93,10 +103,7 @@ var errNoLink = errors.New("no data link to the queue's owner node")
 // link failing) completes one part of join. Without a join (a transient message, nobody
 // waiting for confirms... never: Publish always joins when forwarding) the answer is dropped.
 func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]byte, join *confirmJoin) {
-	var p *datalink.Peer
-	if n.links != nil {
-		p = n.links.peer(owner)
-	}
+	p := n.peerOf(owner)
 	if *data == nil {
 		*data = EncodeStored(msg)
 	}

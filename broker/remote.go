@@ -38,10 +38,7 @@ type remoteSinks struct {
 // ConsumeRemote subscribes sink to the queue vhost/name owned by owner; the owner dispatches
 // to it round-robin with its local consumers, within prefetch credit.
 func (n *Node) ConsumeRemote(ctx context.Context, owner, vhost, name string, prefetch int, noAck, exclusive bool, sink RemoteSink) (*RemoteSub, error) {
-	var p *datalink.Peer
-	if n.links != nil {
-		p = n.links.peer(owner)
-	}
+	p := n.peerOf(owner)
 	if p == nil {
 		return nil, fmt.Errorf("%w %q", errNoLink, owner)
 	}

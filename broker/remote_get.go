@@ -52,13 +52,6 @@ func (n *Node) PurgeRemote(ctx context.Context, owner, vhost, name string) (int,
 	return p.Purge(ctx, StoreKey(vhost, name))
 }
 
-func (n *Node) peerOf(owner string) *datalink.Peer {
-	if n.links == nil {
-		return nil
-	}
-	return n.links.peer(owner)
-}
-
 func notFound(key string) error {
 	vhost, name, _ := splitStoreKey(key)
 	return linkRefusal(fsm.NoQueue(vhost, name))
