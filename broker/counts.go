@@ -35,7 +35,8 @@ func (h linkHandler) Count(_ string, key string) (int, error) {
 // PeerCount sums the counts under key of every other live node, asked in parallel. Nodes that
 // did not answer are listed in missed (their count is taken as zero).
 func (n *Node) PeerCount(ctx context.Context, key string) (sum int, missed []string) {
-	if n.links == nil || n.liveNodes == nil {
+	live, ok := n.liveNodeIDs()
+	if !ok || n.links.Load() == nil {
 		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerCountTimeout)
@@ -44,7 +45,7 @@ func (n *Node) PeerCount(ctx context.Context, key string) (sum int, missed []str
 		mu sync.Mutex
 		wg sync.WaitGroup
 	)
-	for _, id := range n.liveNodes() {
+	for _, id := range live {
 		if id == n.id {
 			continue
 		}
@@ -63,7 +64,7 @@ func (n *Node) PeerCount(ctx context.Context, key string) (sum int, missed []str
 				return
 			}
 			sum += c
-		}(id, n.links.peer(id))
+		}(id, n.peerOf(id))
 	}
 	wg.Wait()
 	return sum, missed

@@ -34,7 +34,7 @@ func init() {
 func (f *FSM) setVhostLimits(c SetVhostLimits) *Error {
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	if err := checkLimitNames("vhost", c.Limits, LimitMaxConnections, LimitMaxQueues); err != nil {
 		return err
@@ -160,16 +160,4 @@ func (f *FSM) UserLimit(user, name string) (int, bool) {
 		return v, ok
 	}
 	return 0, false
-}
-
-// ErrUserConnectionLimit is RabbitMQ 3.10's refusal (530 NOT_ALLOWED, connection.close) of a
-// connection.open past the user's max-connections.
-func ErrUserConnectionLimit(user string, limit int) *Error {
-	return refuse(CodeNotAllowed, "connection refused for user '%s': user connection limit (%d) is reached", user, limit)
-}
-
-// ErrUserChannelLimit is RabbitMQ 3.10's refusal (530 NOT_ALLOWED) of a channel.open past the
-// user's max-channels: a connection-level error, so RabbitMQ closes the whole connection.
-func ErrUserChannelLimit(user string, limit int) *Error {
-	return refuse(CodeNotAllowed, "number of channels opened for user '%s' has reached the maximum allowed user limit of (%d)", user, limit)
 }

@@ -83,7 +83,7 @@ func TestUserLimits(t *testing.T) {
 	if got, _ := f.UserLimits("u"); got != nil {
 		t.Fatalf("a re-created user inherited limits: %v", got)
 	}
-	if e := ErrUserChannelLimit("u", 3); e.Code != 530 || e.Text != "NOT_ALLOWED - number of channels opened for user 'u' has reached the maximum allowed user limit of (3)" {
+	if e := UserChannelLimit("u", 3); e.Code != 530 || e.Text != "NOT_ALLOWED - number of channels opened for user 'u' has reached the maximum allowed user limit of (3)" {
 		t.Fatalf("channel refusal %+v", e)
 	}
 }

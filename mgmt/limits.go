@@ -2,7 +2,6 @@ package mgmt
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"sort"
@@ -63,7 +62,7 @@ func (s *Server) vhostLimits(w http.ResponseWriter, r *http.Request) {
 	vhosts := f.Vhosts()
 	if v := r.PathValue("vhost"); v != "" {
 		if !f.VhostExists(v) {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "Object Not Found", "reason": "Not Found"})
+			notFound(w)
 			return
 		}
 		vhosts = []string{v}
@@ -81,7 +80,7 @@ func (s *Server) vhostLimits(w http.ResponseWriter, r *http.Request) {
 func (s *Server) changeVhostLimit(w http.ResponseWriter, vhost, name string, value *int) {
 	f := s.src.Node.FSM()
 	if !f.VhostExists(vhost) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "Object Not Found", "reason": "Not Found"})
+		notFound(w)
 		return
 	}
 	s.applyLimits(w, fsm.SetVhostLimits{Vhost: vhost, Limits: withLimit(f.VhostLimits(vhost), name, value)})
@@ -100,19 +99,9 @@ func withLimit(limits map[string]int, name string, value *int) map[string]int {
 	return limits
 }
 
-// applyLimits proposes a change of limits and answers 204, or why not.
+// applyLimits proposes a change of limits and answers 204, or the refusal.
 func (s *Server) applyLimits(w http.ResponseWriter, cmd fsm.Command) {
-	res, err := s.src.Node.Apply(cmd)
-	if err == nil && res.Err != nil {
-		err = res.Err
-	}
-	var fe *fsm.Error
-	switch {
-	case errors.As(err, &fe):
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "reason": fe.Text})
-	case err != nil:
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "reason": err.Error()})
-	default:
+	if _, ok := s.apply(w, cmd); ok {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

@@ -3,11 +3,9 @@ package node
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/warrenmq/warren/broker"
@@ -23,12 +21,14 @@ import (
 // node: it may come back with their messages.
 //
 // Events reach every node, but only the leader acts, and a failure seen while this node was not
-// yet leading (the dead node was the leader) would be missed: so every second the leader also
-// looks for dead members whose queues still need re-homing.
+// yet leading (the dead node was the leader) would be missed: so every 250 ms the leader also
+// looks for dead members whose queues still need re-homing (and every second for replica sets
+// to repair). Every node breaks its data link to a node declared dead (Broker.PeerFailed).
 func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan struct{}) {
 	defer close(n.failDone)
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	lastRepair := time.Now()
 	for {
 		select {
 		case <-stop:
@@ -37,7 +37,11 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 			if !ok {
 				return
 			}
-			if ev.Kind == cluster.MemberFailed && n.Store.IsLeader() {
+			if ev.Kind != cluster.MemberFailed {
+				continue
+			}
+			n.Broker.PeerFailed(ev.Member.ID)
+			if n.Store.IsLeader() {
 				n.rehome(ev.Member.ID)
 			}
 		case <-tick.C:
@@ -49,7 +53,10 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 					n.rehome(m.ID)
 				}
 			}
-			n.repairReplicas()
+			if time.Since(lastRepair) >= time.Second {
+				lastRepair = time.Now()
+				n.repairReplicas()
+			}
 		}
 	}
 }
@@ -262,6 +269,9 @@ func replicatedSize(q fsm.Queue) int {
 // gossip's failure detector): this node proposes the failover at once instead of waiting the
 // second or so gossip takes. Any node may propose it; NodeFailed is idempotent.
 func (n *Node) fastFailover(peer string) {
+	if n.Store != nil {
+		n.Store.SuspectLeaderGone() // it may have led Raft too; the store checks
+	}
 	if n.Members == nil || !n.Broker.LeadsFollowedQueues(peer) {
 		return
 	}
@@ -285,27 +295,11 @@ func (n *Node) runFastFailover(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case f := <-n.fastFail:
-			if !refusesConnections(f.addr) {
+			if !cluster.ProcessGone(f.addr, stop) {
 				continue
 			}
 			n.log.Info("a replicated queues' leader refuses connections: failing over now", "node", f.peer)
 			n.rehome(f.peer)
 		}
 	}
-}
-
-// refusesConnections dials addr twice: a refusal both times means nothing listens there.
-func refusesConnections(addr string) bool {
-	for i := 0; i < 2; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
-			return false
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
 }

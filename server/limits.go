@@ -87,11 +87,11 @@ func (c *conn) admit(vhost string) error {
 		return fmt.Errorf("node connection limit %d reached", max)
 	}
 	if max, ok := c.s.node.FSM().VhostLimit(vhost, fsm.LimitMaxConnections); ok && l.byVhost[vhost]+vhostElsewhere >= max {
-		c.closeWithError(errorf(wire.NotAllowed, "access to vhost '%s' refused for user '%s': connection limit (%d) is reached", vhost, c.user, max))
+		c.closeWithError(asAMQPError(fsm.VhostConnectionLimit(c.user, vhost, max)))
 		return fmt.Errorf("vhost %q connection limit %d reached", vhost, max)
 	}
 	if userLimited && l.users.conns[c.user]+userElsewhere >= userMax {
-		c.closeWithError(asAMQPError(fsm.ErrUserConnectionLimit(c.user, userMax)))
+		c.closeWithError(asAMQPError(fsm.UserConnectionLimit(c.user, userMax)))
 		return fmt.Errorf("user %q connection limit %d reached", c.user, userMax)
 	}
 	l.users.addConn(c.user)

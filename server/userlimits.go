@@ -80,7 +80,7 @@ func (c *conn) admitChannel() error {
 	defer l.mu.Unlock()
 	u := &l.users
 	if limited && u.chans[c.user]+elsewhere >= limit {
-		return asAMQPError(fsm.ErrUserChannelLimit(c.user, limit))
+		return asAMQPError(fsm.UserChannelLimit(c.user, limit))
 	}
 	if u.chans == nil {
 		u.chans, u.connChans = map[string]int{}, map[*conn]int{}
