@@ -86,12 +86,13 @@ func (l *links) close() {
 // (their outcome is unknown) and sends new publishes to the queues' new leaders as soon as the
 // topology names them (forwardFailed).
 func (n *Node) PeerFailed(node string) {
-	if n.links == nil {
+	l := n.links.Load()
+	if l == nil {
 		return
 	}
-	n.links.mu.Lock()
-	p := n.links.peers[node]
-	n.links.mu.Unlock()
+	l.mu.Lock()
+	p := l.peers[node]
+	l.mu.Unlock()
 	if p != nil {
 		p.Break(fmt.Errorf("node %s was declared dead by the cluster", node))
 	}
