@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/datalink"
 	"github.com/warrenmq/warren/node"
-	"github.com/warrenmq/warren/pki"
 )
 
 // TestClusterMutualTLS: three nodes with --cluster-tls-* certificates of one CA form a cluster
@@ -22,27 +20,10 @@ import (
 // and a publish on h1 reaches it (data link over TLS); a data-link peer that holds the secret
 // but no certificate is refused.
 func TestClusterMutualTLS(t *testing.T) {
-	ca, err := pki.NewCA("cluster", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	caFiles := pki.Issued{CertPEM: ca.CertPEM}
-	caFiles.KeyPEM, _ = ca.KeyPEM()
-	if err := caFiles.WriteAs(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")); err != nil {
-		t.Fatal(err)
-	}
+	_, issue := testCA(t)
 	files := map[string]*cluster.TLSFiles{}
 	for _, id := range []string{"h1", "h2", "h3"} {
-		issued, err := ca.Issue(id, []string{"127.0.0.1"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, key, err := issued.Write(dir, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[id] = &cluster.TLSFiles{Cert: cert, Key: key, CA: filepath.Join(dir, "ca.pem")}
+		files[id] = issue(id, "127.0.0.1")
 	}
 	nodes := startLoggedCluster(t, 3, "tls-secret", io.Discard, func(c *node.Config) { c.ClusterTLS = files[c.ID] })
 

@@ -24,34 +24,16 @@ import (
 // still shows what only h2 knows (a queue's depth at its owner, a connection to h2): nodes
 // call each other's https API, checking the chain against the cluster's CA.
 func TestTLSOnlyClusterAPI(t *testing.T) {
-	ca, err := pki.NewCA("tls-only", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	caFiles := pki.Issued{CertPEM: ca.CertPEM}
-	caFiles.KeyPEM, _ = ca.KeyPEM()
-	caPath := filepath.Join(dir, "ca.pem")
-	if err := caFiles.WriteAs(caPath, filepath.Join(dir, "ca-key.pem")); err != nil {
-		t.Fatal(err)
-	}
-	certs := map[string][2]string{}
+	caPath, issue := testCA(t)
+	certs := map[string]*cluster.TLSFiles{}
 	for _, id := range []string{"h1", "h2"} {
-		issued, err := ca.Issue(id, []string{id}, time.Hour) // no IP address
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, key, err := issued.Write(dir, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs[id] = [2]string{cert, key}
+		certs[id] = issue(id, id) // no IP address
 	}
 	nodes := startLoggedCluster(t, 2, "tls-secret", io.Discard, func(c *node.Config) {
 		f := certs[c.ID]
 		c.AMQPAddr, c.AMQPSAddr, c.HTTPSAddr, c.TLSOnly = "", "127.0.0.1:0", "127.0.0.1:0", true
-		c.TLS = &server.TLSFiles{Cert: f[0], Key: f[1], CA: caPath}
-		c.ClusterTLS = &cluster.TLSFiles{Cert: f[0], Key: f[1], CA: caPath}
+		c.TLS = &server.TLSFiles{Cert: f.Cert, Key: f.Key, CA: caPath}
+		c.ClusterTLS = f
 	})
 	pem, err := os.ReadFile(caPath)
 	if err != nil {
@@ -112,5 +94,34 @@ func TestTLSOnlyClusterAPI(t *testing.T) {
 			t.Fatalf("h1's API does not see h2's state: queue %+v, connections %v", q, conns)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// testCA writes a throw-away CA; issue writes a certificate of it for a node (CN id, valid for
+// hosts) and returns the node's cluster TLS files.
+func testCA(t *testing.T) (caPath string, issue func(id string, hosts ...string) *cluster.TLSFiles) {
+	t.Helper()
+	ca, err := pki.NewCA("cluster", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFiles := pki.Issued{CertPEM: ca.CertPEM}
+	caFiles.KeyPEM, _ = ca.KeyPEM()
+	caPath = filepath.Join(dir, "ca.pem")
+	if err := caFiles.WriteAs(caPath, filepath.Join(dir, "ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	return caPath, func(id string, hosts ...string) *cluster.TLSFiles {
+		t.Helper()
+		issued, err := ca.Issue(id, hosts, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, key, err := issued.Write(dir, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &cluster.TLSFiles{Cert: cert, Key: key, CA: caPath}
 	}
 }
