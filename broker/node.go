@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/placement"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
@@ -90,26 +91,10 @@ func (n *Node) BalancedOwner() string {
 	if n.liveNodes == nil {
 		return n.id
 	}
-	live := n.liveNodes()
-	if len(live) == 0 {
-		return n.id
+	if owner := placement.DeclareOwner(n.liveNodes(), PlacementQueues(n.fsm.Queues(""))); owner != "" {
+		return owner
 	}
-	owned := make(map[string]int, len(live))
-	for _, id := range live {
-		owned[id] = 0
-	}
-	for _, q := range n.fsm.Queues("") {
-		if _, ok := owned[q.Owner]; ok {
-			owned[q.Owner]++
-		}
-	}
-	best := ""
-	for _, id := range live {
-		if best == "" || owned[id] < owned[best] || (owned[id] == owned[best] && id < best) {
-			best = id
-		}
-	}
-	return best
+	return n.id
 }
 
 // AttachStore sets the Raft store used to commit commands; called once the store is open.
