@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -77,13 +78,27 @@ func moves(t *testing.T, queues []Queue, ms []Move) string {
 	return strings.Join(out, " ")
 }
 
+// planCase is one row of the tables below: the live nodes (Leave: the targets), the queues, and
+// the answer expected, rendered as a string.
+type planCase struct {
+	name   string
+	live   []string
+	queues []Queue
+	want   string
+}
+
+// runCases checks plan's rendered answer for every row.
+func runCases(t *testing.T, cases []planCase, plan func(live []string, queues []Queue) string) {
+	t.Helper()
+	for _, c := range cases {
+		if got := plan(c.live, c.queues); got != c.want {
+			t.Errorf("%s: got %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
 func TestDeclareOwner(t *testing.T) {
-	cases := []struct {
-		name   string
-		live   []string
-		queues []Queue
-		want   string
-	}{
+	runCases(t, []planCase{
 		{"no live node", nil, []Queue{cq("a", "n1")}, ""},
 		{"tie: smallest id", list("n3", "n2"), nil, "n2"},
 		{"fewest queues", list("n1", "n2", "n3"), []Queue{cq("a", "n1"), cq("b", "n2"), cq("c", "n2")}, "n3"},
@@ -91,12 +106,7 @@ func TestDeclareOwner(t *testing.T) {
 			[]Queue{xq("x", "n1", "n1"), rq("r", "n1", list("n1", "n2"), list("n1")), cq("c", "n2")}, "n2"},
 		{"a dead node's queues count for nobody", list("n1", "n2"), []Queue{cq("a", "n1"), cq("b", "gone"), cq("c", "gone")}, "n2"},
 		{"a node only listed once it is live", list("n2"), []Queue{cq("a", "n2")}, "n2"},
-	}
-	for _, c := range cases {
-		if got := DeclareOwner(c.live, c.queues); got != c.want {
-			t.Errorf("%s: DeclareOwner = %q, want %q", c.name, got, c.want)
-		}
-	}
+	}, DeclareOwner)
 }
 
 func TestFailover(t *testing.T) {
@@ -186,28 +196,18 @@ func TestNeedsFailover(t *testing.T) {
 }
 
 func TestRepair(t *testing.T) {
-	small := rq("small", "a", list("a"), list("a"))
-	small.Size = 2
-	cases := []struct {
-		name   string
-		live   []string
-		queues []Queue
-		want   string
-	}{
+	small, two := rq("small", "a", list("a"), list("a")), rq("two", "c", list("c", "a"), list("c"))
+	small.Size, two.Size = 2, 2
+	runCases(t, []planCase{
 		{"full sets stay", list("a", "b", "c", "e"), []Queue{rq("r", "a", list("a", "b", "c"), list("a"))}, ""},
 		{"one replica per queue per round, counting the ones added", list("a", "b", "c", "e"),
 			[]Queue{rq("r1", "a", list("a"), list("a")), rq("r2", "a", list("a", "b"), list("a")), rq("r3", "b", list("b", "c"), list("b"))},
 			"r1>e r2>c r3>e"},
-		{"its own size", list("a", "b", "c"), []Queue{small, rq("r", "b", list("b", "c"), list("b"))}, "small>b r>a"},
+		{"its own size", list("a", "b", "c"), []Queue{small, two, rq("r", "b", list("b", "c"), list("b"))}, "small>b r>a"},
 		{"no spare live node", list("a", "b"), []Queue{rq("r", "a", list("a", "b"), list("a"))}, ""},
 		{"no live node", nil, []Queue{rq("r", "a", list("a"), list("a"))}, ""},
 		{"classic queues have no replicas", list("a", "b"), []Queue{cq("c", "a")}, ""},
-	}
-	for _, c := range cases {
-		if got := moves(t, c.queues, Repair(c.live, c.queues)); got != c.want {
-			t.Errorf("%s: Repair %q, want %q", c.name, got, c.want)
-		}
-	}
+	}, func(live []string, qs []Queue) string { return moves(t, qs, Repair(live, qs)) })
 }
 
 func TestHoldsReplicas(t *testing.T) {
@@ -218,12 +218,7 @@ func TestHoldsReplicas(t *testing.T) {
 }
 
 func TestLeave(t *testing.T) {
-	cases := []struct {
-		name    string
-		targets []string
-		queues  []Queue
-		want    string
-	}{
+	runCases(t, []planCase{
 		{"no target", nil, []Queue{cq("q", "me")}, ""},
 		{"only itself as target", list("me"), []Queue{cq("q", "me")}, ""},
 		{"fewest first, counting the ones given (ties: smallest id)", list("c", "b", "me"),
@@ -231,25 +226,14 @@ func TestLeave(t *testing.T) {
 		{"exclusive queues go with their connections; replicated ones are not moved", list("a"),
 			[]Queue{xq("x", "me", "me"), rq("r", "me", list("me", "a"), list("me", "a")), cq("q", "me")}, "q>a"},
 		{"other nodes' queues stay", list("a"), []Queue{cq("q", "a"), cq("z", "gone")}, ""},
-	}
-	for _, c := range cases {
-		if got := moves(t, c.queues, Leave("me", c.targets, c.queues)); got != c.want {
-			t.Errorf("%s: Leave %q, want %q", c.name, got, c.want)
-		}
-	}
+	}, func(targets []string, qs []Queue) string { return moves(t, qs, Leave("me", targets, qs)) })
 }
 
 // rebalanced renders a Rebalance plan by source node, in node order.
 func rebalanced(t *testing.T, queues []Queue, plans map[string][]Move) string {
 	t.Helper()
 	var out []string
-	for _, from := range slices.Sorted(func(yield func(string) bool) {
-		for k := range plans {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, from := range slices.Sorted(maps.Keys(plans)) {
 		for _, m := range plans[from] {
 			if m.From != from {
 				t.Fatalf("move %+v filed under %s", m, from)
@@ -267,12 +251,7 @@ func TestRebalance(t *testing.T) {
 	}
 	withOthers := append(slices.Clone(seven), xq("x", "n1", "n1"), cq("dead", "gone"),
 		rq("r1", "n1", list("n1", "n2"), list("n1", "n2")), rq("r2", "n1", list("n1", "n2"), list("n1", "n2")))
-	cases := []struct {
-		name   string
-		live   []string
-		queues []Queue
-		want   string
-	}{
+	runCases(t, []planCase{
 		{"one live node", list("n1"), seven, ""},
 		{"seven on three: 3/2/2, the last names leave", list("n3", "n1", "n2"), seven, "n1: g>n2 f>n2 e>n3 d>n3"},
 		{"exclusive, dead nodes' and replicated queues stay", list("n1", "n2", "n3"), withOthers, "n1: g>n2 f>n2 e>n3 d>n3"},
@@ -282,22 +261,12 @@ func TestRebalance(t *testing.T) {
 		{"several sources, vhost then name order", list("n1", "n2", "n3"),
 			[]Queue{cq("a", "n1"), cq("b", "n1"), cq("c", "n1"), {Vhost: "v", Name: "a", Owner: "n2"}, cq("z", "n2"), cq("y", "n2")},
 			"n1: c>n3; n2: a>n3"},
-	}
-	for _, c := range cases {
-		if got := rebalanced(t, c.queues, Rebalance(c.live, c.queues)); got != c.want {
-			t.Errorf("%s: Rebalance %q, want %q", c.name, got, c.want)
-		}
-	}
+	}, func(live []string, qs []Queue) string { return rebalanced(t, qs, Rebalance(live, qs)) })
 }
 
 func TestLeaders(t *testing.T) {
 	abc := list("a", "b", "c")
-	cases := []struct {
-		name   string
-		live   []string
-		queues []Queue
-		want   string
-	}{
+	runCases(t, []planCase{
 		{"one live node", list("a"), []Queue{rq("q1", "a", abc, abc), rq("q2", "a", abc, abc)}, ""},
 		{"four on a: down to the ceiling of 2, in name order; q0 has no in-sync replica elsewhere", abc,
 			[]Queue{rq("q3", "a", abc, abc), rq("q2", "a", abc, abc), rq("q1", "a", abc, abc), rq("q0", "a", abc, list("a")), cq("classic", "a")},
@@ -312,12 +281,7 @@ func TestLeaders(t *testing.T) {
 			"q1>b"},
 		{"dead leaders' queues are left to failover", abc,
 			[]Queue{rq("q1", "d", abc, abc), rq("q2", "d", abc, abc), rq("q3", "d", abc, abc)}, ""},
-	}
-	for _, c := range cases {
-		if got := moves(t, c.queues, Leaders(c.live, c.queues)); got != c.want {
-			t.Errorf("%s: Leaders %q, want %q", c.name, got, c.want)
-		}
-	}
+	}, func(live []string, qs []Queue) string { return moves(t, qs, Leaders(live, qs)) })
 }
 
 func ExampleFailover() {
