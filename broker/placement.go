@@ -8,9 +8,8 @@ import (
 )
 
 // PlacementQueues describes the FSM's queues to the placement rules. A replicated queue's Size
-// is left 0: it is in the queue's arguments, and decoding every replicated queue's arguments on
-// each declare would cost more than the declare; the caller that needs it (replica repair)
-// fills it in.
+// is left 0: it is in the queue's arguments, and only replica repair needs it, so that caller
+// fills it in rather than every declare decoding every replicated queue's arguments.
 func PlacementQueues(qs []fsm.Queue) []placement.Queue {
 	out := make([]placement.Queue, len(qs))
 	for i, q := range qs {
