@@ -326,21 +326,28 @@ func TestRebalanceSpreadsReplicatedQueueLeaders(t *testing.T) {
 	}
 }
 
+// declareDeadLetters declares the fanout exchange "dlx" and the classic queue "dead" bound to it
+// through ch (so "dead" lives on ch's node).
+func declareDeadLetters(t *testing.T, ch *amqp.Channel) {
+	t.Helper()
+	if err := ch.ExchangeDeclare("dlx", "fanout", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("dead", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind("dead", "", "dlx", false, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestQuorumDeliveryLimitDeadLetters: x-delivery-limit 1 on a replicated queue led by c1,
 // consumed through c2: the first return comes back with x-delivery-count 1, the second goes to
 // the dead-letter exchange with reason delivery_limit, as RabbitMQ's quorum queues do.
 func TestQuorumDeliveryLimitDeadLetters(t *testing.T) {
 	nodes := startCluster(t, 3, "s3cret")
 	ch1 := dialNode(t, nodes[0])
-	if err := ch1.ExchangeDeclare("dlx", "fanout", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch1.QueueDeclare("dead", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch1.QueueBind("dead", "", "dlx", false, nil); err != nil {
-		t.Fatal(err)
-	}
+	declareDeadLetters(t, ch1)
 	args := amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int32(1), "x-dead-letter-exchange": "dlx"}
 	if _, err := ch1.QueueDeclare("limited", true, false, false, false, args); err != nil {
 		t.Fatal(err)
@@ -401,16 +408,7 @@ func TestQuorumDeliveryLimitDeadLetters(t *testing.T) {
 func TestQuorumReturnCountsSurviveFailover(t *testing.T) {
 	nodes := startCluster(t, 3, "s3cret")
 	ch1, ch2 := dialNode(t, nodes[0]), dialNode(t, nodes[1])
-	// The dead-letter queue lives on c2, which survives.
-	if err := ch2.ExchangeDeclare("dlx", "fanout", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch2.QueueDeclare("dead", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch2.QueueBind("dead", "", "dlx", false, nil); err != nil {
-		t.Fatal(err)
-	}
+	declareDeadLetters(t, ch2) // on c2, which survives
 	args := amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int32(2), "x-dead-letter-exchange": "dlx"}
 	if _, err := ch1.QueueDeclare("counted", true, false, false, false, args); err != nil {
 		t.Fatal(err)
