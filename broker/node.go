@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/placement"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
@@ -121,25 +122,10 @@ func (n *Node) liveNodeIDs() (ids []string, ok bool) {
 // x-queue-leader-locator "balanced"; this node when it knows no others.
 func (n *Node) BalancedOwner() string {
 	live, _ := n.liveNodeIDs()
-	if len(live) == 0 {
-		return n.id
+	if owner := placement.DeclareOwner(live, PlacementQueues(n.fsm.Queues(""))); owner != "" {
+		return owner
 	}
-	owned := make(map[string]int, len(live))
-	for _, id := range live {
-		owned[id] = 0
-	}
-	for _, q := range n.fsm.Queues("") {
-		if _, ok := owned[q.Owner]; ok {
-			owned[q.Owner]++
-		}
-	}
-	best := ""
-	for _, id := range live {
-		if best == "" || owned[id] < owned[best] || (owned[id] == owned[best] && id < best) {
-			best = id
-		}
-	}
-	return best
+	return n.id
 }
 
 // applierRef gives atomic.Pointer a concrete type to point at.

@@ -598,18 +598,7 @@ func (n *Node) ReplicaSet(leader string, size int) []string {
 	if !ok {
 		live = []string{leader}
 	}
-	return placement.Replicas(leader, live, n.replicaLoad(), size)
-}
-
-// replicaLoad counts the replicas each node holds.
-func (n *Node) replicaLoad() map[string]int {
-	load := map[string]int{}
-	for _, q := range n.fsm.Queues("") {
-		for _, r := range q.Replicas {
-			load[r]++
-		}
-	}
-	return load
+	return placement.Replicas(leader, live, placement.ReplicaLoad(PlacementQueues(n.fsm.Queues(""))), size)
 }
 
 // ReplicaMessages counts the messages this node's replica of a replicated queue holds (false

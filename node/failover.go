@@ -3,9 +3,6 @@ package node
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/warrenmq/warren/broker"
@@ -49,7 +46,7 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 				continue
 			}
 			for _, m := range n.Members.Members() {
-				if m.State == cluster.MemberDead && n.needsRehome(m.ID) {
+				if m.State == cluster.MemberDead && placement.NeedsFailover(m.ID, n.aliveMembers(), n.placementQueues()) {
 					n.rehome(m.ID)
 				}
 			}
@@ -70,123 +67,11 @@ func (n *Node) rehome(dead string) {
 	n.log.Info("dead node's transient queues re-homed", "dead", dead, "queues", len(cmd.Rehome))
 }
 
-// needsRehome reports whether a dead node still owns queues that NodeFailed would move or
-// delete: non-durable or exclusive ones, or exclusive queues of its connections.
-func (n *Node) needsRehome(dead string) bool {
-	prefix := dead + "/"
-	alive := n.aliveSet()
-	for _, q := range n.FSM.Queues("") {
-		if q.Type == fsm.QueueTypeQuorum {
-			if replicatedNeedsFailover(q, dead, alive) {
-				return true
-			}
-			continue
-		}
-		if q.Owner == dead && (!q.Durable || q.Exclusive) || q.Exclusive && strings.HasPrefix(q.ExclusiveConn, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// replicatedNeedsFailover: NodeFailed would change a replicated queue (drop the dead node from
-// its in-sync set, or elect a live in-sync leader in its place).
-func replicatedNeedsFailover(q fsm.Queue, dead string, alive map[string]bool) bool {
-	if !slices.Contains(q.InSync, dead) {
-		return false
-	}
-	if q.Owner != dead {
-		return true
-	}
-	for _, r := range q.InSync {
-		if r != dead && alive[r] {
-			return true
-		}
-	}
-	return false
-}
-
-func (n *Node) aliveSet() map[string]bool {
-	alive := map[string]bool{}
-	for _, m := range n.Members.Members() {
-		if m.State == cluster.MemberAlive {
-			alive[m.ID] = true
-		}
-	}
-	return alive
-}
-
-// rehomePlan picks a new owner for every non-durable (with forget: every), non-exclusive queue
-// of the dead node: the live member with the fewest queues, counting the ones already assigned.
+// rehomePlan hands a dead node's queues over (placement.Failover): with forget every queue it
+// owned, otherwise its non-durable ones, and its replicated queues' leadership.
 func (n *Node) rehomePlan(dead string, forget bool) fsm.NodeFailed {
-	owned := map[string]int{}
-	var live []string
-	for _, m := range n.Members.Members() {
-		if m.State == cluster.MemberAlive && m.ID != dead {
-			live = append(live, m.ID)
-			owned[m.ID] = 0
-		}
-	}
-	sort.Strings(live)
-	queues := n.FSM.Queues("")
-	for _, q := range queues {
-		if _, ok := owned[q.Owner]; ok {
-			owned[q.Owner]++
-		}
-	}
-	cmd := fsm.NodeFailed{Node: dead, Forget: forget}
-	if len(live) == 0 {
-		return cmd
-	}
-	alive := map[string]bool{}
-	for _, id := range live {
-		alive[id] = true
-	}
-	replicaLoad := map[string]int{}
-	for _, q := range queues {
-		for _, r := range q.Replicas {
-			replicaLoad[r]++
-		}
-	}
-	for _, q := range queues {
-		if q.Type != fsm.QueueTypeQuorum || !slices.Contains(q.Replicas, dead) {
-			continue
-		}
-		if q.Owner == dead {
-			// Only an in-sync replica holds every confirmed message: the new leader is one of
-			// them, the one leading the fewest queues.
-			var candidates []string
-			for _, r := range q.InSync {
-				if r != dead && alive[r] {
-					candidates = append(candidates, r)
-				}
-			}
-			if best := placement.LeastLoaded(candidates, owned); best != "" {
-				owned[best]++
-				cmd.Rehome = append(cmd.Rehome, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: best})
-			}
-		}
-		if forget {
-			if r := placement.Replacement(q.Replicas, live, replicaLoad); r != "" {
-				replicaLoad[r]++
-				cmd.Repair = append(cmd.Repair, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: r})
-			}
-		}
-	}
-	for _, q := range queues {
-		if q.Owner != dead || (q.Durable && !forget) || q.Exclusive || q.Type == fsm.QueueTypeQuorum {
-			continue
-		}
-		best := live[0]
-		for _, id := range live[1:] {
-			if owned[id] < owned[best] {
-				best = id
-			}
-		}
-		owned[best]++
-		cmd.Rehome = append(cmd.Rehome, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: best})
-	}
-	return cmd
+	plan := placement.Failover(dead, n.aliveMembers(), n.placementQueues(), forget)
+	return fsm.NodeFailed{Node: dead, Forget: forget, Rehome: refs(plan.Rehome), Repair: refs(plan.Repair)}
 }
 
 // ErrNotLeader: forgetting a node is done by the Raft leader.
@@ -224,32 +109,19 @@ func (n *Node) Forget(id string) error {
 // up gets one as soon as a node joins. Run by the Raft leader every second; one replica per
 // queue per round, so a new node is filled queue by queue.
 func (n *Node) repairReplicas() {
-	var live []string
-	for id := range n.aliveSet() {
-		live = append(live, id)
-	}
-	sort.Strings(live)
-	queues := n.FSM.Queues("")
-	load := map[string]int{}
-	for _, q := range queues {
-		for _, r := range q.Replicas {
-			load[r]++
+	qs := n.FSM.Queues("")
+	view := broker.PlacementQueues(qs)
+	for i := range view {
+		if view[i].Replicated {
+			view[i].Size = replicatedSize(qs[i])
 		}
 	}
-	for _, q := range queues {
-		if q.Type != fsm.QueueTypeQuorum || len(q.Replicas) >= replicatedSize(q) {
-			continue
-		}
-		add := placement.Replacement(q.Replicas, live, load)
-		if add == "" {
-			continue
-		}
-		if _, err := n.Broker.Apply(fsm.AddReplica{Vhost: q.Vhost, Name: q.Name, Node: add}); err != nil {
-			n.log.Warn("add a replica", "queue", q.Name, "node", add, "err", err)
+	for _, m := range placement.Repair(n.aliveMembers(), view) {
+		if _, err := n.Broker.Apply(fsm.AddReplica{Vhost: m.Vhost, Name: m.Name, Node: m.To}); err != nil {
+			n.log.Warn("add a replica", "queue", m.Name, "node", m.To, "err", err)
 			return
 		}
-		load[add]++
-		n.log.Info("replicated queue repaired", "queue", q.Name, "vhost", q.Vhost, "new_replica", add)
+		n.log.Info("replicated queue repaired", "queue", m.Name, "vhost", m.Vhost, "new_replica", m.To)
 	}
 }
 

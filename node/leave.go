@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/warrenmq/warren/cluster"
 	"github.com/warrenmq/warren/fsm"
+	"github.com/warrenmq/warren/placement"
 )
 
 // LeaveReport says what a graceful leave did.
@@ -40,19 +40,14 @@ func (n *Node) Leave(timeout time.Duration) (LeaveReport, error) {
 		return rep, errors.New("this node is already leaving")
 	}
 	defer n.leaveMu.Unlock()
-	var targets []string
-	for _, m := range n.Members.Members() {
-		if m.State == cluster.MemberAlive && m.ID != n.cfg.ID {
-			targets = append(targets, m.ID)
-		}
-	}
+	targets := slices.DeleteFunc(n.aliveMembers(), func(id string) bool { return id == n.cfg.ID })
 	if len(targets) == 0 {
 		return rep, errors.New("no other live node to hand the queues to: stop the node instead")
 	}
 	n.log.Info("leaving the cluster: handing queues over", "targets", targets)
 	n.AMQP.Close()
 	_, movedBefore := n.Broker.HandOffs()
-	cmd := n.movePlan(targets)
+	cmd := fsm.MoveQueues{From: n.cfg.ID, Moves: refs(placement.Leave(n.cfg.ID, targets, n.placementQueues()))}
 	if len(cmd.Moves) > 0 {
 		if _, err := n.Broker.Apply(cmd); err != nil {
 			return rep, fmt.Errorf("hand queues over: %w", err)
@@ -74,7 +69,7 @@ func (n *Node) Leave(timeout time.Duration) (LeaveReport, error) {
 	// Replicated queues do not move: their other replicas already hold the messages. The
 	// queues this node leads get an in-sync leader elsewhere, and every replica set it was in
 	// gets a live node in its place, filled by the leader (as for a forgotten node).
-	if plan := n.rehomePlan(n.cfg.ID, true); n.holdsReplicas() {
+	if plan := n.rehomePlan(n.cfg.ID, true); placement.HoldsReplicas(n.cfg.ID, n.placementQueues()) {
 		if _, err := n.Broker.Apply(plan); err != nil {
 			return rep, fmt.Errorf("hand replicated queues over: %w", err)
 		}
@@ -97,44 +92,4 @@ func (n *Node) Leave(timeout time.Duration) (LeaveReport, error) {
 // Done is closed once the node has left the cluster and closed itself.
 func (n *Node) Done() <-chan struct{} { return n.done }
 
-// movePlan assigns every non-exclusive queue of this node to a target, fewest queues first.
-func (n *Node) movePlan(targets []string) fsm.MoveQueues {
-	sort.Strings(targets)
-	owned := map[string]int{}
-	for _, id := range targets {
-		owned[id] = 0
-	}
-	queues := n.FSM.Queues("")
-	for _, q := range queues {
-		if _, ok := owned[q.Owner]; ok {
-			owned[q.Owner]++
-		}
-	}
-	cmd := fsm.MoveQueues{From: n.cfg.ID}
-	for _, q := range queues {
-		if q.Owner != n.cfg.ID || q.Exclusive || q.Type == fsm.QueueTypeQuorum {
-			continue
-		}
-		best := targets[0]
-		for _, id := range targets[1:] {
-			if owned[id] < owned[best] {
-				best = id
-			}
-		}
-		owned[best]++
-		cmd.Moves = append(cmd.Moves, fsm.QueueRef{Vhost: q.Vhost, Name: q.Name, Owner: best})
-	}
-	return cmd
-}
-
 func (n *Node) leaveForAPI(timeout time.Duration) (any, error) { return n.Leave(timeout) }
-
-// holdsReplicas reports whether this node is in the replica set of any replicated queue.
-func (n *Node) holdsReplicas() bool {
-	for _, q := range n.FSM.Queues("") {
-		if q.Type == fsm.QueueTypeQuorum && slices.Contains(q.Replicas, n.cfg.ID) {
-			return true
-		}
-	}
-	return false
-}
