@@ -101,6 +101,7 @@ type Store struct {
 	resolver      atomic.Pointer[func(nodeID string) (string, bool)]
 	liveNodes     atomic.Pointer[func() []string]
 	vis           *visibility
+	expedite      *electionExpediter
 
 	closeOnce sync.Once
 	closeErr  error
@@ -143,6 +144,7 @@ func Open(cfg Config) (*Store, error) {
 		forwardKey:   deriveKey("warren-forward-v1", cfg.Secret),
 		fsm:          newAppliedFSM(cfg.FSM),
 	}
+	s.expedite = newElectionExpediter(s)
 	var (
 		logs   raft.LogStore
 		stable raft.StableStore
@@ -193,7 +195,7 @@ func Open(cfg Config) (*Store, error) {
 			advertise = addr
 		}
 		raftKey := deriveKey("warren-raft-v1", cfg.Secret)
-		tcp, err := newAuthTransport(cfg.RaftAddr, advertise, raftKey, cfg.TLS, s.log, rc.Logger)
+		tcp, err := newAuthTransport(cfg.RaftAddr, advertise, raftKey, cfg.TLS, s.log, rc.Logger, s.SuspectLeaderGone)
 		if err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
@@ -209,7 +211,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		adv, _ := net.ResolveTCPAddr("tcp", string(tcp.LocalAddr()))
 		s.newTransport = func() (*raft.NetworkTransport, error) {
-			return newAuthTransport(bind, adv, raftKey, cfg.TLS, s.log, rc.Logger)
+			return newAuthTransport(bind, adv, raftKey, cfg.TLS, s.log, rc.Logger, s.SuspectLeaderGone)
 		}
 	}
 	s.transport = trans
@@ -239,6 +241,7 @@ func Open(cfg Config) (*Store, error) {
 	s.dataDir, s.inMemory = cfg.DataDir, cfg.InMemory
 	s.forwardPool = newForwardPool(s.forwardKey)
 	s.vis = newVisibility(s, cfg.VisibleWait)
+	s.expedite.start()
 	s.forwardPool.tls = cfg.TLS
 
 	if cfg.ForwardAddr != "" {
@@ -579,6 +582,7 @@ func (s *Store) Close() error {
 			s.forwardServer.close()
 		}
 		s.vis.close()
+		s.expedite.close()
 		s.forwardPool.close()
 		s.closeErr = s.r().Shutdown().Error()
 		if s.forwardServer != nil {

@@ -44,6 +44,9 @@ const (
 // errRaftAuth means a Raft peer did not prove it holds the cluster secret.
 var errRaftAuth = errors.New("raft peer failed authentication (cluster secrets differ?)")
 
+// errSilentPeer: the connection closed before a byte arrived, as ProcessGone's probes do.
+var errSilentPeer = errors.New("raft peer closed without a handshake")
+
 func raftProof(key []byte, role string, clientNonce, serverNonce []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(role))
@@ -60,6 +63,7 @@ type authStreamLayer struct {
 	key       []byte
 	tls       *NodeTLS // nil: plain TCP under the handshake
 	log       *slog.Logger
+	onBreak   func() // nil, or called when an accepted connection's read fails (expedite.go)
 
 	ready     chan net.Conn
 	done      chan struct{}
@@ -72,7 +76,8 @@ type authStreamLayer struct {
 
 // newAuthTransport listens on bind and returns a raft transport whose every connection, in
 // and out, is authenticated with key. advertise nil advertises the listener's address.
-func newAuthTransport(bind string, advertise net.Addr, key []byte, nt *NodeTLS, log *slog.Logger, hl hclog.Logger) (*raft.NetworkTransport, error) {
+// onBreak (may be nil) hears of accepted connections that broke: the leader's, when it dies.
+func newAuthTransport(bind string, advertise net.Addr, key []byte, nt *NodeTLS, log *slog.Logger, hl hclog.Logger, onBreak func()) (*raft.NetworkTransport, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -85,7 +90,7 @@ func newAuthTransport(bind string, advertise net.Addr, key []byte, nt *NodeTLS, 
 		return nil, fmt.Errorf("raft address %s is not one other nodes can dial", advertise)
 	}
 	l := &authStreamLayer{
-		ln: ln, advertise: advertise, key: key, tls: nt, log: log,
+		ln: ln, advertise: advertise, key: key, tls: nt, log: log, onBreak: onBreak,
 		ready: make(chan net.Conn), done: make(chan struct{}), pending: map[net.Conn]struct{}{},
 	}
 	l.wg.Add(1)
@@ -148,10 +153,18 @@ func (l *authStreamLayer) admit(raw net.Conn) {
 	l.mu.Lock()
 	delete(l.pending, raw)
 	l.mu.Unlock()
+	if errors.Is(err, errSilentPeer) {
+		l.log.Debug("raft: a connection closed before saying anything (a port probe)", "remote", c.RemoteAddr().String())
+		_ = c.Close()
+		return
+	}
 	if err != nil {
 		l.log.Warn("raft: refused a connection that did not prove the cluster secret", "remote", c.RemoteAddr().String(), "err", err)
 		_ = c.Close()
 		return
+	}
+	if l.onBreak != nil {
+		c = &breakWatchConn{Conn: c, onBreak: l.onBreak}
 	}
 	select {
 	case l.ready <- c:
@@ -160,12 +173,30 @@ func (l *authStreamLayer) admit(raw net.Conn) {
 	}
 }
 
+// breakWatchConn reports the first failed read of an accepted Raft connection.
+type breakWatchConn struct {
+	net.Conn
+	once    sync.Once
+	onBreak func()
+}
+
+func (c *breakWatchConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.once.Do(c.onBreak)
+	}
+	return n, err
+}
+
 func acceptHandshake(c net.Conn, key []byte) error {
 	if err := c.SetDeadline(time.Now().Add(raftHandshakeWait)); err != nil {
 		return err
 	}
 	hello := make([]byte, len(raftMagic)+nonceSize)
-	if _, err := io.ReadFull(c, hello); err != nil {
+	if n, err := io.ReadFull(c, hello); err != nil {
+		if n == 0 && errors.Is(err, io.EOF) {
+			return errSilentPeer
+		}
 		return fmt.Errorf("read hello: %w", err)
 	}
 	if !bytes.Equal(hello[:len(raftMagic)], []byte(raftMagic)) {

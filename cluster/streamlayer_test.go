@@ -41,7 +41,7 @@ func TestRaftPortRefusesPeersWithoutTheSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	wrong, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", "not the secret"), nil, testLogger(), hl)
+	wrong, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", "not the secret"), nil, testLogger(), hl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestRaftPortRefusesPeersWithoutTheSecret(t *testing.T) {
 	}
 	_ = c.Close()
 
-	right, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", testSecret), nil, testLogger(), hl)
+	right, err := newAuthTransport("127.0.0.1:0", nil, deriveKey("warren-raft-v1", testSecret), nil, testLogger(), hl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestRaftMutualTLS(t *testing.T) {
 		nt *NodeTLS
 		ok bool
 	}{"no certificate": {nil, false}, "another CA": {stranger, false}, "cluster CA": {peer, true}} {
-		tr, err := newAuthTransport("127.0.0.1:0", nil, key, tc.nt, testLogger(), hl)
+		tr, err := newAuthTransport("127.0.0.1:0", nil, key, tc.nt, testLogger(), hl, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

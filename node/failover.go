@@ -3,11 +3,9 @@ package node
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/warrenmq/warren/broker"
@@ -262,6 +260,9 @@ func replicatedSize(q fsm.Queue) int {
 // gossip's failure detector): this node proposes the failover at once instead of waiting the
 // second or so gossip takes. Any node may propose it; NodeFailed is idempotent.
 func (n *Node) fastFailover(peer string) {
+	if n.Store != nil {
+		n.Store.SuspectLeaderGone() // it may have led Raft too; the store checks
+	}
 	if n.Members == nil || !n.Broker.LeadsFollowedQueues(peer) {
 		return
 	}
@@ -285,27 +286,11 @@ func (n *Node) runFastFailover(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case f := <-n.fastFail:
-			if !refusesConnections(f.addr) {
+			if !cluster.ProcessGone(f.addr, stop) {
 				continue
 			}
 			n.log.Info("a replicated queues' leader refuses connections: failing over now", "node", f.peer)
 			n.rehome(f.peer)
 		}
 	}
-}
-
-// refusesConnections dials addr twice: a refusal both times means nothing listens there.
-func refusesConnections(addr string) bool {
-	for i := 0; i < 2; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
-			return false
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
 }
