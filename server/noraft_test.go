@@ -41,16 +41,6 @@ func serveWithoutRaft(t *testing.T) (*countingBroker, *brokertest.Log, string) {
 	return b, log, fmt.Sprintf("amqp://guest:guest@%s/", s.Addr())
 }
 
-func dialURL(t *testing.T, url string) *amqp.Connection {
-	t.Helper()
-	c, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 // TestServeWithoutRaft: the whole client path (handshake, declare, bind, confirmed publish,
 // get, ack) works against a broker whose log is in memory.
 func TestServeWithoutRaft(t *testing.T) {
