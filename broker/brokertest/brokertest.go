@@ -20,16 +20,25 @@ import (
 
 // Log is an in-memory replacement for the Raft store (a broker.Applier).
 type Log struct {
-	mu    sync.Mutex
-	index uint64
-	fsms  []*fsm.FSM
-	fail  error
+	mu      sync.Mutex
+	index   uint64
+	members []*member
+	fail    error
+}
+
+// member is one node's FSM replica; while it lags, the entries it has not applied wait in
+// pending.
+type member struct {
+	id      string
+	fsm     *fsm.FSM
+	lagging bool
+	pending []*raft.Log
 }
 
 var _ broker.Applier = (*Log)(nil)
 
 // Apply runs the encoded command through every member's FSM, as a committed Raft entry, and
-// returns the FSM's result (that of the last member; every member computes the same).
+// returns the FSM's result (that of the last member that applied it; all compute the same).
 // Observers run on this goroutine with the log locked, as they run on Raft's apply goroutine:
 // one that submitted a command synchronously would deadlock there too.
 func (l *Log) Apply(cmd []byte) (any, error) {
@@ -39,11 +48,40 @@ func (l *Log) Apply(cmd []byte) (any, error) {
 		return nil, l.fail
 	}
 	l.index++
+	entry := &raft.Log{Index: l.index, Data: cmd}
 	var res any
-	for _, f := range l.fsms {
-		res = f.Apply(&raft.Log{Index: l.index, Data: cmd})
+	for _, m := range l.members {
+		if m.lagging {
+			m.pending = append(m.pending, entry)
+			continue
+		}
+		res = m.fsm.Apply(entry)
 	}
 	return res, nil
+}
+
+// Lag makes member id stop applying commands, as a follower that has not applied the latest
+// entries yet; release applies what it missed, in order, and ends the lag. Commands must be
+// submitted through another member meanwhile (the lagging one's own would not be applied).
+func (l *Log) Lag(t testing.TB, id string) (release func()) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.members {
+		if m.id == id {
+			m.lagging = true
+			return func() {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				for _, e := range m.pending {
+					m.fsm.Apply(e)
+				}
+				m.pending, m.lagging = nil, false
+			}
+		}
+	}
+	t.Fatalf("brokertest: no member %s", id)
+	return nil
 }
 
 // Fail makes every later Apply fail with err and commit nothing, as on a node that lost its
@@ -76,7 +114,7 @@ func NewNode(t testing.TB, l *Log, id string, opts Options) *broker.Node {
 	l.mu.Lock()
 	late := l.index > 0
 	if !late {
-		l.fsms = append(l.fsms, f)
+		l.members = append(l.members, &member{id: id, fsm: f})
 	}
 	l.mu.Unlock()
 	if late {
@@ -112,11 +150,18 @@ func AddUser(t testing.TB, n *broker.Node, user, password string, tags ...string
 // The servers close when the test ends, the peers with their nodes.
 func Link(t testing.TB, nodes ...*broker.Node) {
 	t.Helper()
+	LinkVia(t, (*broker.Node).LinkHandler, nodes...)
+}
+
+// LinkVia is Link with each node's data-link server dispatching to handler(node), typically
+// the node's LinkHandler wrapped to watch or delay what its peers send.
+func LinkVia(t testing.TB, handler func(*broker.Node) datalink.Handler, nodes ...*broker.Node) {
+	t.Helper()
 	ids := make([]string, len(nodes))
 	addrs := make(map[string]string, len(nodes))
 	for i, n := range nodes {
 		cfg := datalink.Config{NodeID: n.ID(), Secret: "brokertest", Logger: discard()}
-		srv, err := datalink.Listen("127.0.0.1:0", cfg, n.LinkHandler())
+		srv, err := datalink.Listen("127.0.0.1:0", cfg, handler(n))
 		if err != nil {
 			t.Fatalf("brokertest: data link of %s: %v", n.ID(), err)
 		}
