@@ -55,6 +55,11 @@ type replicated struct {
 
 	claiming atomic.Bool // an ElectLeader for this node is under way
 
+	// returns are the return counts of messages this replica holds, while it does not lead
+	// (under mu): received from the leader, or kept from the queue object when it stopped
+	// leading. The new leader's queue object starts from them.
+	returns map[replica.Ident]uint32
+
 	// ackFollowers is the followers map as reply callbacks read it (they cannot take mu).
 	ackFollowers atomic.Pointer[map[string]*follower]
 }
@@ -122,7 +127,7 @@ func (n *Node) ensureReplicated(qd fsm.Queue) *replicated {
 	if r := n.quorum[key]; r != nil {
 		return r
 	}
-	r := &replicated{n: n, key: key, vhost: qd.Vhost, name: qd.Name, followers: map[string]*follower{}}
+	r := &replicated{n: n, key: key, vhost: qd.Vhost, name: qd.Name, followers: map[string]*follower{}, returns: map[replica.Ident]uint32{}}
 	n.quorum[key] = r
 	return r
 }
@@ -244,6 +249,7 @@ func (r *replicated) stopLeading(cause error) {
 	delete(n.queues, k)
 	n.mu.Unlock()
 	if q != nil {
+		r.keepReturns(q.ReturnCounts())
 		q.Delete()
 		if ps, ok := n.msgs.(*pagedStore); ok {
 			ps.pager.DoneReading(r.key) // its read position means nothing to a follower
@@ -256,6 +262,13 @@ func (r *replicated) stopLeading(cause error) {
 	for _, w := range ws {
 		w.done(cause)
 	}
+}
+
+// leaderQueue is the queue object this node serves the queue through while it leads (else nil).
+func (r *replicated) leaderQueue() *queue.Queue {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.q
 }
 
 // attachQueue is called by createLocalQueue for a queue this node leads: the queue's store is
@@ -297,6 +310,42 @@ func (r *replicated) loadLocked() error {
 	return nil
 }
 
+// keepReturns records, by identity, the return counts of the queue object this replica served
+// through until it stopped leading (keyed by store id).
+func (r *replicated) keepReturns(counts map[uint64]uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, n := range counts {
+		if ident, ok := r.idx.IdentOf(id); ok {
+			r.returns[ident] = n
+		}
+	}
+}
+
+// takeReturns hands the return counts this replica holds to the queue object it now leads
+// through, by store id; from then on that queue keeps them.
+func (r *replicated) takeReturns() map[uint64]uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[uint64]uint32, len(r.returns))
+	for ident, n := range r.returns {
+		if id, ok := r.idx.ID(ident); ok {
+			out[id] = n
+		}
+	}
+	clear(r.returns)
+	return out
+}
+
+// forgetGoneReturnsLocked drops the counts of messages the index no longer holds.
+func (r *replicated) forgetGoneReturnsLocked() {
+	for ident := range r.returns {
+		if _, ok := r.idx.ID(ident); !ok {
+			delete(r.returns, ident)
+		}
+	}
+}
+
 // takeOver is what a replica holds when it starts leading.
 type takeOver struct {
 	count  int
@@ -313,6 +362,7 @@ func (r *replicated) restore(held takeOver) {
 	if q == nil {
 		return
 	}
+	q.SeedReturns(r.takeReturns())
 	if st, ok := q.Store().(*quorumStore); ok {
 		st.base.Store(held.base)
 		// A queue object this node served the queue through before (an earlier epoch) may
@@ -397,7 +447,7 @@ func (r *replicated) appendLocked(f *follower, entries []replica.Entry) {
 func (r *replicated) appendThroughLocked(f *follower, entries []replica.Entry, through replica.Ident) {
 	prev := f.sent
 	for _, e := range entries {
-		if !e.Settle {
+		if e.Stores() {
 			f.sent = e.Ident
 		}
 	}

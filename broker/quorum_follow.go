@@ -59,6 +59,7 @@ func (h linkHandler) Replicate(from, key string, payload []byte, reply func([]by
 		reply(replica.EncodePosition(pos), nil)
 	case replica.Truncate:
 		dropped := r.idx.Truncate(req.UpTo, req.Keep)
+		r.forgetGoneReturnsLocked()
 		r.mu.Unlock()
 		if len(dropped) > 0 {
 			n.msgs.AckMany(key, dropped)
@@ -84,7 +85,7 @@ func (r *replicated) followAppendLocked(req *replica.Request, reply func([]byte,
 	last := -1
 	prev := r.idx.Last()
 	for i, e := range req.Entries {
-		if e.Settle {
+		if !e.Stores() {
 			continue
 		}
 		if e.Ident <= prev {
@@ -98,6 +99,13 @@ func (r *replicated) followAppendLocked(req *replica.Request, reply func([]byte,
 		if e.Settle {
 			if id, ok := r.idx.Remove(e.Ident); ok {
 				settled = append(settled, id)
+			}
+			delete(r.returns, e.Ident)
+			continue
+		}
+		if e.Returns > 0 {
+			if _, ok := r.idx.ID(e.Ident); ok {
+				r.returns[e.Ident] = e.Returns
 			}
 			continue
 		}
@@ -206,6 +214,19 @@ func (s *quorumStore) PageIn(key string, after, upTo uint64, maxMsgs, maxBytes i
 
 // settleIfLeading replicates settlements; false when this node no longer leads (the queue
 // object is stale: the new leader owns the messages, and this replica's copy must stay).
+// Returned passes a stored message's return count on to the followers (queue.ReturnCounter).
+func (s *quorumStore) Returned(_ string, id uint64, count uint32) {
+	r := s.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.leading {
+		return
+	}
+	if ident, ok := r.idx.IdentOf(id); ok {
+		r.sendLocked([]replica.Entry{{Ident: ident, Returns: count}})
+	}
+}
+
 func (r *replicated) settleIfLeading(ids []uint64) bool {
 	r.mu.Lock()
 	leading := r.leading

@@ -238,7 +238,7 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) (replica.Ident, erro
 	// target) and in pending: keep only the later ones (and every settlement) in pending.
 	kept := f.pending[:0]
 	for _, e := range f.pending {
-		if e.Settle || e.Ident > target {
+		if !e.Stores() || e.Ident > target {
 			kept = append(kept, e)
 		}
 	}
@@ -270,12 +270,19 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) (replica.Ident, erro
 			return 0, fmt.Errorf("read stored messages: %w", err)
 		}
 		entries := make([]replica.Entry, 0, len(got))
+		var counts []replica.Entry // return counts of these messages, sent after them
+		q := r.leaderQueue()
 		for _, m := range got {
 			ident, _, err := replica.SplitStored(m.Data)
 			if err != nil {
 				return 0, fmt.Errorf("stored message %d: %w", m.ID, err)
 			}
 			entries = append(entries, replica.Entry{Ident: ident, Data: m.Data})
+			if q != nil {
+				if n := q.ReturnCount(m.ID); n > 0 {
+					counts = append(counts, replica.Entry{Ident: ident, Returns: n})
+				}
+			}
 		}
 		next := idents[len(idents)-1]
 		if len(got) > 0 && len(got) < len(ids) {
@@ -307,7 +314,7 @@ func (r *replicated) doSync(f *follower, gen, epoch uint64) (replica.Ident, erro
 			}
 		}
 		if len(entries) > 0 {
-			r.appendLocked(f, entries)
+			r.appendLocked(f, append(entries, counts...))
 		}
 		r.mu.Unlock()
 		after = next

@@ -125,7 +125,8 @@ func Open(cfg Config) (*Store, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	// Short timeouts make start-up and failover quick (a new leader about 1–1.5 s after the
-	// old one dies) and are still generous for loopback and LAN clusters.
+	// old one goes silent; about 0.3 s after its process dies, expedite.go) and are still
+	// generous for loopback and LAN clusters.
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond

@@ -326,21 +326,28 @@ func TestRebalanceSpreadsReplicatedQueueLeaders(t *testing.T) {
 	}
 }
 
+// declareDeadLetters declares the fanout exchange "dlx" and the classic queue "dead" bound to it
+// through ch (so "dead" lives on ch's node).
+func declareDeadLetters(t *testing.T, ch *amqp.Channel) {
+	t.Helper()
+	if err := ch.ExchangeDeclare("dlx", "fanout", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("dead", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind("dead", "", "dlx", false, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestQuorumDeliveryLimitDeadLetters: x-delivery-limit 1 on a replicated queue led by c1,
 // consumed through c2: the first return comes back with x-delivery-count 1, the second goes to
 // the dead-letter exchange with reason delivery_limit, as RabbitMQ's quorum queues do.
 func TestQuorumDeliveryLimitDeadLetters(t *testing.T) {
 	nodes := startCluster(t, 3, "s3cret")
 	ch1 := dialNode(t, nodes[0])
-	if err := ch1.ExchangeDeclare("dlx", "fanout", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch1.QueueDeclare("dead", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch1.QueueBind("dead", "", "dlx", false, nil); err != nil {
-		t.Fatal(err)
-	}
+	declareDeadLetters(t, ch1)
 	args := amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int32(1), "x-dead-letter-exchange": "dlx"}
 	if _, err := ch1.QueueDeclare("limited", true, false, false, false, args); err != nil {
 		t.Fatal(err)
@@ -392,5 +399,81 @@ func TestQuorumDeliveryLimitDeadLetters(t *testing.T) {
 	case m := <-msgs:
 		t.Fatalf("delivered a third time: %q", m.Body)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestQuorumReturnCountsSurviveFailover: a message returned twice under x-delivery-limit 2 keeps
+// its count when the leader dies: the new leader delivers it with x-delivery-count 2, and one
+// more return dead-letters it, as RabbitMQ's quorum queues (which keep the count in the log) do.
+func TestQuorumReturnCountsSurviveFailover(t *testing.T) {
+	nodes := startCluster(t, 3, "s3cret")
+	ch1, ch2 := dialNode(t, nodes[0]), dialNode(t, nodes[1])
+	declareDeadLetters(t, ch2) // on c2, which survives
+	args := amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int32(2), "x-dead-letter-exchange": "dlx"}
+	if _, err := ch1.QueueDeclare("counted", true, false, false, false, args); err != nil {
+		t.Fatal(err)
+	}
+	waitQueue(t, nodes[2], "counted", "both followers in sync", func(q fsm.Queue) bool { return q.Owner == "c1" && len(q.InSync) == 3 })
+	if acked := publishConfirmed(t, ch1, "counted", "poison", 1); len(acked) != 1 {
+		t.Fatal("publish not confirmed")
+	}
+	getOne := func(ch *amqp.Channel, what string) amqp.Delivery {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			m, ok, err := ch.Get("counted", false)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if ok {
+				return m
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: queue empty", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		m := getOne(ch2, fmt.Sprintf("get %d", i+1))
+		if err := m.Nack(false, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The followers apply the leader's stream in order: once a later publish is confirmed (every
+	// in-sync follower stored it), they hold the counts sent before it.
+	if acked := publishConfirmed(t, ch1, "counted", "later", 1); len(acked) != 1 {
+		t.Fatal("second publish not confirmed")
+	}
+
+	_ = nodes[0].Close()
+	waitQueue(t, nodes[1], "counted", "a new leader", func(q fsm.Queue) bool { return q.Owner != "c1" })
+	ch3 := dialNode(t, nodes[2])
+	m := getOne(ch3, "get after the failover")
+	if string(m.Body) != "poison0" {
+		t.Fatalf("first message after the failover is %q", m.Body)
+	}
+	if got := fmt.Sprint(m.Headers["x-delivery-count"]); got != "2" {
+		t.Fatalf("after the failover: x-delivery-count %s, want 2 (the returns before it)", got)
+	}
+	if err := m.Nack(false, true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, ok, err := ch3.Get("dead", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if string(d.Body) != "poison0" {
+				t.Fatalf("dead-lettered %q", d.Body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the third return did not dead-letter the message (delivery limit 2)")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

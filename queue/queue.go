@@ -36,6 +36,12 @@ type Store interface {
 	AckMany(queue string, ids []uint64)
 }
 
+// ReturnCounter is a Store that also hears how often each stored message has come back
+// (CountReturns): a replicated queue's leader passes the counts on to its followers.
+type ReturnCounter interface {
+	Returned(queue string, id uint64, count uint32)
+}
+
 // Overflow says what a full queue does with the next message.
 type Overflow uint8
 
@@ -295,35 +301,6 @@ func (q *Queue) forget(m *Message) {
 		delete(q.returns, m.StoreID)
 		q.retMu.Unlock()
 	}
-}
-
-// returned counts one more return of m and reports whether it is past the delivery limit.
-func (q *Queue) returned(m *Message) (past bool) {
-	if !q.cfg.CountReturns || m.StoreID == 0 {
-		return false
-	}
-	q.retMu.Lock()
-	defer q.retMu.Unlock()
-	if q.returns == nil {
-		q.returns = map[uint64]uint32{}
-	}
-	n := q.returns[m.StoreID] + 1
-	q.returns[m.StoreID] = n
-	return q.cfg.DeliveryLimit >= 0 && int64(n) > q.cfg.DeliveryLimit
-}
-
-// marked is the message a delivery hands out: m itself, or m marked with its return count.
-func (q *Queue) marked(m *Message) *Message {
-	if !q.cfg.CountReturns || q.cfg.Redelivering == nil || m.StoreID == 0 {
-		return m
-	}
-	q.retMu.Lock()
-	n := q.returns[m.StoreID]
-	q.retMu.Unlock()
-	if n == 0 {
-		return m
-	}
-	return q.cfg.Redelivering(m, n)
 }
 
 // ttlFor returns the message's TTL in nanoseconds under this queue (the smaller of the queue's

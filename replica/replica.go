@@ -50,12 +50,19 @@ const (
 	Truncate Kind = 3
 )
 
-// Entry is one operation of an Append: a message to store (Data non-nil) or to settle.
+// Entry is one operation of an Append: a message to store (Data non-nil), to settle, or (Returns
+// > 0) the number of times it has come back to the queue so far (requeued, or its consumer
+// gone), so that x-delivery-count and x-delivery-limit survive a failover. The count is the
+// total, not an increment: applying it twice changes nothing.
 type Entry struct {
-	Ident  Ident
-	Settle bool
-	Data   []byte
+	Ident   Ident
+	Settle  bool
+	Returns uint32
+	Data    []byte
 }
+
+// Stores reports whether e carries a message (rather than a settlement or a return count).
+func (e Entry) Stores() bool { return !e.Settle && e.Returns == 0 }
 
 // Request is what the leader of Epoch sends one follower of one queue.
 type Request struct {
@@ -85,6 +92,11 @@ func AppendRequest(b []byte, r *Request) []byte {
 			b = binary.AppendUvarint(b, uint64(e.Ident))
 			if e.Settle {
 				b = append(b, 0)
+				continue
+			}
+			if e.Returns > 0 {
+				b = append(b, 2)
+				b = binary.AppendUvarint(b, uint64(e.Returns))
 				continue
 			}
 			b = append(b, 1)
@@ -129,6 +141,12 @@ func DecodeRequest(b []byte) (*Request, error) {
 			case 1:
 				l := d.uvarint()
 				e.Data = d.bytes(l)
+			case 2:
+				if v := d.uvarint(); v == 0 || v > 1<<32-1 {
+					d.err = errMalformed
+				} else {
+					e.Returns = uint32(v)
+				}
 			default:
 				d.err = errMalformed
 			}

@@ -12,6 +12,7 @@ func TestRequestRoundTrip(t *testing.T) {
 			{Ident: MakeIdent(3, 1), Data: []byte("hello")},
 			{Ident: MakeIdent(2, 4), Settle: true},
 			{Ident: MakeIdent(3, 2), Data: []byte{}},
+			{Ident: MakeIdent(3, 1), Returns: 4},
 		}},
 		{Kind: Sync, Epoch: 7},
 		{Kind: Truncate, Epoch: 7, UpTo: MakeIdent(6, 100), Keep: []Ident{MakeIdent(5, 1), MakeIdent(6, 3), MakeIdent(6, 99)}},
@@ -32,10 +33,14 @@ func TestRequestRoundTrip(t *testing.T) {
 	if _, err := DecodeRequest([]byte{9, 1}); err == nil {
 		t.Fatal("an unknown kind was accepted")
 	}
+	// Append, epoch 1, prev 0, upTo 0, one entry: ident 5, a return count of 0.
+	if _, err := DecodeRequest([]byte{byte(Append), 1, 0, 0, 1, 5, 2, 0}); err == nil {
+		t.Fatal("a return count of zero was accepted")
+	}
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	f.Add(AppendRequest(nil, &Request{Kind: Append, Epoch: 1, Entries: []Entry{{Ident: 5, Data: []byte("x")}, {Ident: 6, Settle: true}}}))
+	f.Add(AppendRequest(nil, &Request{Kind: Append, Epoch: 1, Entries: []Entry{{Ident: 5, Data: []byte("x")}, {Ident: 6, Settle: true}, {Ident: 5, Returns: 3}}}))
 	f.Add(AppendRequest(nil, &Request{Kind: Truncate, Epoch: 2, UpTo: 9, Keep: []Ident{1, 4}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRequest(b)
