@@ -12,15 +12,14 @@ import (
 // without its lock held.
 func (n *Node) deadLetter(q *queue.Queue, dead []queue.DeadLetter) {
 	qd, ok := n.fsm.Queue(q.Vhost(), q.Name())
-	if !ok || len(qd.Args) == 0 {
+	if !ok {
 		return
 	}
-	args, _, err := wire.DecodeTable(qd.Args)
-	if err != nil {
+	args, refusal := n.fsm.QueueArgs(qd)
+	if refusal != nil || !args.DeadLetter {
 		return
 	}
-	dlx := StringArg(args, "x-dead-letter-exchange")
-	dlrk, hasRK := args["x-dead-letter-routing-key"]
+	dlx := args.DeadLetterExchange
 	var sc Scratch
 	now := time.Now()
 	for _, d := range dead {
@@ -29,10 +28,8 @@ func (n *Node) deadLetter(q *queue.Queue, dead []queue.DeadLetter) {
 			continue
 		}
 		msg.Exchange = dlx // consumers see the dead-letter exchange, as with any publish to it
-		if hasRK {
-			if s, ok := dlrk.(string); ok {
-				msg.RoutingKey = s
-			}
+		if args.DeadLetterRoutingKey != nil {
+			msg.RoutingKey = *args.DeadLetterRoutingKey
 		}
 		msg.StoreID = 0 // a new message: stored anew if its new queues are durable
 		if _, err := n.Publish(q.Vhost(), dlx, msg, headers, &sc, nil); err != nil {

@@ -87,10 +87,8 @@ func (n *Node) ReplyConsumerExists(name string) bool {
 		return false
 	}
 	if node != n.id {
-		if n.liveNodes == nil {
-			return false
-		}
-		for _, id := range n.liveNodes() {
+		live, _ := n.liveNodeIDs()
+		for _, id := range live {
 			if id == node {
 				return true
 			}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -22,16 +23,12 @@ type MessageStore interface {
 	DropQueue(queue string)
 }
 
-// AttachMessageStore makes durable queues keep persistent messages in s. It must be called
-// before Raft replays the topology, so the durable queues it creates are wired to s. A store
-// that can read a queue's messages back (msgstore) also makes those queues page: they keep
-// a window of their backlog in memory and the rest on disk (see queue/paging.go).
-func (n *Node) AttachMessageStore(s MessageStore) {
+// wrapMessageStore makes a store that can read messages back (msgstore) a paging one.
+func wrapMessageStore(s MessageStore, log *slog.Logger) MessageStore {
 	if p, ok := s.(messagePager); ok {
-		n.msgs = &pagedStore{MessageStore: s, pager: p, log: n.log}
-		return
+		return &pagedStore{MessageStore: s, pager: p, log: log}
 	}
-	n.msgs = s
+	return s
 }
 
 // StoreKey names a queue in the message store.

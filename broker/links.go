@@ -24,9 +24,19 @@ type links struct {
 }
 
 // AttachLinks lets the node forward publishes to queues owned by other nodes: resolve maps a
-// node id to its data-link address (from gossip metadata).
+// node id to its data-link address (from gossip metadata). Called once, before the node's
+// data-link server accepts peers.
 func (n *Node) AttachLinks(cfg datalink.Config, resolve func(nodeID string) (string, bool)) {
-	n.links = &links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}, addrs: map[string]string{}, events: remoteEvents{n}}
+	n.links.Store(&links{cfg: cfg, resolve: resolve, peers: map[string]*datalink.Peer{}, addrs: map[string]string{}, events: remoteEvents{n}})
+}
+
+// peerOf is the data link to a node; nil without links or a known address.
+func (n *Node) peerOf(id string) *datalink.Peer {
+	l := n.links.Load()
+	if l == nil {
+		return nil
+	}
+	return l.peer(id)
 }
 
 // LinkHandler is what the node's data-link server dispatches to.
@@ -70,16 +80,31 @@ func (l *links) close() {
 	}
 }
 
+// PeerFailed tells the node that the cluster declared node dead. A frozen process (SIGSTOP, a
+// partition) keeps its data link open, so publishes in flight to it would wait out the link's
+// timeout (5 s) with their publishers' confirm windows full. Breaking the link now nacks those
+// (their outcome is unknown) and sends new publishes to the queues' new leaders as soon as the
+// topology names them (forwardFailed).
+func (n *Node) PeerFailed(node string) {
+	l := n.links.Load()
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	p := l.peers[node]
+	l.mu.Unlock()
+	if p != nil {
+		p.Break(fmt.Errorf("node %s was declared dead by the cluster", node))
+	}
+}
+
 var errNoLink = errors.New("no data link to the queue's owner node")
 
 // forward sends one copy of msg to owner for its target queues; the owner's answer (or the
 // link failing) completes one part of join. Without a join (a transient message, nobody
 // waiting for confirms... never: Publish always joins when forwarding) the answer is dropped.
 func (n *Node) forward(owner string, keys []string, msg *queue.Message, data *[]byte, join *confirmJoin) {
-	var p *datalink.Peer
-	if n.links != nil {
-		p = n.links.peer(owner)
-	}
+	p := n.peerOf(owner)
 	if *data == nil {
 		*data = EncodeStored(msg)
 	}

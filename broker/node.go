@@ -1,7 +1,9 @@
 // Package broker owns what one Warren node holds between the AMQP server and the Raft store:
 // topology changes submitted as FSM commands, the queue objects this node owns (created and
 // destroyed as the FSM says), and the publish path from an exchange to those queues, including
-// dead-lettering. It speaks neither AMQP frames nor Raft directly.
+// dead-lettering. Over the data links it forwards publishes to other owners, serves and uses
+// remote consumers, gets and purges, hands moved queues over, and replicates the replicated
+// queues it leads or follows. It speaks neither AMQP frames nor Raft directly.
 package broker
 
 import (
@@ -26,25 +28,30 @@ type queueKey struct{ vhost, name string }
 
 // Node is one broker node's runtime state.
 type Node struct {
-	id    string
-	fsm   *fsm.FSM
-	log   *slog.Logger
-	store Applier
+	id  string
+	fsm *fsm.FSM
+	log *slog.Logger
+	// store commits commands. Raft starts applying entries (queues with x-expires timers
+	// included) before the store exists, so it is attached later; storeSet closes then.
+	store    atomic.Pointer[applierRef]
+	storeSet chan struct{}
+	setOnce  sync.Once
 
 	mu     sync.RWMutex
 	queues map[queueKey]*queue.Queue
 
-	// msgs keeps persistent messages of durable queues (nil: messages live in memory only).
-	// recovered is set once Recover ran: before that, queue deletions seen while Raft replays
+	// msgs keeps persistent messages of durable queues (nil: messages live in memory only);
+	// fixed at New, before Raft replays the topology. recovered is set once Recover ran: before that, queue deletions seen while Raft replays
 	// history must not drop messages of the queue's current incarnation.
 	msgs      MessageStore
 	recovered atomic.Bool
 
 	// links forwards publishes to queues owned by other nodes (nil: a single node); remote
 	// holds this node's consumers of other nodes' queues, proxies the other nodes' consumers
-	// of queues here.
-	links     *links
-	liveNodes func() []string
+	// of queues here. links and liveNodes come from gossip, which starts after Raft, so they
+	// are attached after New and read atomically.
+	links     atomic.Pointer[links]
+	liveNodes atomic.Pointer[func() []string]
 	remote    remoteSinks
 	proxiesMu sync.Mutex
 	proxies   map[proxyKey]*remoteProxy
@@ -69,28 +76,48 @@ type Node struct {
 	replies     replyRegistry // direct reply-to consumers of this node's channels
 }
 
-// New creates the node runtime around f and registers as f's observer, so every queue the FSM
-// assigns to this node gets a queue object (also while Raft replays its log at start-up).
-func New(id string, f *fsm.FSM, log *slog.Logger) *Node {
+// Config is what a node runtime is built with; none of it changes afterwards.
+type Config struct {
+	ID     string
+	FSM    *fsm.FSM
+	Logger *slog.Logger // default slog.Default()
+	// Messages keeps persistent messages of durable queues (nil: in memory only). A store that
+	// can read a queue's messages back (msgstore) also makes those queues page: they keep a
+	// window of their backlog in memory and the rest on disk (see queue/paging.go).
+	Messages MessageStore
+}
+
+// New creates the node runtime around cfg.FSM and registers as its observer, so every queue
+// the FSM assigns to this node gets a queue object (also while Raft replays its log at
+// start-up, which is why New comes before the Raft store and AttachStore after it).
+func New(cfg Config) *Node {
+	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{id: id, fsm: f, log: log, queues: make(map[queueKey]*queue.Queue), closing: make(chan struct{}),
-		quorum: map[string]*replicated{}, quorumWake: make(chan struct{}, 1)}
-	f.SetObserver(n.onFSMEvent)
+	n := &Node{id: cfg.ID, fsm: cfg.FSM, log: log, queues: make(map[queueKey]*queue.Queue), closing: make(chan struct{}),
+		storeSet: make(chan struct{}), quorum: map[string]*replicated{}, quorumWake: make(chan struct{}, 1)}
+	n.msgs = wrapMessageStore(cfg.Messages, log)
+	cfg.FSM.SetObserver(n.onFSMEvent)
 	return n
 }
 
 // SetLiveNodes tells the node how to list the cluster's live nodes (for balanced placement).
-func (n *Node) SetLiveNodes(f func() []string) { n.liveNodes = f }
+func (n *Node) SetLiveNodes(f func() []string) { n.liveNodes.Store(&f) }
+
+// liveNodeIDs lists the live nodes; ok is false until SetLiveNodes (no gossip).
+func (n *Node) liveNodeIDs() (ids []string, ok bool) {
+	f := n.liveNodes.Load()
+	if f == nil {
+		return nil, false
+	}
+	return (*f)(), true
+}
 
 // BalancedOwner picks the live node owning the fewest queues (ties: the smallest id), RabbitMQ's
 // x-queue-leader-locator "balanced"; this node when it knows no others.
 func (n *Node) BalancedOwner() string {
-	if n.liveNodes == nil {
-		return n.id
-	}
-	live := n.liveNodes()
+	live, _ := n.liveNodeIDs()
 	if len(live) == 0 {
 		return n.id
 	}
@@ -112,8 +139,16 @@ func (n *Node) BalancedOwner() string {
 	return best
 }
 
-// AttachStore sets the Raft store used to commit commands; called once the store is open.
-func (n *Node) AttachStore(s Applier) { n.store = s }
+// applierRef gives atomic.Pointer a concrete type to point at.
+type applierRef struct{ Applier }
+
+// AttachStore sets the Raft store used to commit commands; called once, when the store is
+// open. Background deletions started before (x-expires timers armed while Raft restored a
+// snapshot) wait for it.
+func (n *Node) AttachStore(s Applier) {
+	n.store.Store(&applierRef{s})
+	n.setOnce.Do(func() { close(n.storeSet) })
+}
 
 // ID returns the node id.
 func (n *Node) ID() string { return n.id }
@@ -127,8 +162,8 @@ func (n *Node) Close() {
 	n.once.Do(func() { close(n.closing) })
 	n.bgMu.Unlock()
 	n.bg.Wait()
-	if n.links != nil {
-		n.links.close()
+	if l := n.links.Load(); l != nil {
+		l.close()
 	}
 	n.mu.Lock()
 	qs := n.queues
@@ -145,10 +180,11 @@ func (n *Node) Apply(c fsm.Command) (fsm.Result, error) {
 	if err != nil {
 		return fsm.Result{}, fmt.Errorf("encode command: %w", err)
 	}
-	if n.store == nil {
+	store := n.store.Load()
+	if store == nil {
 		return fsm.Result{}, errors.New("node has no raft store")
 	}
-	resp, err := n.store.Apply(b)
+	resp, err := store.Apply(b)
 	if err != nil {
 		return fsm.Result{}, err
 	}
@@ -219,11 +255,12 @@ func (n *Node) onFSMEvent(ev fsm.Event) {
 // createLocalQueue makes the queue object of a queue this node now owns.
 func (n *Node) createLocalQueue(qd fsm.Queue) {
 	key := queueKey{qd.Vhost, qd.Name}
-	cfg, err := QueueConfig(qd)
-	if err != nil {
-		// The FSM validated the arguments; reaching here means the two disagree.
-		n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", err)
+	args, refusal := n.fsm.QueueArgs(qd)
+	if refusal != nil {
+		// The FSM accepted these arguments at declare with the same decoder.
+		n.log.Error("queue arguments rejected after commit", "queue", qd.Name, "vhost", qd.Vhost, "err", refusal)
 	}
+	cfg := QueueConfig(qd, args)
 	var rep *replicated
 	if qd.Durable && n.msgs != nil {
 		cfg.Store, cfg.StoreKey = n.msgs, StoreKey(qd.Vhost, qd.Name)
@@ -255,21 +292,19 @@ func (n *Node) createLocalQueue(qd fsm.Queue) {
 // deleteUnused removes a queue whose x-expires ran out or whose last consumer left (auto-delete).
 // It runs in the background: the queue calls it from its own timer or a consumer's goroutine.
 func (n *Node) deleteUnused(q *queue.Queue) {
-	select {
-	case <-n.closing:
-		return
-	default:
-	}
-	n.bg.Add(1)
-	go func() {
-		defer n.bg.Done()
+	n.goBackground(func() {
+		select {
+		case <-n.storeSet: // a timer armed during start-up can fire before the store is attached
+		case <-n.closing:
+			return
+		}
 		if n.LocalQueue(q.Vhost(), q.Name()) != q {
 			return // already replaced or deleted
 		}
 		if _, err := n.Apply(fsm.DeleteQueue{Vhost: q.Vhost(), Name: q.Name()}); err != nil {
 			n.log.Warn("delete unused queue", "queue", q.Name(), "vhost", q.Vhost(), "err", err)
 		}
-	}()
+	})
 }
 
 // PublishResult says what became of one published message.
@@ -422,54 +457,37 @@ func (n *Node) deliverLocal(qs []*queue.Queue, msg *queue.Message, data *[]byte,
 	return rejected, throttle
 }
 
-// QueueConfig decodes a queue's x-arguments into its runtime behaviour.
-func QueueConfig(qd fsm.Queue) (queue.Config, error) {
+// QueueConfig is the runtime behaviour of queue qd whose arguments decoded to args.
+func QueueConfig(qd fsm.Queue, args fsm.QueueArgs) queue.Config {
 	cfg := queue.Config{
 		Vhost: qd.Vhost, Name: qd.Name, AutoDelete: qd.AutoDelete,
 		MessageTTL: -1, MaxLength: -1, MaxLengthBytes: -1, DeliveryLimit: -1,
+		Expires: time.Duration(args.Expires) * time.Millisecond, MaxPriority: args.MaxPriority,
+		DeadLetter: args.DeadLetter,
 	}
 	if qd.Type == fsm.QueueTypeQuorum {
 		// As RabbitMQ's quorum queues: returns are counted and shown as x-delivery-count.
 		cfg.CountReturns, cfg.Redelivering = true, withDeliveryCount
-	}
-	if len(qd.Args) == 0 {
-		return cfg, nil
-	}
-	args, _, err := wire.DecodeTable(qd.Args)
-	if err != nil {
-		return cfg, fmt.Errorf("decode arguments of queue %q: %w", qd.Name, err)
-	}
-	if v, ok := IntArg(args, "x-message-ttl"); ok && v >= 0 {
-		cfg.MessageTTL = time.Duration(v) * time.Millisecond
-	}
-	if v, ok := IntArg(args, "x-expires"); ok && v > 0 {
-		cfg.Expires = time.Duration(v) * time.Millisecond
-	}
-	if v, ok := IntArg(args, "x-max-length"); ok && v >= 0 {
-		cfg.MaxLength = v
-	}
-	if v, ok := IntArg(args, "x-max-length-bytes"); ok && v >= 0 {
-		cfg.MaxLengthBytes = v
-	}
-	if v, ok := IntArg(args, "x-max-priority"); ok && v > 0 {
-		if v > 255 {
-			v = 255
+		if args.DeliveryLimit != nil {
+			cfg.DeliveryLimit = *args.DeliveryLimit
 		}
-		cfg.MaxPriority = uint8(v)
 	}
-	switch StringArg(args, "x-overflow") {
-	case "reject-publish":
+	if args.MessageTTL != nil {
+		cfg.MessageTTL = time.Duration(*args.MessageTTL) * time.Millisecond
+	}
+	if args.MaxLength != nil {
+		cfg.MaxLength = *args.MaxLength
+	}
+	if args.MaxLengthBytes != nil {
+		cfg.MaxLengthBytes = *args.MaxLengthBytes
+	}
+	switch args.Overflow {
+	case fsm.OverflowRejectPublish:
 		cfg.Overflow = queue.RejectPublish
-	case "reject-publish-dlx":
+	case fsm.OverflowRejectPublishDLX:
 		cfg.Overflow = queue.RejectPublishDLX
 	}
-	if _, ok := args["x-dead-letter-exchange"]; ok {
-		cfg.DeadLetter = true
-	}
-	if v, ok := IntArg(args, "x-delivery-limit"); ok && v >= 0 && qd.Type == fsm.QueueTypeQuorum {
-		cfg.DeliveryLimit = v
-	}
-	return cfg, nil
+	return cfg
 }
 
 // DecodeArgs decodes an argument table as stored in the FSM.

@@ -594,9 +594,9 @@ func (n *Node) LeadsFollowedQueues(node string) bool {
 // ReplicaSet chooses the replicas of a new replicated queue led by leader: size nodes (fewer
 // if fewer are live), the leader first, then the live nodes holding the fewest replicas.
 func (n *Node) ReplicaSet(leader string, size int) []string {
-	live := []string{leader}
-	if n.liveNodes != nil {
-		live = n.liveNodes()
+	live, ok := n.liveNodeIDs()
+	if !ok {
+		live = []string{leader}
 	}
 	return placement.Replicas(leader, live, n.replicaLoad(), size)
 }

@@ -327,10 +327,8 @@ func (n *Node) replicate(node, key string, req []byte, done func([]byte, error))
 	var p interface {
 		ReplicateAsync(string, []byte, func([]byte, error))
 	}
-	if n.links != nil {
-		if peer := n.links.peer(node); peer != nil {
-			p = peer
-		}
+	if peer := n.peerOf(node); peer != nil {
+		p = peer
 	}
 	if p == nil {
 		done(nil, fmt.Errorf("%w %q", errNoLink, node))

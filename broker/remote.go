@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/warrenmq/warren/datalink"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
 )
 
@@ -37,10 +38,7 @@ type remoteSinks struct {
 // ConsumeRemote subscribes sink to the queue vhost/name owned by owner; the owner dispatches
 // to it round-robin with its local consumers, within prefetch credit.
 func (n *Node) ConsumeRemote(ctx context.Context, owner, vhost, name string, prefetch int, noAck, exclusive bool, sink RemoteSink) (*RemoteSub, error) {
-	var p *datalink.Peer
-	if n.links != nil {
-		p = n.links.peer(owner)
-	}
+	p := n.peerOf(owner)
 	if p == nil {
 		return nil, fmt.Errorf("%w %q", errNoLink, owner)
 	}
@@ -207,12 +205,18 @@ func (n *Node) dropProxy(p *remoteProxy, detach bool) {
 	}
 }
 
+// linkRefusal carries a refusal over the data link: the client's node sends its code and
+// text to the client as they are.
+func linkRefusal(e *fsm.Error) *datalink.RemoteError {
+	return &datalink.RemoteError{Code: e.Code, Text: e.Text}
+}
+
 func (h linkHandler) Consume(from string, id uint64, key string, prefetch int, noAck, exclusive bool, out datalink.Deliverer) error {
 	n := h.n
 	vhost, name, _ := splitStoreKey(key)
 	q := n.LocalQueue(vhost, name)
 	if q == nil {
-		return &datalink.RemoteError{Code: 404, Text: fmt.Sprintf("NOT_FOUND - no queue '%s' in vhost '%s'", name, vhost)}
+		return linkRefusal(fsm.NoQueue(vhost, name))
 	}
 	credit := prefetch
 	if credit <= 0 {
@@ -231,9 +235,9 @@ func (h linkHandler) Consume(from string, id uint64, key string, prefetch int, n
 		n.proxiesMu.Unlock()
 		switch {
 		case errors.Is(err, queue.ErrExclusiveConsumer), errors.Is(err, queue.ErrHasConsumers):
-			return &datalink.RemoteError{Code: 403, Text: fmt.Sprintf("ACCESS_REFUSED - queue '%s' in vhost '%s' in exclusive use", name, vhost)}
+			return linkRefusal(fsm.QueueInExclusiveUse(vhost, name))
 		case errors.Is(err, queue.ErrDeleted):
-			return &datalink.RemoteError{Code: 404, Text: fmt.Sprintf("NOT_FOUND - no queue '%s' in vhost '%s'", name, vhost)}
+			return linkRefusal(fsm.NoQueue(vhost, name))
 		}
 		return err
 	}

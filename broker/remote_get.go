@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/warrenmq/warren/datalink"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
 )
 
@@ -51,16 +52,9 @@ func (n *Node) PurgeRemote(ctx context.Context, owner, vhost, name string) (int,
 	return p.Purge(ctx, StoreKey(vhost, name))
 }
 
-func (n *Node) peerOf(owner string) *datalink.Peer {
-	if n.links == nil {
-		return nil
-	}
-	return n.links.peer(owner)
-}
-
 func notFound(key string) error {
 	vhost, name, _ := splitStoreKey(key)
-	return &datalink.RemoteError{Code: 404, Text: fmt.Sprintf("NOT_FOUND - no queue '%s' in vhost '%s'", name, vhost)}
+	return linkRefusal(fsm.NoQueue(vhost, name))
 }
 
 func (h linkHandler) Get(from, key string, noAck bool) (datalink.Delivery, bool, error) {

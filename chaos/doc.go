@@ -1,6 +1,6 @@
 // Package chaos owns Warren's chaos suite: a workload of real AMQP and RPC clients that
-// publish, consume, call and churn topology against a running cluster (workload*.go, rpc.go,
-// churn.go), a seeded nemesis that kills, pauses and partitions nodes through the cluster
+// publish, consume, call and churn topology against a running cluster (workload.go, rpcload.go,
+// churn.go), a seeded nemesis that kills, pauses, partitions and wipes nodes through the cluster
 // scripts (nemesis.go), the end-of-run heal and drain (drain.go, cluster.go), and a pure
 // checker in the manner of Jepsen's total-queue checker that turns the recorded histories
 // into a verdict (checker.go). cmd/chaos wires them together; scripts/chaos.sh brings a

@@ -1,8 +1,10 @@
 // Package cluster owns how a Warren node takes part in the cluster: the Raft store that
 // replicates topology commands to every node's FSM, membership and failure detection over
 // hashicorp/memberlist, the leader's reconciler that turns membership into Raft configuration,
-// and the forwarding of topology writes from followers to the leader. A one-node deployment is
-// a Raft cluster of one and takes the same code path.
+// the forwarding of topology writes from followers to the leader, the wait until the other live
+// nodes applied a write (barrier.go), Raft connections that prove the cluster secret
+// (streamlayer.go) and graceful leave. A one-node deployment is a Raft cluster of one and
+// takes the same code path.
 //
 // Bootstrap rule: a node started without any join address and without earlier Raft state
 // bootstraps a new one-node cluster with itself as the only voter. A node started with join
@@ -83,7 +85,7 @@ type Store struct {
 	rc           *raft.Config
 	dataDir      string
 	inMemory     bool
-	transport    raft.Transport
+	raftAddr     string // advertised; a transport made by ResetForJoin advertises the same
 	fsm          *appliedFSM
 	closers      []io.Closer
 	applyTimeout time.Duration
@@ -93,7 +95,9 @@ type Store struct {
 	codec        ResultCodec
 	forwardKey   []byte
 	logsVal      atomic.Value // raft.LogStore; replaced by ResetForJoin
+	// resetMu orders ResetForJoin and Close (both change closers and raft); closed is under it.
 	resetMu      sync.Mutex
+	closed       bool
 	newTransport func() (*raft.NetworkTransport, error) // nil with a caller's transport
 
 	forwardServer *forwardServer
@@ -215,7 +219,7 @@ func Open(cfg Config) (*Store, error) {
 			return newAuthTransport(bind, adv, raftKey, cfg.TLS, s.log, rc.Logger, s.SuspectLeaderGone)
 		}
 	}
-	s.transport = trans
+	s.raftAddr = string(trans.LocalAddr())
 	s.logsVal.Store(logHolder{logs})
 
 	existing, err := raft.HasExistingState(logs, stable, snaps)
@@ -272,7 +276,7 @@ func (s *Store) Raft() *raft.Raft { return s.r() }
 func (s *Store) r() *raft.Raft { return s.raftPtr.Load() }
 
 // RaftAddr is the address this node's Raft transport advertises.
-func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
+func (s *Store) RaftAddr() string { return s.raftAddr }
 
 // ForwardAddr is the address of this node's forwarding listener ("" when not serving).
 func (s *Store) ForwardAddr() string {
@@ -578,6 +582,9 @@ func (s *Store) Stats() map[string]string { return s.r().Stats() }
 
 // Close stops the forwarding listener, shuts Raft down and releases the log store and transport.
 func (s *Store) Close() error {
+	s.resetMu.Lock()
+	defer s.resetMu.Unlock()
+	s.closed = true
 	s.closeOnce.Do(func() {
 		if s.forwardServer != nil {
 			s.forwardServer.close()
@@ -612,6 +619,9 @@ type logHolder struct{ raft.LogStore }
 func (s *Store) ResetForJoin() error {
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
+	if s.closed {
+		return errors.New("the raft store is closed")
+	}
 	servers, err := s.Configuration()
 	if err != nil {
 		return err
@@ -665,7 +675,6 @@ func (s *Store) ResetForJoin() error {
 		return fmt.Errorf("listen raft again: %w", err)
 	}
 	s.closers = append(s.closers, tcp, streamCloser{tcp})
-	s.transport = tcp
 	s.fsm.reset()
 	s.vis.forget()
 	r, err := raft.NewRaft(s.rc, s.fsm, logs, stable, snaps, tcp)

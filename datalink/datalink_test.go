@@ -543,7 +543,10 @@ func TestDeliverRefusesWhenLinkFull(t *testing.T) {
 
 // A peer that completes the handshake and then goes silent (a partition) is detected by the
 // heartbeat timeout, and outstanding publishes fail.
-func TestSilentPeerDetected(t *testing.T) {
+// startSilentPeer accepts one link, completes the handshake and then neither reads nor writes,
+// as a frozen process would; it stops at the test's end.
+func startSilentPeer(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -567,24 +570,57 @@ func TestSilentPeerDetected(t *testing.T) {
 		_, _ = conn.Write(appendFrame(nil, &frame{typ: frameWelcome}))
 		<-stop // never read, never write
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		close(stop)
 		_ = ln.Close()
 		wg.Wait()
-	}()
+	})
+	return ln.Addr().String()
+}
+
+func TestSilentPeerDetected(t *testing.T) {
+	addr := startSilentPeer(t)
 	cfg := testConfig("client")
 	cfg.HeartbeatInterval = 50 * time.Millisecond
 	cfg.PeerTimeout = 300 * time.Millisecond
-	p := Dial(ln.Addr().String(), cfg, newRecorder())
+	p := Dial(addr, cfg, newRecorder())
 	defer p.Close()
 	eventually(t, "link up", 5*time.Second, p.Up)
 	start := time.Now()
-	_, err = p.Publish(context.Background(), []string{"q"}, []byte("x"), false)
+	_, err := p.Publish(context.Background(), []string{"q"}, []byte("x"), false)
 	if !errors.Is(err, ErrLinkDown) {
 		t.Fatalf("publish to a silent peer: %v", err)
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("silent peer detected after %v", d)
+	}
+}
+
+// TestBreakFailsRequestsToAFrozenPeerAtOnce: with a one-minute PeerTimeout, a publish in flight
+// to a peer that stopped answering fails as soon as the link is broken on purpose (the cluster
+// declared the peer dead), and a publish made afterwards fails at once too.
+func TestBreakFailsRequestsToAFrozenPeerAtOnce(t *testing.T) {
+	addr := startSilentPeer(t)
+	cfg := testConfig("client")
+	cfg.PeerTimeout = time.Minute
+	p := Dial(addr, cfg, newRecorder())
+	defer p.Close()
+	eventually(t, "link up", 5*time.Second, p.Up)
+	inFlight := make(chan error, 1)
+	p.PublishAsync([]string{"q"}, []byte("x"), false, func(_ bool, err error) { inFlight <- err })
+	time.Sleep(100 * time.Millisecond) // on the wire, unanswered
+	p.Break(errors.New("declared dead"))
+	select {
+	case err := <-inFlight:
+		if !errors.Is(err, ErrLinkDown) {
+			t.Fatalf("publish in flight when the link was broken: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("publish in flight still waiting 10 s after Break")
+	}
+	_, err := p.Publish(context.Background(), []string{"q"}, []byte("y"), false)
+	if !errors.Is(err, ErrLinkDown) {
+		t.Fatalf("publish after Break: %v", err)
 	}
 }
 

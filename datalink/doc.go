@@ -1,16 +1,19 @@
-// Package datalink owns the node-to-node data plane of a Warren cluster: one authenticated,
-// multiplexed TCP connection per peer pair that carries forwarded publishes (with their
-// confirms), remote consumer registrations, deliveries, settlements and prefetch credit.
+// Package datalink owns the node-to-node data plane of a Warren cluster: an authenticated,
+// multiplexed TCP connection from a node to each peer it sends to (each side dials its own),
+// carrying forwarded publishes (with their confirms), remote consumer registrations,
+// deliveries, settlements and prefetch credit, single-message gets and purges, and
+// replication requests.
 //
 // It knows nothing about AMQP, queues or the broker. Messages are opaque byte slices and queue
 // names opaque strings; the owner node plugs in a Handler (server side, Listen) and the node
 // with the publisher or consumer plugs in ConsumerEvents (client side, Dial).
 //
 // Guarantees:
-//   - Frames on one link keep their order: publishes from A to B are handed to B's Handler in
-//     the order A sent them, deliveries to one consumer arrive in the order B sent them, and
-//     publish replies (confirms) reach the caller in publish order even when the Handler
-//     answers them out of order.
+//   - Frames on one link keep their order: publishes (and replication requests) from A to B
+//     are handed to B's Handler in the order A sent them, deliveries to one consumer arrive in
+//     the order B sent them, and publish replies (confirms) reach the caller in publish order
+//     even when the Handler answers them out of order. Replication replies are not held behind
+//     publish confirms: each leaves as soon as the Handler gives it.
 //   - A publish is never reported as accepted unless the owner's Handler said so: if the link
 //     breaks first the caller gets ErrLinkDown and must nack.
 //   - Back-pressure: a link keeps at most Config.MaxBuffered unsent bytes of publishes and

@@ -135,6 +135,16 @@ func (p *Peer) Close() error {
 	return nil
 }
 
+// Break fails the current connection, if any, with cause, as if it had broken: requests waiting
+// on it fail now instead of after PeerTimeout, and the Peer reconnects as after any failure. For
+// a peer the cluster has declared dead: a frozen process (SIGSTOP, a partition) keeps its socket
+// open, and every request in flight to it would wait out the timeout.
+func (p *Peer) Break(cause error) {
+	if cl := p.cur.Load(); cl != nil {
+		cl.l.fail(cause)
+	}
+}
+
 // run is the Peer's supervisor goroutine: connect, serve the link as its reader, clean up,
 // back off, repeat.
 func (p *Peer) run() {

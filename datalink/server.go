@@ -39,7 +39,8 @@ type Handler interface {
 	Purge(from string, queue string) (count int, err error)
 	// Replicate hands a replication request (package replica's encoding, opaque here) for one
 	// stream (a replicated queue) to the Handler; reply exactly once, possibly later, with a
-	// body (may be nil) or an error. Requests and replies share the publishes' order.
+	// body (may be nil) or an error. Requests arrive in the publishes' order; replies leave as
+	// soon as given, not behind earlier publishes' confirms.
 	Replicate(from string, stream string, payload []byte, reply func(body []byte, err error))
 	// PeerDown says the link to that peer broke: drop its consumers and requeue their unacked
 	// messages. For one peer, PeerDown of an old link always happens before any call from its

@@ -119,7 +119,7 @@ func (f *FSM) addVhost(ctx *applyCtx, c AddVhost) *Error {
 func (f *FSM) deleteVhost(ctx *applyCtx, c DeleteVhost) *Error {
 	vh := f.vhosts[c.Name]
 	if vh == nil {
-		return errNoVhost(c.Name)
+		return NoVhost(c.Name)
 	}
 	for _, name := range sortedKeys(vh.queues) {
 		f.recordQueueDeleted(ctx, vh.queues[name])
@@ -154,7 +154,7 @@ func (f *FSM) setPermissions(c SetPermissions) *Error {
 		return refuse(CodeNotFound, "no user '%s'", c.User)
 	}
 	if f.vhosts[c.Vhost] == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	if f.perms[c.User] == nil {
 		f.perms[c.User] = make(map[string]Permissions)
@@ -179,14 +179,14 @@ func (f *FSM) clearPermissions(ctx *applyCtx, c ClearPermissions) *Error {
 
 func (f *FSM) declareExchange(ctx *applyCtx, c DeclareExchange) *Error {
 	if c.Name == "" {
-		return errDefaultExchange()
+		return DefaultExchangeRefused()
 	}
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	if !exchange.ValidKind(c.Kind) {
-		return refuse(CodeCommandInvalid, "unknown exchange type '%s'", c.Kind)
+		return UnknownExchangeType(c.Kind)
 	}
 	args, err := f.decode(c.Args)
 	if err != nil {
@@ -205,7 +205,7 @@ func (f *FSM) declareExchange(ctx *applyCtx, c DeclareExchange) *Error {
 	}
 	m, err := exchange.NewMatcher(c.Kind)
 	if err != nil {
-		return refuse(CodeCommandInvalid, "unknown exchange type '%s'", c.Kind)
+		return UnknownExchangeType(c.Kind)
 	}
 	vh.exchanges[c.Name] = &exchangeState{
 		info: Exchange{
@@ -221,11 +221,11 @@ func (f *FSM) declareExchange(ctx *applyCtx, c DeclareExchange) *Error {
 
 func (f *FSM) deleteExchange(ctx *applyCtx, c DeleteExchange) *Error {
 	if c.Name == "" {
-		return errDefaultExchange()
+		return DefaultExchangeRefused()
 	}
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	if strings.HasPrefix(c.Name, "amq.") {
 		return refuse(CodeAccessRefused, "deletion of system exchange '%s' in vhost '%s' not allowed", c.Name, c.Vhost)
@@ -235,7 +235,7 @@ func (f *FSM) deleteExchange(ctx *applyCtx, c DeleteExchange) *Error {
 		return nil
 	}
 	if c.IfUnused && len(vh.bySource[c.Name]) > 0 {
-		return refuse(CodePreconditionFailed, "exchange '%s' in vhost '%s' in use", c.Name, c.Vhost)
+		return InUse("exchange", c.Vhost, c.Name)
 	}
 	f.removeExchange(ctx, vh, c.Name)
 	return nil
@@ -250,21 +250,22 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 	}
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	args, err := f.decode(c.Args)
 	if err != nil {
 		return errBadArgs(err)
 	}
-	if refusal := validateQueueArgs(c.Vhost, c.Name, args); refusal != nil {
+	qa, refusal := DecodeQueueArgs(c.Vhost, c.Name, args)
+	if refusal != nil {
 		return refusal
 	}
-	typ := queueType(args)
-	if refusal := validateTypedQueue(c, typ, args); refusal != nil {
+	typ := qa.Type
+	if refusal := validateTypedProperties(c, typ); refusal != nil {
 		return refusal
 	}
 	if q := vh.queues[c.Name]; q != nil {
-		if refusal := f.queueEquivalent(q, c, args); refusal != nil {
+		if refusal := f.queueEquivalent(q, c, typ, args); refusal != nil {
 			return refusal
 		}
 		existing := *q
@@ -295,7 +296,7 @@ func (f *FSM) declareQueue(ctx *applyCtx, c DeclareQueue) *Error {
 func (f *FSM) deleteQueue(ctx *applyCtx, c DeleteQueue) *Error {
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	q := vh.queues[c.Name]
 	if q == nil {
@@ -303,7 +304,7 @@ func (f *FSM) deleteQueue(ctx *applyCtx, c DeleteQueue) *Error {
 		return nil
 	}
 	if q.Exclusive && q.ExclusiveConn != c.ExclusiveConn {
-		return errLocked(c.Vhost, c.Name)
+		return QueueLocked(c.Vhost, c.Name)
 	}
 	f.removeQueue(ctx, vh, c.Name)
 	return nil
@@ -311,27 +312,27 @@ func (f *FSM) deleteQueue(ctx *applyCtx, c DeleteQueue) *Error {
 
 func (f *FSM) bind(c Bind) *Error {
 	if c.Source == "" || c.Dest.IsExchange && c.Dest.Name == "" {
-		return errDefaultExchange()
+		return DefaultExchangeRefused()
 	}
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	src := vh.exchanges[c.Source]
 	if src == nil {
-		return errNoExchange(c.Vhost, c.Source)
+		return NoExchange(c.Vhost, c.Source)
 	}
 	if c.Dest.IsExchange {
 		if vh.exchanges[c.Dest.Name] == nil {
-			return errNoExchange(c.Vhost, c.Dest.Name)
+			return NoExchange(c.Vhost, c.Dest.Name)
 		}
 	} else {
 		q := vh.queues[c.Dest.Name]
 		if q == nil {
-			return errNoQueue(c.Vhost, c.Dest.Name)
+			return NoQueue(c.Vhost, c.Dest.Name)
 		}
 		if q.Exclusive && q.ExclusiveConn != c.Conn {
-			return errLocked(c.Vhost, c.Dest.Name)
+			return QueueLocked(c.Vhost, c.Dest.Name)
 		}
 	}
 	args, err := f.decode(c.Args)
@@ -361,11 +362,11 @@ func (f *FSM) bind(c Bind) *Error {
 // exist, as in RabbitMQ 3.10; it does not check exclusive ownership either.
 func (f *FSM) unbind(ctx *applyCtx, c Bind) *Error {
 	if c.Source == "" || c.Dest.IsExchange && c.Dest.Name == "" {
-		return errDefaultExchange()
+		return DefaultExchangeRefused()
 	}
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	args, err := f.decode(c.Args)
 	if err != nil {

@@ -33,7 +33,7 @@ func init() {
 func (f *FSM) setVhostLimits(c SetVhostLimits) *Error {
 	vh := f.vhosts[c.Vhost]
 	if vh == nil {
-		return errNoVhost(c.Vhost)
+		return NoVhost(c.Vhost)
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.Limits)) {
 		if k != LimitMaxConnections && k != LimitMaxQueues {

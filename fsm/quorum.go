@@ -2,8 +2,6 @@ package fsm
 
 import (
 	"slices"
-
-	"github.com/warrenmq/warren/exchange"
 )
 
 // Replicated ("quorum") queues keep their configuration here, in the metadata Raft log, as
@@ -59,42 +57,13 @@ type AddReplica struct {
 	Node        string
 }
 
-// queueType reads x-queue-type (validateQueueArgs has refused unknown types); "" is classic.
-func queueType(args map[string]any) string {
-	if s, _ := args["x-queue-type"].(string); s == QueueTypeQuorum {
-		return QueueTypeQuorum
-	}
-	return ""
-}
-
-// validateTypedQueue refuses what a queue type does not support, with RabbitMQ 3.10's texts.
-func validateTypedQueue(c DeclareQueue, typ string, args map[string]any) *Error {
-	what := resourceName("queue", c.Name, c.Vhost)
-	unsupported := func(keys []string, typeName string) *Error {
-		for _, k := range keys {
-			if _, ok := args[k]; ok {
-				return refuse(CodePreconditionFailed, "invalid arg '%s' for %s of queue type %s", k, what, typeName)
-			}
-		}
+// validateTypedProperties refuses the declare properties a replicated queue cannot have, with
+// RabbitMQ 3.10's texts (DecodeQueueArgs has checked its arguments).
+func validateTypedProperties(c DeclareQueue, typ string) *Error {
+	if typ != QueueTypeQuorum {
 		return nil
 	}
-	if typ != QueueTypeQuorum {
-		return unsupported([]string{"x-delivery-limit", "x-quorum-initial-group-size"}, "rabbit_classic_queue")
-	}
-	if err := unsupported([]string{"x-max-priority", "x-queue-mode", "x-queue-master-locator"}, "rabbit_quorum_queue"); err != nil {
-		return err
-	}
-	if v, ok := args["x-quorum-initial-group-size"]; ok {
-		n, isInt := exchange.AsInt(v)
-		switch {
-		case !isInt:
-			return refuse(CodePreconditionFailed, "invalid arg 'x-quorum-initial-group-size' for %s: \"expected integer, got %s\"", what, exchange.TypeName(v))
-		case n < 0:
-			return refuse(CodePreconditionFailed, "invalid arg 'x-quorum-initial-group-size' for %s: {value_negative,%d}", what, n)
-		case n == 0:
-			return refuse(CodePreconditionFailed, "invalid arg 'x-quorum-initial-group-size' for %s: {value_zero,0}", what)
-		}
-	}
+	what := resourceName("queue", c.Name, c.Vhost)
 	switch {
 	case c.AutoDelete:
 		return refuse(CodePreconditionFailed, "invalid property 'auto-delete' for %s", what)
@@ -147,12 +116,12 @@ func replicasChanged(ctx *applyCtx, q *Queue, from string) {
 func (f *FSM) replicatedQueue(vhost, name string) (*Queue, *Error) {
 	vh := f.vhosts[vhost]
 	if vh == nil {
-		return nil, errNoVhost(vhost)
+		return nil, NoVhost(vhost)
 	}
 	q := vh.queues[name]
 	switch {
 	case q == nil:
-		return nil, errNoQueue(vhost, name)
+		return nil, NoQueue(vhost, name)
 	case q.Type != QueueTypeQuorum:
 		return nil, refuse(CodePreconditionFailed, "queue '%s' in vhost '%s' is not replicated", name, vhost)
 	}

@@ -39,8 +39,11 @@ func (f *FSM) Redeclare(c Command) (res Result, ok bool) {
 			return Result{}, false
 		}
 		args, err := f.decode(c.Args)
-		if err != nil || validateQueueArgs(c.Vhost, c.Name, args) != nil ||
-			validateTypedQueue(c, queueType(args), args) != nil || f.queueEquivalent(q, c, args) != nil {
+		if err != nil {
+			return Result{}, false
+		}
+		qa, refusal := DecodeQueueArgs(c.Vhost, c.Name, args)
+		if refusal != nil || validateTypedProperties(c, qa.Type) != nil || f.queueEquivalent(q, c, qa.Type, args) != nil {
 			return Result{}, false
 		}
 		existing := *q
@@ -88,11 +91,11 @@ func (f *FSM) exchangeEquivalent(what string, cur Exchange, c DeclareExchange, a
 }
 
 // queueEquivalent checks a declare of an existing queue as RabbitMQ 3.10 does.
-func (f *FSM) queueEquivalent(q *Queue, c DeclareQueue, args map[string]any) *Error {
+func (f *FSM) queueEquivalent(q *Queue, c DeclareQueue, typ string, args map[string]any) *Error {
 	what := resourceName("queue", c.Name, c.Vhost)
 	switch {
 	case q.Exclusive != c.Exclusive || q.ExclusiveConn != c.ExclusiveConn:
-		return errLocked(c.Vhost, c.Name)
+		return QueueLocked(c.Vhost, c.Name)
 	case q.Durable != c.Durable:
 		return inequivalentBool(what, "durable", c.Durable, q.Durable)
 	case q.AutoDelete != c.AutoDelete:
@@ -102,7 +105,7 @@ func (f *FSM) queueEquivalent(q *Queue, c DeclareQueue, args map[string]any) *Er
 	if err != nil {
 		return errBadArgs(err)
 	}
-	if refusal := compareQueueType(what, queueType(args), q.Type, args, curArgs); refusal != nil {
+	if refusal := compareQueueType(what, typ, q.Type, args, curArgs); refusal != nil {
 		return refusal
 	}
 	if refusal := compareArgKeys(what, queueEquivalenceKeys, args, curArgs); refusal != nil {

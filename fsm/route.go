@@ -91,7 +91,7 @@ func (f *FSM) Route(vhost, exchangeName, routingKey string, headers map[string]a
 	defer f.mu.RUnlock()
 	vh := f.vhosts[vhost]
 	if vh == nil {
-		return out, errNoExchange(vhost, exchangeName)
+		return out, NoExchange(vhost, exchangeName)
 	}
 	if exchangeName == "" {
 		if q := vh.queues[routingKey]; q != nil {
@@ -101,7 +101,7 @@ func (f *FSM) Route(vhost, exchangeName, routingKey string, headers map[string]a
 	}
 	x := vh.exchanges[exchangeName]
 	if x == nil {
-		return out, errNoExchange(vhost, exchangeName)
+		return out, NoExchange(vhost, exchangeName)
 	}
 	if x.info.Internal {
 		return out, refuse(CodeAccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", exchangeName, vhost)

@@ -2,7 +2,6 @@ package mgmt
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"sort"
@@ -57,7 +56,7 @@ func (s *Server) vhostLimits(w http.ResponseWriter, r *http.Request) {
 	vhosts := f.Vhosts()
 	if v := r.PathValue("vhost"); v != "" {
 		if !f.VhostExists(v) {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "Object Not Found", "reason": "Not Found"})
+			notFound(w)
 			return
 		}
 		vhosts = []string{v}
@@ -75,7 +74,7 @@ func (s *Server) vhostLimits(w http.ResponseWriter, r *http.Request) {
 func (s *Server) changeVhostLimit(w http.ResponseWriter, vhost, name string, value *int) {
 	f := s.src.Node.FSM()
 	if !f.VhostExists(vhost) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "Object Not Found", "reason": "Not Found"})
+		notFound(w)
 		return
 	}
 	limits := f.VhostLimits(vhost)
@@ -87,17 +86,7 @@ func (s *Server) changeVhostLimit(w http.ResponseWriter, vhost, name string, val
 	} else {
 		limits[name] = *value
 	}
-	res, err := s.src.Node.Apply(fsm.SetVhostLimits{Vhost: vhost, Limits: limits})
-	if err == nil && res.Err != nil {
-		err = res.Err
-	}
-	var fe *fsm.Error
-	switch {
-	case errors.As(err, &fe):
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "reason": fe.Text})
-	case err != nil:
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "reason": err.Error()})
-	default:
+	if _, ok := s.apply(w, fsm.SetVhostLimits{Vhost: vhost, Limits: limits}); ok {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

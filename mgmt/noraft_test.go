@@ -117,10 +117,11 @@ func TestAPIChangesWithoutRaft(t *testing.T) {
 		t.Fatalf("PUT queue: %v", r)
 	}
 	q, ok := n.FSM().Queue("/", "made")
-	if !ok || !q.Durable || n.LocalQueue("/", "made") == nil {
+	lq := n.LocalQueue("/", "made")
+	if !ok || !q.Durable || lq == nil {
 		t.Fatalf("queue made: %+v (exists %v)", q, ok)
 	}
-	if got := queueCfg(t, q).MaxLength; got != 5 {
+	if got := lq.Config().MaxLength; got != 5 {
 		t.Fatalf("queue made has x-max-length %d, want 5", got)
 	}
 	// RabbitMQ's management API answers a refused re-declare with 400 and the channel's reason.
@@ -143,13 +144,4 @@ func TestAPIChangesWithoutRaft(t *testing.T) {
 	if r := call(t, addr, "DELETE", "/api/vhosts/v2", "guest", "guest", ""); r.status != 404 {
 		t.Fatalf("DELETE of a missing vhost: %v, want 404", r)
 	}
-}
-
-func queueCfg(t *testing.T, q fsm.Queue) queue.Config {
-	t.Helper()
-	cfg, err := broker.QueueConfig(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
 }

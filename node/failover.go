@@ -21,12 +21,14 @@ import (
 // node: it may come back with their messages.
 //
 // Events reach every node, but only the leader acts, and a failure seen while this node was not
-// yet leading (the dead node was the leader) would be missed: so every second the leader also
-// looks for dead members whose queues still need re-homing.
+// yet leading (the dead node was the leader) would be missed: so every 250 ms the leader also
+// looks for dead members whose queues still need re-homing (and every second for replica sets
+// to repair). Every node breaks its data link to a node declared dead (Broker.PeerFailed).
 func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan struct{}) {
 	defer close(n.failDone)
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	lastRepair := time.Now()
 	for {
 		select {
 		case <-stop:
@@ -35,7 +37,11 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 			if !ok {
 				return
 			}
-			if ev.Kind == cluster.MemberFailed && n.Store.IsLeader() {
+			if ev.Kind != cluster.MemberFailed {
+				continue
+			}
+			n.Broker.PeerFailed(ev.Member.ID)
+			if n.Store.IsLeader() {
 				n.rehome(ev.Member.ID)
 			}
 		case <-tick.C:
@@ -47,7 +53,10 @@ func (n *Node) watchFailures(events <-chan cluster.MemberEvent, stop <-chan stru
 					n.rehome(m.ID)
 				}
 			}
-			n.repairReplicas()
+			if time.Since(lastRepair) >= time.Second {
+				lastRepair = time.Now()
+				n.repairReplicas()
+			}
 		}
 	}
 }

@@ -1,6 +1,8 @@
-// Package node assembles one running Warren node from its parts: the topology FSM, the Raft
-// store, the broker runtime and the AMQP server. cmd/node and the tests start nodes through it,
-// so both run exactly the same wiring.
+// Package node assembles one running Warren node from its parts: the message store, the
+// topology FSM, the Raft store, the broker runtime, gossip membership, the data links and the
+// AMQP and HTTP servers. cmd/node and the tests start nodes through it, so both run exactly the
+// same wiring. It also holds what a node does as a cluster member: re-homing a dead node's
+// queues (on the Raft leader), forget, join, leave and rebalance.
 package node
 
 import (
@@ -120,19 +122,19 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 	}
 	n.cfg = cfg
-	n.FSM = fsm.New(fsm.Options{DecodeArgs: broker.DecodeArgs})
-	n.Broker = broker.New(cfg.ID, n.FSM, log)
 	msgs, rec, err := msgstore.Open(msgstore.Options{Dir: filepath.Join(cfg.DataDir, "messages"), Logger: log})
 	if err != nil {
-		n.Broker.Close()
 		return nil, fmt.Errorf("start node %s: open message store: %w", cfg.ID, err)
 	}
 	n.Messages = msgs
 	if rec.TruncatedBytes > 0 {
 		log.Warn("message store: dropped a torn or corrupt tail (a write cut short by a crash)", "bytes", rec.TruncatedBytes)
 	}
-	// Before Raft replays the topology, so the durable queues it creates keep their messages.
-	n.Broker.AttachMessageStore(msgs)
+	n.FSM = fsm.New(fsm.Options{DecodeArgs: broker.DecodeArgs})
+	// Before Raft replays the topology: the broker creates the queues it replays, and the
+	// durable ones keep their messages in msgs. The store, the live-node list and the data
+	// links exist only after Raft started, so they are attached below (atomically).
+	n.Broker = broker.New(broker.Config{ID: cfg.ID, FSM: n.FSM, Logger: log, Messages: msgs})
 	if cfg.ClusterTLS != nil {
 		if n.clusterTLS, err = cluster.LoadNodeTLS(*cfg.ClusterTLS); err != nil {
 			n.Close()
@@ -179,9 +181,10 @@ func Start(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 		}
 		store.SetForwardResolver(n.Members.ForwardAddr)
+		members := n.Members
 		liveNodes := func() []string {
 			var ids []string
-			for _, m := range n.Members.Members() {
+			for _, m := range members.Members() {
 				if m.State == cluster.MemberAlive {
 					ids = append(ids, m.ID)
 				}
@@ -195,15 +198,16 @@ func Start(cfg Config) (*Node, error) {
 			if n.clusterTLS != nil {
 				lcfg.ServerTLS, lcfg.ClientTLS = n.clusterTLS.Server, n.clusterTLS.Client
 			}
+			// Links first: a peer's request may need a link back as soon as the server listens.
+			n.Broker.AttachLinks(lcfg, func(id string) (string, bool) {
+				m, ok := members.Member(id)
+				return m.Meta.DataAddr, ok && m.Meta.DataAddr != ""
+			})
 			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
 			if err != nil {
 				n.Close()
 				return nil, fmt.Errorf("start node %s: data link: %w", cfg.ID, err)
 			}
-			n.Broker.AttachLinks(lcfg, func(id string) (string, bool) {
-				m, ok := n.Members.Member(id)
-				return m.Meta.DataAddr, ok && m.Meta.DataAddr != ""
-			})
 		}
 		n.reconciler = cluster.StartReconciler(cluster.ReconcilerConfig{Store: store, Members: n.Members, ReapAfter: cfg.ReapAfter, Logger: log})
 		events, unsubscribe := n.Members.Subscribe()

@@ -63,7 +63,7 @@ func (c *conn) permitted(perm, kind, name string) error {
 	if PermitsName(pattern, resource) {
 		return nil
 	}
-	return errorf(wire.AccessRefused, "access to %s '%s' in vhost '%s' refused for user '%s'", kind, resource, c.vhost, c.user)
+	return fsm.AccessRefused(c.user, c.vhost, kind, resource)
 }
 
 // permitPublish is permitted(write, exchange) with the answer remembered per exchange for as
@@ -89,7 +89,7 @@ func (c *conn) permitPublish(exchange string) error {
 // checkVhostAccess: a user without permissions in the vhost may not open it (RabbitMQ: 530).
 func (c *conn) checkVhostAccess(user, vhost string) *amqpError {
 	if _, ok := c.s.node.FSM().Permissions(user, vhost); !ok {
-		return errorf(wire.NotAllowed, "access to vhost '%s' refused for user '%s'", vhost, user)
+		return asAMQPError(fsm.VhostAccessRefused(user, vhost))
 	}
 	return nil
 }

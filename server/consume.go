@@ -203,7 +203,7 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 	ch.mu.Lock()
 	if _, dup := ch.consumers[tag]; dup {
 		ch.mu.Unlock()
-		return errorf(wire.NotAllowed, "attempt to reuse consumer tag '%s'", tag)
+		return fsm.ConsumerTagReused(tag)
 	}
 	cs := &consumer{ch: ch, tag: tag, queue: m.Queue, q: q, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
 	ch.consumers[tag] = cs
@@ -215,9 +215,9 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 		ch.mu.Unlock()
 		switch {
 		case errors.Is(err, queue.ErrExclusiveConsumer), errors.Is(err, queue.ErrHasConsumers):
-			return errorf(wire.AccessRefused, "queue '%s' in vhost '%s' in exclusive use", m.Queue, ch.c.vhost)
+			return fsm.QueueInExclusiveUse(ch.c.vhost, m.Queue)
 		case errors.Is(err, queue.ErrDeleted):
-			return errorf(wire.NotFound, "no queue '%s' in vhost '%s'", m.Queue, ch.c.vhost)
+			return fsm.NoQueue(ch.c.vhost, m.Queue)
 		}
 		return err
 	}
@@ -260,7 +260,7 @@ func (ch *channel) get(m *wire.BasicGet) error {
 	if err != nil {
 		return err
 	}
-	if qd.Type == fsm.QueueTypeQuorum && singleActiveConsumer(qd) {
+	if qd.Type == fsm.QueueTypeQuorum && singleActiveConsumer(ch.c.s.node.FSM(), qd) {
 		return errorf(wire.ResourceLocked, "cannot obtain access to locked queue '%s' in vhost '%s'. "+
 			"basic.get operations are not supported by quorum queues with single active consumer", qd.Name, qd.Vhost)
 	}
@@ -332,7 +332,7 @@ func (ch *channel) settle(tag uint64, multiple bool, apply func([]unackedMsg)) e
 	msgs, ok := ch.unacked.take(tag, multiple, buf[:0])
 	if !ok {
 		ch.mu.Unlock()
-		return errorf(wire.PreconditionFailed, "unknown delivery tag %d", tag)
+		return fsm.UnknownDeliveryTag(tag)
 	}
 	ch.releaseLocked(msgs)
 	starved := len(ch.starved) > 0
@@ -359,7 +359,7 @@ func (ch *channel) txSettleAdd(s txSettle) error {
 		ch.txSettle = append(ch.txSettle, s)
 		return nil
 	}
-	return errorf(wire.PreconditionFailed, "unknown delivery tag %d", s.tag)
+	return fsm.UnknownDeliveryTag(s.tag)
 }
 
 // recover requeues every unacknowledged delivery of the channel (basic.recover).
@@ -379,14 +379,7 @@ func randomName() string {
 }
 
 // singleActiveConsumer reports a queue declared with x-single-active-consumer true.
-func singleActiveConsumer(qd fsm.Queue) bool {
-	if len(qd.Args) == 0 {
-		return false
-	}
-	args, err := broker.DecodeArgs(qd.Args)
-	if err != nil {
-		return false
-	}
-	on, _ := args["x-single-active-consumer"].(bool)
-	return on
+func singleActiveConsumer(f *fsm.FSM, qd fsm.Queue) bool {
+	args, refusal := f.QueueArgs(qd)
+	return refusal == nil && args.SingleActiveConsumer
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/fsm"
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
 )
@@ -52,7 +53,7 @@ func (ch *channel) consumeReply(m *wire.BasicConsume) error {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if _, dup := ch.consumers[tag]; dup || ch.reply != nil && ch.reply.tag == tag {
-		return errorf(wire.NotAllowed, "attempt to reuse consumer tag '%s'", tag)
+		return fsm.ConsumerTagReused(tag)
 	}
 	if !m.NoAck {
 		return errorf(wire.PreconditionFailed, "reply consumer cannot acknowledge")
@@ -132,7 +133,7 @@ func (ch *channel) publishOrReply(exchange string, msg *queue.Message, headers m
 // in RabbitMQ) or of a reply name (there while its consumer is).
 func (ch *channel) declareReplyPassive(m *wire.QueueDeclare) error {
 	if m.Queue != broker.ReplyToQueue && !ch.c.s.node.ReplyConsumerExists(m.Queue) {
-		return errorf(wire.NotFound, "no queue '%s' in vhost '%s'", m.Queue, ch.c.vhost)
+		return fsm.NoQueue(ch.c.vhost, m.Queue)
 	}
 	if !m.NoWait {
 		ch.c.sendMethod(ch.id, &wire.QueueDeclareOk{Queue: m.Queue})

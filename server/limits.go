@@ -81,7 +81,7 @@ func (c *conn) admit(vhost string) error {
 		return fmt.Errorf("node connection limit %d reached", max)
 	}
 	if max, ok := c.s.node.FSM().VhostLimit(vhost, fsm.LimitMaxConnections); ok && l.byVhost[vhost] >= max {
-		c.closeWithError(errorf(wire.NotAllowed, "access to vhost '%s' refused for user '%s': connection limit (%d) is reached", vhost, c.user, max))
+		c.closeWithError(asAMQPError(fsm.VhostConnectionLimit(c.user, vhost, max)))
 		return fmt.Errorf("vhost %q connection limit %d reached", vhost, max)
 	}
 	l.total++

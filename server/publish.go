@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/fsm"
 
 	"github.com/warrenmq/warren/queue"
 	"github.com/warrenmq/warren/wire"
@@ -186,7 +187,7 @@ func (ch *channel) finishPublish() error {
 		}
 		if ch.tx {
 			if _, ok := ch.c.s.node.FSM().Exchange(ch.c.vhost, p.exchange); !ok && p.exchange != "" {
-				return errorf(wire.NotFound, "no exchange '%s' in vhost '%s'", p.exchange, ch.c.vhost)
+				return fsm.NoExchange(ch.c.vhost, p.exchange)
 			}
 			ch.txPublish = append(ch.txPublish, txPublish{exchange: p.exchange, mandatory: p.mandatory, msg: msg, headers: headers})
 			return nil

@@ -77,7 +77,7 @@ func (ch *channel) consumeRemote(m *wire.BasicConsume, qd fsm.Queue, tag string)
 	ch.mu.Lock()
 	if _, dup := ch.consumers[tag]; dup {
 		ch.mu.Unlock()
-		return errorf(wire.NotAllowed, "attempt to reuse consumer tag '%s'", tag)
+		return fsm.ConsumerTagReused(tag)
 	}
 	cs := &consumer{ch: ch, tag: tag, queue: m.Queue, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
 	ch.consumers[tag] = cs
@@ -90,11 +90,7 @@ func (ch *channel) consumeRemote(m *wire.BasicConsume, qd fsm.Queue, tag string)
 		delete(ch.consumers, tag)
 		cs.closed = true
 		ch.mu.Unlock()
-		var re *datalink.RemoteError
-		if asRemote(err, &re) && re.Code != 0 {
-			return &amqpError{code: re.Code, text: re.Text}
-		}
-		return errorf(wire.NotFound, "queue '%s' in vhost '%s' is on node '%s', which cannot be reached: %v", qd.Name, qd.Vhost, qd.Owner, err)
+		return remoteQueueErr(err, qd)
 	}
 	if !m.NoWait {
 		ch.c.sendMethod(ch.id, &wire.BasicConsumeOk{ConsumerTag: tag})

@@ -1,8 +1,9 @@
-// Package server owns the AMQP 0-9-1 protocol side of a node: the TCP listener, the
-// connection handshake (SASL PLAIN/AMQPLAIN, tune, vhost), heartbeats, channels and the
-// mapping of every class/method onto the broker (topology through Raft, publishes and
-// deliveries through the node's queues). Frame encoding lives in package wire; queue
-// behaviour in package queue.
+// Package server owns the AMQP 0-9-1 protocol side of a node: the TCP and TLS listeners, the
+// connection handshake (SASL PLAIN/AMQPLAIN, EXTERNAL over TLS, tune, vhost), heartbeats,
+// channels and the mapping of every class/method onto the broker (topology through Raft,
+// publishes and deliveries through the node's queues), with the per-client limits and the
+// memory and disk alarms. Frame encoding lives in package wire; queue behaviour in package
+// queue.
 package server
 
 import (

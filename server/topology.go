@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/exchange"
@@ -24,7 +23,7 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 	c := ch.c
 	if m.Passive {
 		if _, ok := c.s.node.FSM().Exchange(c.vhost, m.Exchange); !ok {
-			return errorf(wire.NotFound, "no exchange '%s' in vhost '%s'", m.Exchange, c.vhost)
+			return fsm.NoExchange(c.vhost, m.Exchange)
 		}
 		if !m.NoWait {
 			c.sendMethod(ch.id, &wire.ExchangeDeclareOk{})
@@ -32,10 +31,10 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 		return nil
 	}
 	if m.Exchange == "" {
-		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
+		return fsm.DefaultExchangeRefused()
 	}
 	if _, err := exchange.NewMatcher(m.Type); err != nil {
-		return errorf(wire.CommandInvalid, "unknown exchange type '%s'", m.Type)
+		return fsm.UnknownExchangeType(m.Type)
 	}
 	if err := c.permitted(permConfigure, "exchange", m.Exchange); err != nil {
 		return err
@@ -63,7 +62,7 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 func (ch *channel) exchangeDelete(m *wire.ExchangeDelete) error {
 	c := ch.c
 	if m.Exchange == "" {
-		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
+		return fsm.DefaultExchangeRefused()
 	}
 	if err := c.permitted(permConfigure, "exchange", m.Exchange); err != nil {
 		return err
@@ -86,10 +85,10 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 	if m.Passive {
 		qd, ok := c.s.node.FSM().Queue(c.vhost, name)
 		if !ok {
-			return errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
+			return fsm.NoQueue(c.vhost, name)
 		}
 		if qd.Exclusive && qd.ExclusiveConn != c.id {
-			return lockedErr(name, c.vhost)
+			return fsm.QueueLocked(c.vhost, name)
 		}
 		return ch.declareOk(m.NoWait, name)
 	}
@@ -100,8 +99,8 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 			return errorf(wire.PreconditionFailed, "Cannot declare a server-named queue for type rabbit_quorum_queue")
 		}
 		name = "amq.gen-" + randomName()
-	} else if strings.HasPrefix(name, "amq.") {
-		return errorf(wire.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", name)
+	} else if err := fsm.CheckQueueName(name); err != nil {
+		return err
 	}
 	if err := c.permitted(permConfigure, "queue", name); err != nil {
 		return err
@@ -177,11 +176,6 @@ func balancedPlacement(args wire.Table) bool {
 	return false
 }
 
-func lockedErr(name, vhost string) error {
-	return errorf(wire.ResourceLocked, "cannot obtain exclusive access to locked queue '%s' in vhost '%s'. "+
-		"It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.", name, vhost)
-}
-
 func (ch *channel) declareOk(noWait bool, name string) error {
 	ch.lastQueue = name
 	if noWait {
@@ -199,7 +193,7 @@ func (ch *channel) declareOk(noWait bool, name string) error {
 func (ch *channel) bind(dest string, destIsExchange bool, source, key string, args wire.Table, noWait, unbind bool) error {
 	c := ch.c
 	if source == "" || (destIsExchange && dest == "") {
-		return errorf(wire.AccessRefused, "operation not permitted on the default exchange")
+		return fsm.DefaultExchangeRefused()
 	}
 	destKind := "queue"
 	if destIsExchange {
@@ -257,10 +251,10 @@ func (c *conn) lookupQueue(name string) (*queue.Queue, error) {
 func (c *conn) lookupAnyQueue(name string) (*queue.Queue, fsm.Queue, error) {
 	qd, ok := c.s.node.FSM().Queue(c.vhost, name)
 	if !ok {
-		return nil, qd, errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
+		return nil, qd, fsm.NoQueue(c.vhost, name)
 	}
 	if qd.Exclusive && qd.ExclusiveConn != c.id {
-		return nil, qd, lockedErr(name, c.vhost)
+		return nil, qd, fsm.QueueLocked(c.vhost, name)
 	}
 	q := c.s.node.LocalQueue(c.vhost, name)
 	if q == nil && qd.Owner != c.s.node.ID() {
@@ -268,7 +262,7 @@ func (c *conn) lookupAnyQueue(name string) (*queue.Queue, fsm.Queue, error) {
 	}
 	if q == nil {
 		// Owned here by the FSM, but its queue object is gone (being deleted meanwhile).
-		return nil, qd, errorf(wire.NotFound, "no queue '%s' in vhost '%s'", name, c.vhost)
+		return nil, qd, fsm.NoQueue(c.vhost, name)
 	}
 	return q, qd, nil
 }
@@ -307,15 +301,15 @@ func (ch *channel) queueDelete(m *wire.QueueDelete) error {
 		return nil
 	}
 	if qd.Exclusive && qd.ExclusiveConn != c.id {
-		return lockedErr(m.Queue, c.vhost)
+		return fsm.QueueLocked(c.vhost, m.Queue)
 	}
 	var count int
 	if q := c.s.node.LocalQueue(c.vhost, m.Queue); q != nil {
 		if err := q.CheckDelete(m.IfUnused, m.IfEmpty); err != nil {
 			if errors.Is(err, queue.ErrInUse) {
-				return errorf(wire.PreconditionFailed, "queue '%s' in vhost '%s' in use", m.Queue, c.vhost)
+				return fsm.InUse("queue", c.vhost, m.Queue)
 			}
-			return errorf(wire.PreconditionFailed, "queue '%s' in vhost '%s' is not empty", m.Queue, c.vhost)
+			return fsm.QueueNotEmpty(c.vhost, m.Queue)
 		}
 		count, _, _ = q.Counts()
 	}

@@ -95,7 +95,7 @@ func (l *Log) Fail(err error) {
 // Options tunes a node.
 type Options struct {
 	// Messages, when set, keeps persistent messages of durable queues (a msgstore.Store or a
-	// wrapper of one); it is attached before the node's first command, as node.Start does.
+	// wrapper of one), given to broker.New as node.Start does.
 	Messages broker.MessageStore
 	Logger   *slog.Logger // nil: discarded
 }
@@ -120,11 +120,8 @@ func NewNode(t testing.TB, l *Log, id string, opts Options) *broker.Node {
 	if late {
 		t.Fatalf("brokertest: node %s added after the first command", id)
 	}
-	n := broker.New(id, f, log)
+	n := broker.New(broker.Config{ID: id, FSM: f, Logger: log, Messages: opts.Messages})
 	t.Cleanup(n.Close)
-	if opts.Messages != nil {
-		n.AttachMessageStore(opts.Messages)
-	}
 	// Nothing to give back (a new store, no log to replay), but the node is then in its
 	// running state: deleting a durable queue drops its messages, a moved queue is handed off.
 	if _, err := n.Recover(nil); err != nil {
@@ -158,23 +155,31 @@ func Link(t testing.TB, nodes ...*broker.Node) {
 func LinkVia(t testing.TB, handler func(*broker.Node) datalink.Handler, nodes ...*broker.Node) {
 	t.Helper()
 	ids := make([]string, len(nodes))
-	addrs := make(map[string]string, len(nodes))
 	for i, n := range nodes {
+		ids[i] = n.ID()
+	}
+	var mu sync.Mutex
+	addrs := make(map[string]string, len(nodes))
+	resolve := func(id string) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		a, ok := addrs[id]
+		return a, ok
+	}
+	// Links first: a node's data-link server must not accept peers before it has them.
+	for _, n := range nodes {
+		n.AttachLinks(datalink.Config{NodeID: n.ID(), Secret: "brokertest", Logger: discard()}, resolve)
+		n.SetLiveNodes(func() []string { return ids })
+	}
+	for _, n := range nodes {
 		cfg := datalink.Config{NodeID: n.ID(), Secret: "brokertest", Logger: discard()}
 		srv, err := datalink.Listen("127.0.0.1:0", cfg, handler(n))
 		if err != nil {
 			t.Fatalf("brokertest: data link of %s: %v", n.ID(), err)
 		}
 		t.Cleanup(func() { _ = srv.Close() })
-		ids[i], addrs[n.ID()] = n.ID(), srv.Addr()
-	}
-	// Written once above, read-only from here on.
-	resolve := func(id string) (string, bool) {
-		a, ok := addrs[id]
-		return a, ok
-	}
-	for _, n := range nodes {
-		n.AttachLinks(datalink.Config{NodeID: n.ID(), Secret: "brokertest", Logger: discard()}, resolve)
-		n.SetLiveNodes(func() []string { return ids })
+		mu.Lock()
+		addrs[n.ID()] = srv.Addr()
+		mu.Unlock()
 	}
 }
