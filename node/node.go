@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -166,6 +167,36 @@ func Start(cfg Config) (*Node, error) {
 		if optional {
 			joinWait = 0 // one attempt now; the rejoin loop keeps dialling in the background
 		}
+		// The data link listens before gossip starts, so the address is in the metadata this
+		// node joins with: a node that learns of it at the join can forward to it at once (a
+		// client may declare a queue here and publish to it through another node right away).
+		var gossip atomic.Pointer[cluster.Membership] // set once gossip runs; links resolve through it
+		dataAddr := ""
+		if cfg.DataAddr != "" {
+			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
+			if n.clusterTLS != nil {
+				lcfg.ServerTLS, lcfg.ClientTLS = n.clusterTLS.Server, n.clusterTLS.Client
+			}
+			// Links first: a peer's request may need a link back as soon as the server listens.
+			n.Broker.AttachLinks(lcfg, func(id string) (string, bool) {
+				members := gossip.Load()
+				if members == nil {
+					return "", false
+				}
+				m, ok := members.Member(id)
+				return m.Meta.DataAddr, ok && m.Meta.DataAddr != ""
+			})
+			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
+			if err != nil {
+				n.Close()
+				return nil, fmt.Errorf("start node %s: data link: %w", cfg.ID, err)
+			}
+			// A wildcard listen address without --advertise-host is completed below, once
+			// gossip knows this node's address.
+			if a := advertised(n.links.Addr(), cfg.AdvertiseHost); dialable(a) {
+				dataAddr = a
+			}
+		}
 		// After Raft listens, so the leader can add this node as soon as gossip announces it.
 		n.Members, err = cluster.StartMembership(cluster.MembershipConfig{
 			NodeID: cfg.ID, GossipAddr: cfg.GossipAddr, Join: cfg.Join, Secret: cfg.ClusterSecret, Logger: log,
@@ -173,13 +204,13 @@ func Start(cfg Config) (*Node, error) {
 			// A new node must find the cluster; one that has state, or starts a new cluster,
 			// comes up alone if need be and keeps dialling the seeds.
 			JoinWait: joinWait, JoinOptional: optional,
-			Meta: cluster.Meta{AMQPAddr: cfg.AMQPAddr, RaftAddr: store.RaftAddr(), HTTPAddr: cfg.HTTPAddr, ForwardAddr: store.ForwardAddr()},
-			// DataAddr follows in the UpdateMeta below, once the data link listens.
+			Meta: cluster.Meta{AMQPAddr: cfg.AMQPAddr, RaftAddr: store.RaftAddr(), HTTPAddr: cfg.HTTPAddr, ForwardAddr: store.ForwardAddr(), DataAddr: dataAddr},
 		})
 		if err != nil {
 			n.Close()
 			return nil, fmt.Errorf("start node %s: %w", cfg.ID, err)
 		}
+		gossip.Store(n.Members)
 		store.SetForwardResolver(n.Members.ForwardAddr)
 		members := n.Members
 		liveNodes := func() []string {
@@ -193,22 +224,6 @@ func Start(cfg Config) (*Node, error) {
 		}
 		n.Broker.SetLiveNodes(liveNodes)
 		store.SetLiveNodes(liveNodes)
-		if cfg.DataAddr != "" {
-			lcfg := datalink.Config{NodeID: cfg.ID, Secret: cfg.ClusterSecret, Logger: log}
-			if n.clusterTLS != nil {
-				lcfg.ServerTLS, lcfg.ClientTLS = n.clusterTLS.Server, n.clusterTLS.Client
-			}
-			// Links first: a peer's request may need a link back as soon as the server listens.
-			n.Broker.AttachLinks(lcfg, func(id string) (string, bool) {
-				m, ok := members.Member(id)
-				return m.Meta.DataAddr, ok && m.Meta.DataAddr != ""
-			})
-			n.links, err = datalink.Listen(cfg.DataAddr, lcfg, n.Broker.LinkHandler())
-			if err != nil {
-				n.Close()
-				return nil, fmt.Errorf("start node %s: data link: %w", cfg.ID, err)
-			}
-		}
 		n.reconciler = cluster.StartReconciler(cluster.ReconcilerConfig{Store: store, Members: n.Members, ReapAfter: cfg.ReapAfter, Logger: log})
 		events, unsubscribe := n.Members.Subscribe()
 		n.failStop, n.failDone, n.unsubscribe = make(chan struct{}), make(chan struct{}), unsubscribe
@@ -288,6 +303,16 @@ func advertised(listen, host string) string {
 		return listen
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// dialable: addr names a host other nodes can dial (not a wildcard).
+func dialable(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil || h == "" {
+		return false
+	}
+	ip := net.ParseIP(h)
+	return ip == nil || !ip.IsUnspecified()
 }
 
 func (n *Node) prepareTopology() error {
