@@ -82,9 +82,13 @@ func (n *Node) handOff(q *queue.Queue, to string) (moved int) {
 	// After a failed forward (typically: the new owner has not applied the move yet) nothing
 	// new is sent before retryAt; the other answers in flight are still collected meanwhile.
 	var retryAt time.Time
+	// One message at a time until the new owner accepts one: it refuses them until it has
+	// applied the move, and a window sent meanwhile would have its tail accepted and its head
+	// refused and requeued — the queue would arrive out of order.
+	window := 1
 	for {
 		if !time.Now().Before(retryAt) {
-			for inflight < handOffWindow {
+			for inflight < window {
 				d, ok := q.Get(false)
 				if !ok {
 					break
@@ -116,6 +120,7 @@ func (n *Node) handOff(q *queue.Queue, to string) (moved int) {
 		case r := <-results:
 			inflight--
 			if r.err != nil {
+				window = 1
 				q.Requeue([]queue.Settled{r.s})
 				n.handOffs.mu.Lock()
 				n.handOffs.failures++
@@ -128,6 +133,7 @@ func (n *Node) handOff(q *queue.Queue, to string) (moved int) {
 				continue
 			}
 			q.Ack([]queue.Settled{r.s})
+			window = handOffWindow
 			moved++
 			lastProgress, backoff = time.Now(), 50*time.Millisecond
 		}

@@ -212,18 +212,8 @@ func Start(cfg Config) (*Node, error) {
 		}
 		gossip.Store(n.Members)
 		store.SetForwardResolver(n.Members.ForwardAddr)
-		members := n.Members
-		liveNodes := func() []string {
-			var ids []string
-			for _, m := range members.Members() {
-				if m.State == cluster.MemberAlive {
-					ids = append(ids, m.ID)
-				}
-			}
-			return ids
-		}
-		n.Broker.SetLiveNodes(liveNodes)
-		store.SetLiveNodes(liveNodes)
+		n.Broker.SetLiveNodes(n.aliveMembers)
+		store.SetLiveNodes(n.aliveMembers)
 		n.reconciler = cluster.StartReconciler(cluster.ReconcilerConfig{Store: store, Members: n.Members, ReapAfter: cfg.ReapAfter, Logger: log})
 		events, unsubscribe := n.Members.Subscribe()
 		n.failStop, n.failDone, n.unsubscribe = make(chan struct{}), make(chan struct{}), unsubscribe

@@ -59,7 +59,12 @@ func startNode(t testing.TB, tune ...func(*node.Config)) *testNode {
 
 func dial(t testing.TB, n *testNode) *amqp.Connection {
 	t.Helper()
-	c, err := amqp.Dial(n.url)
+	return dialURL(t, n.url)
+}
+
+func dialURL(t testing.TB, url string) *amqp.Connection {
+	t.Helper()
+	c, err := amqp.Dial(url)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

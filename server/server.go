@@ -15,13 +15,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/wire"
 )
 
 // Config holds a server's settings; zero values take RabbitMQ's defaults.
 type Config struct {
-	Node   *broker.Node
+	Node   Broker
 	Logger *slog.Logger
 	// HandshakeTimeout closes connections that do not finish connection.open in time.
 	HandshakeTimeout time.Duration
@@ -126,7 +125,7 @@ func (c *Config) setDefaults() {
 // Server accepts AMQP connections and serves them until Close.
 type Server struct {
 	cfg    Config
-	node   *broker.Node
+	node   Broker
 	log    *slog.Logger
 	connID atomic.Uint64
 	stats  messageCounters
