@@ -33,6 +33,11 @@ type Broker interface {
 	ConsumeRemote(ctx context.Context, owner, vhost, name string, prefetch int, noAck, exclusive bool, sink broker.RemoteSink) (*broker.RemoteSub, error)
 	GetRemote(ctx context.Context, owner, vhost, name string, noAck bool) (d datalink.Delivery, msg *queue.Message, sub *broker.RemoteSub, ok bool, err error)
 	PurgeRemote(ctx context.Context, owner, vhost, name string) (int, error)
+
+	// SetCounter and PeerCount count across the cluster for the user and vhost limits
+	// (userlimits.go): this node answers its peers with the counter, and asks them.
+	SetCounter(fn func(key string) (int, error))
+	PeerCount(ctx context.Context, key string) (sum int, missed []string)
 }
 
 var _ Broker = (*broker.Node)(nil)
