@@ -246,18 +246,19 @@ func Open(cfg Config) (*Store, error) {
 	s.dataDir, s.inMemory = cfg.DataDir, cfg.InMemory
 	s.forwardPool = newForwardPool(s.forwardKey)
 	s.vis = newVisibility(s, cfg.VisibleWait)
-	s.expedite.start()
 	s.forwardPool.tls = cfg.TLS
 
 	if cfg.ForwardAddr != "" {
 		fs, err := listenForward(cfg.ForwardAddr, s, cfg.TLS, s.log)
 		if err != nil {
+			s.vis.close()
 			_ = s.r().Shutdown().Error()
 			s.closeAll()
 			return nil, err
 		}
 		s.forwardServer = fs
 	}
+	s.expedite.start()
 	return s, nil
 }
 
