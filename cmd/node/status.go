@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 )
@@ -73,6 +74,14 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 				whole(n["disk_free"]), whole(n["disk_free_limit"]), alarms(n))
 		}
 	}
+	// Set vhost and user limits (RabbitMQ's max-connections, max-queues, max-channels); the API
+	// shows them only to administrators, so a refusal just leaves the lines out.
+	for _, kind := range []string{"vhost", "user"} {
+		var limits []map[string]any
+		if err := get("/api/"+kind+"-limits", &limits); err == nil && len(limits) > 0 {
+			fmt.Fprintf(stdout, "%s limits: %s\n", kind, limitList(kind, limits))
+		}
+	}
 	if len(replicated) > 0 {
 		// Each replica: "*" leads, "+" in sync (holds every confirmed message), "-" catching up.
 		fmt.Fprintln(stdout, "replicated queues (* leader, + in sync, - catching up):")
@@ -84,6 +93,25 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		_ = tw.Flush()
 	}
 	return 0
+}
+
+// limitList prints /api/vhost-limits or /api/user-limits as "/ max-connections=10; u max-channels=2".
+func limitList(kind string, limits []map[string]any) string {
+	var parts []string
+	for _, l := range limits {
+		values, _ := l["value"].(map[string]any)
+		names := make([]string, 0, len(values))
+		for name := range values {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		part := fmt.Sprint(l[kind])
+		for _, name := range names {
+			part += fmt.Sprintf(" %s=%v", name, whole(values[name]))
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, "; ")
 }
 
 func replicaList(q map[string]any) string {

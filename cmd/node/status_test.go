@@ -18,6 +18,10 @@ func TestStatusSaysTopologyIsReadOnly(t *testing.T) {
 			_, _ = w.Write([]byte(`[{"name":"n1","running":false,"state":"dead"},{"name":"n3","running":true,"state":"alive","queues":2}]`))
 		case "/api/overview":
 			_, _ = w.Write([]byte(overview))
+		case "/api/vhost-limits":
+			_, _ = w.Write([]byte(`[{"vhost":"/","value":{"max-queues":5,"max-connections":10}}]`))
+		case "/api/user-limits":
+			_, _ = w.Write([]byte(`[]`))
 		default:
 			http.NotFound(w, r)
 		}
@@ -30,6 +34,9 @@ func TestStatusSaysTopologyIsReadOnly(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "topology: read-only: 1 of 3 Raft voters are alive (n3), a majority needs 2\n") {
 		t.Fatalf("status output:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "vhost limits: / max-connections=10 max-queues=5\n") || strings.Contains(out.String(), "user limits") {
+		t.Fatalf("limits in the status output:\n%s", out.String())
 	}
 	overview = `{"leader":"n1","topology":{"writable":true},"raft":{}}`
 	out.Reset()
