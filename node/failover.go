@@ -113,7 +113,7 @@ func (n *Node) repairReplicas() {
 	view := broker.PlacementQueues(qs)
 	for i := range view {
 		if view[i].Replicated {
-			view[i].Size = replicatedSize(qs[i])
+			view[i].Size = n.replicatedSize(qs[i])
 		}
 	}
 	for _, m := range placement.Repair(n.aliveMembers(), view) {
@@ -126,11 +126,9 @@ func (n *Node) repairReplicas() {
 }
 
 // replicatedSize is how many replicas a replicated queue should have.
-func replicatedSize(q fsm.Queue) int {
-	if args, err := broker.DecodeArgs(q.Args); err == nil {
-		if v, ok := broker.IntArg(args, "x-quorum-initial-group-size"); ok && v > 0 {
-			return int(v)
-		}
+func (n *Node) replicatedSize(q fsm.Queue) int {
+	if args, err := n.FSM.QueueArgs(q); err == nil && args.QuorumInitialGroupSize > 0 {
+		return int(args.QuorumInitialGroupSize)
 	}
 	return fsm.DefaultReplicas
 }
