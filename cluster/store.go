@@ -136,6 +136,11 @@ func Open(cfg Config) (*Store, error) {
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.SnapshotThreshold = 8192
+	// Only Close shuts Raft down. A leader that removes itself (it leaves) would otherwise shut
+	// down on its own; Close's Shutdown then returns without waiting for Raft's goroutines,
+	// and the log store could close under one still writing ("failed to save current term:
+	// database not open", a panic seen once in a test run).
+	rc.ShutdownOnRemove = false
 	if cfg.RaftLogOutput == nil {
 		cfg.RaftLogOutput = os.Stderr
 	}
