@@ -15,7 +15,7 @@ func PlacementQueues(qs []fsm.Queue) []placement.Queue {
 	for i, q := range qs {
 		out[i] = placement.Queue{
 			Vhost: q.Vhost, Name: q.Name, Owner: q.Owner, Durable: q.Durable, Exclusive: q.Exclusive,
-			Replicated: q.Type == fsm.QueueTypeQuorum, Replicas: q.Replicas, InSync: q.InSync, Epoch: q.Epoch,
+			Replicated: q.Type == fsm.QueueTypeQuorum, Replicas: q.Replicas, InSync: q.InSync, Epoch: q.Epoch, Departed: q.Departed,
 		}
 		if q.Exclusive {
 			out[i].ConnNode, _, _ = strings.Cut(q.ExclusiveConn, "/") // "node/connID"

@@ -99,7 +99,8 @@ func Repair(live []string, queues []Queue) []Move {
 		if !q.Replicated || len(q.Replicas) >= q.Size {
 			continue
 		}
-		if add := Replacement(q.Replicas, live, load); add != "" {
+		taken := append(slices.Clone(q.Replicas), q.Departed...)
+		if add := Replacement(taken, live, load); add != "" {
 			load[add]++
 			out = append(out, moveOf(q, add))
 		}

@@ -26,6 +26,9 @@ type Queue struct {
 	InSync     []string // replicas known to hold every committed message
 	Size       int      // how many replicas it should have
 	Epoch      uint64   // the leader epoch seen: an election is refused once it changed
+	// Departed are nodes that left or were forgotten: not given a replica again until they
+	// start again (the FSM refuses to add one).
+	Departed []string
 }
 
 // Move gives a queue a node: a new owner (or leader), or one more replica (Repair).
